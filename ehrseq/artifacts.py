@@ -1,0 +1,205 @@
+"""One artifact format for every ehrseq model.
+
+An artifact is a directory::
+
+    model.safetensors   weights (never pickles)
+    config.json         {"model_type": ..., "target": ..., "model": {...}, ...}
+    featurizer.json     the fitted featurizer (optional for text models)
+    metrics.json        evaluation figures (optional)
+    <name>.json         any extra JSON state: calibrator.json, baseline_hazard.json, thresholds.json ...
+    tokenizer/          tokenizer files for text models (optional)
+    manifest.json       format version, package versions, sha256 of every file, data and split hashes
+
+Writing is atomic: files go to a temporary sibling directory that is renamed into place, so a crash never
+leaves a half-written artifact. Loading verifies every hash in the manifest and refuses a tampered artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ehrseq import __version__
+from ehrseq.errors import ArtifactError
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+RESERVED = {"config.json", "featurizer.json", "metrics.json", "manifest.json", WEIGHTS}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@dataclass
+class Artifact:
+    """A loaded artifact. ``state_dict`` holds CPU tensors."""
+
+    path: Path
+    config: dict[str, Any]
+    manifest: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    featurizer: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def artifact_id(self) -> str:
+        return self.manifest["artifact_id"]
+
+    @property
+    def tokenizer_dir(self) -> Path | None:
+        p = self.path / "tokenizer"
+        return p if p.is_dir() else None
+
+
+def save_artifact(
+    out_dir: str | Path,
+    *,
+    state_dict: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    featurizer: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    extras: dict[str, Any] | None = None,
+    tokenizer_dir: str | Path | None = None,
+    data_hash: str | None = None,
+    split_hash: str | None = None,
+    overwrite: bool = True,
+) -> Path:
+    """Write an artifact directory atomically and return its path.
+
+    ``extras`` maps a name (e.g. ``"calibrator"``) to JSON-serialisable state written as ``<name>.json``.
+    """
+    out = Path(out_dir)
+    if "model_type" not in config:
+        raise ArtifactError("config must name its 'model_type'")
+    if out.exists() and not overwrite:
+        raise ArtifactError(f"{out} exists; pass overwrite=True or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+        save_file(tensors, str(tmp / WEIGHTS))
+        _write_json(tmp / "config.json", config)
+        if featurizer is not None:
+            _write_json(tmp / "featurizer.json", featurizer)
+        if metrics is not None:
+            _write_json(tmp / "metrics.json", metrics)
+        for name, obj in (extras or {}).items():
+            fname = f"{name}.json"
+            if fname in RESERVED:
+                raise ArtifactError(f"extra name '{name}' clashes with a reserved artifact file")
+            _write_json(tmp / fname, obj)
+        if tokenizer_dir is not None:
+            shutil.copytree(tokenizer_dir, tmp / "tokenizer")
+        files = {
+            str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
+        }
+        digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "ehrseq_version": __version__,
+            "torch_version": torch.__version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model_type": config["model_type"],
+            "target": config.get("target"),
+            "data_hash": data_hash,
+            "split_hash": split_hash,
+            "files": files,
+            "artifact_id": digest[:16],
+        }
+        _write_json(tmp / "manifest.json", manifest)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def load_artifact(path: str | Path, *, verify: bool = True, expect_model_type: str | None = None) -> Artifact:
+    """Load an artifact written by :func:`save_artifact`; only safetensors and JSON are read."""
+    p = Path(path)
+    if not p.is_dir():
+        raise ArtifactError(f"{p}: not an artifact directory (expected the --out of `ehrseq finetune`)")
+    mpath = p / "manifest.json"
+    if not mpath.exists():
+        raise ArtifactError(f"{p}: no manifest.json; this is not an ehrseq artifact")
+    manifest = json.loads(mpath.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{p}: artifact format {manifest.get('format_version')} is not supported by this ehrseq "
+            f"(format {FORMAT_VERSION}); retrain or install the ehrseq version that wrote it "
+            f"({manifest.get('ehrseq_version')})"
+        )
+    if verify:
+        for name, want in manifest["files"].items():
+            f = p / name
+            if not f.exists():
+                raise ArtifactError(f"{p}: file '{name}' listed in manifest.json is missing")
+            if sha256_file(f) != want:
+                raise ArtifactError(
+                    f"{p}: file '{name}' does not match its hash in manifest.json (tampered or corrupted); "
+                    "refusing to load it"
+                )
+    config = json.loads((p / "config.json").read_text())
+    if expect_model_type and config.get("model_type") != expect_model_type:
+        raise ArtifactError(
+            f"{p}: artifact holds a '{config.get('model_type')}' model, expected '{expect_model_type}'"
+        )
+    featurizer = json.loads((p / "featurizer.json").read_text()) if (p / "featurizer.json").exists() else None
+    metrics = json.loads((p / "metrics.json").read_text()) if (p / "metrics.json").exists() else None
+    extras = {
+        f.stem: json.loads(f.read_text())
+        for f in sorted(p.glob("*.json"))
+        if f.name not in RESERVED
+    }
+    state_dict = load_file(str(p / WEIGHTS))
+    return Artifact(
+        path=p,
+        config=config,
+        manifest=manifest,
+        state_dict=state_dict,
+        featurizer=featurizer,
+        metrics=metrics,
+        extras=extras,
+    )
