@@ -1,0 +1,401 @@
+"""The shared featurizer: one fitted, JSON-serialisable object used by every sequence and tabular model.
+
+``fit`` sees the training split only (it takes the split table and filters itself). ``transform`` turns events
+plus label rows into a :class:`FeatureSet`: flat arrays computed once, vectorised, from which each label row's
+inputs are sliced at ``prediction_time``, so nothing after that time can reach a feature.
+
+Two views per label row:
+
+- tokens (BEHRT): ``[CLS] static... v1 codes [SEP] v2 codes [SEP] ...``; a visit is a calendar day; keeps the
+  most recent events when longer than ``max_len`` (counted); unknown codes map to UNK (counted).
+- steps (RNN): one vector per distinct event time: numeric codes (log, standardised, with missing flags),
+  a multi-hot over the most frequent other codes, and log days since the previous step; plus static
+  features (age at prediction_time, sex, baseline numeric codes such as RF / anti-CCP).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ehrseq import codes
+from ehrseq.data.batch import CLS_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
+from ehrseq.errors import DataValidationError
+from ehrseq.split import ids_in
+
+FORMAT = "ehrseq.featurizer/1"
+US_PER_DAY = 86_400 * 1_000_000
+
+
+@dataclass(frozen=True)
+class FeaturizerConfig:
+    min_count: int = 5  # codes seen fewer times in train map to UNK
+    max_len: int = 256  # tokens per sequence, CLS and static included
+    max_visits: int = 64  # position ids are clipped here (BEHRT) / most recent steps kept (RNN)
+    max_age: int = 120
+    n_value_bins: int = 5
+    time_bin_edges_days: tuple[float, ...] = (1, 7, 30, 90, 180, 365)
+    numeric_codes: tuple[str, ...] | None = None  # None: learn (numeric codes at >= 5% of steps in train)
+    static_numeric_codes: tuple[str, ...] = (codes.RF, codes.ANTI_CCP)
+    top_step_codes: int = 48  # multi-hot codes per step (most frequent non-numeric codes in train)
+    birth_code: str = codes.BIRTH
+
+
+@dataclass
+class FeatureSet:
+    """Featurized label rows. Token arrays are flat over all events of the subjects; rows index into them."""
+
+    labels: pd.DataFrame  # the label rows, in order (subject_id, prediction_time, targets...)
+    # token stream (one row per timed event of the labelled subjects, sorted by subject, time)
+    tok_code: np.ndarray
+    tok_age: np.ndarray
+    tok_visit: np.ndarray  # absolute day-visit number within subject (0-based)
+    tok_delta: np.ndarray
+    tok_value: np.ndarray
+    # per label row: [tok_start, tok_cut) is the subject's history up to prediction_time
+    tok_start: np.ndarray
+    tok_cut: np.ndarray
+    static_tokens: list[np.ndarray]  # per label row: static code ids
+    age_at_pred: np.ndarray  # per label row: age id at prediction_time
+    # steps (RNN)
+    step_x: np.ndarray  # (n_steps, F) float32
+    step_start: np.ndarray
+    step_cut: np.ndarray
+    static_x: np.ndarray  # (n_rows, S) float32
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class Featurizer:
+    """Fit on the training split; transform any split (or new data) with the frozen state."""
+
+    def __init__(self, config: FeaturizerConfig | None = None) -> None:
+        self.config = config or FeaturizerConfig()
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, events: pd.DataFrame, splits: pd.DataFrame) -> Featurizer:
+        """Learn vocabulary, value bins and scalers from the ``train`` subjects of ``splits`` only."""
+        cfg = self.config
+        train = events.loc[events["subject_id"].isin(ids_in(splits, "train"))]
+        if train.empty:
+            raise DataValidationError(
+                "no events for the train split", column="subject_id",
+                hint="check that subject_splits matches the subject ids of the events",
+            )
+        timed = train.loc[train["time"].notna() & (train["code"] != cfg.birth_code)]
+        counts = train.loc[train["code"] != cfg.birth_code, "code"].value_counts()
+        vocab = sorted(counts.index[counts >= cfg.min_count].astype(str))
+        self.vocab_ = list(SPECIAL_TOKENS) + vocab
+        self.code_counts_ = {str(k): int(v) for k, v in counts.items()}
+        # Quantile bins of numeric values per code (inner edges only).
+        num = timed.dropna(subset=["numeric_value"])
+        qs = np.linspace(0, 1, cfg.n_value_bins + 1)[1:-1]
+        self.value_edges_ = {
+            str(c): np.unique(np.quantile(v.to_numpy(np.float64), qs)).tolist()
+            for c, v in num.groupby("code", observed=True)["numeric_value"]
+            if len(v) >= cfg.min_count
+        }
+        # Step features.
+        n_steps = max(timed[["subject_id", "time"]].drop_duplicates().shape[0], 1)
+        if cfg.numeric_codes is None:
+            per = num.drop_duplicates(["subject_id", "time", "code"])["code"].value_counts()
+            numeric = sorted(str(c) for c in per.index[per >= 0.05 * n_steps] if str(c) not in cfg.static_numeric_codes)
+        else:
+            numeric = list(cfg.numeric_codes)
+        self.numeric_codes_ = numeric
+        self.num_mean_, self.num_std_ = _log_stats(num, numeric)
+        other = timed.loc[~timed["code"].isin(numeric), "code"].value_counts()
+        self.step_codes_ = sorted(str(c) for c in other.index[: cfg.top_step_codes] if other[c] >= cfg.min_count)
+        self.static_numeric_codes_ = list(cfg.static_numeric_codes)
+        self.static_mean_, self.static_std_ = _log_stats(num, self.static_numeric_codes_)
+        self.n_train_subjects_ = int(train["subject_id"].nunique())
+        return self
+
+    @property
+    def code_to_id(self) -> dict[str, int]:
+        if not hasattr(self, "_code_to_id"):
+            self._code_to_id = {c: i for i, c in enumerate(self.vocab_)}
+        return self._code_to_id
+
+    @property
+    def n_step_features(self) -> int:
+        return 2 * len(self.numeric_codes_) + len(self.step_codes_) + 1
+
+    @property
+    def n_static_features(self) -> int:
+        return 3 + 2 * len(self.static_numeric_codes_)
+
+    @property
+    def n_time_bins(self) -> int:
+        return len(self.config.time_bin_edges_days) + 2  # pad + one per interval
+
+    @property
+    def n_value_ids(self) -> int:
+        return self.config.n_value_bins + 2  # pad, "no value", bins
+
+    # ------------------------------------------------------------ transform
+    def transform(self, events: pd.DataFrame, labels: pd.DataFrame) -> FeatureSet:
+        """Featurize each label row from the events at or before its ``prediction_time``."""
+        self._check_fitted()
+        cfg = self.config
+        for col in ("subject_id", "prediction_time"):
+            if col not in labels:
+                raise DataValidationError(f"label table has no '{col}' column", column=col)
+        labels = labels.reset_index(drop=True)
+        if labels["prediction_time"].isna().any():
+            bad = labels.loc[labels["prediction_time"].isna(), "subject_id"]
+            raise DataValidationError("prediction_time is null", column="prediction_time", n_rows=len(bad),
+                                      subject_ids=bad.tolist(), hint="every label row needs a prediction_time")
+        ev = events.loc[events["subject_id"].isin(labels["subject_id"].unique())]
+        subj = np.sort(labels["subject_id"].unique())
+        birth = ev.loc[ev["code"] == cfg.birth_code].groupby("subject_id")["time"].min()
+        static = ev.loc[ev["time"].isna()]
+        timed = ev.loc[ev["time"].notna() & (ev["code"] != cfg.birth_code)]
+        timed = timed.sort_values(["subject_id", "time"], kind="stable")
+
+        sid = timed["subject_id"].to_numpy(np.int64)
+        t_us = timed["time"].to_numpy("datetime64[us]").astype(np.int64)
+        code_arr = timed["code"].astype(str).to_numpy()
+        code_id = pd.Series(code_arr).map(self.code_to_id).fillna(UNK_ID).to_numpy(np.int64)
+        n_unknown = int((code_id == UNK_ID).sum())
+        b_us = pd.Series(sid).map(birth).to_numpy("datetime64[us]").astype(np.int64)
+        age_years = np.where(b_us == np.iinfo(np.int64).min, -1.0, (t_us - b_us) / (365.25 * US_PER_DAY))
+        age_id = np.clip(np.floor(age_years), -1, cfg.max_age - 1).astype(np.int64) + 1  # 0 = unknown/pad
+        # Day-visits: new visit when subject or calendar day changes.
+        day = t_us // US_PER_DAY
+        new_subj = np.r_[True, sid[1:] != sid[:-1]]
+        new_visit = new_subj | np.r_[True, day[1:] != day[:-1]]
+        visit_global = np.cumsum(new_visit) - 1
+        subj_first_visit = np.maximum.accumulate(np.where(new_subj, visit_global, 0))
+        visit_no = visit_global - subj_first_visit
+        vstart = np.maximum.accumulate(np.where(new_visit, np.arange(len(day)), 0)) if len(day) else day
+        gap_at = np.where(new_subj, 0, day - np.r_[day[:1], day[:-1]])  # meaningful at visit starts
+        gap_days = gap_at[vstart]
+        delta_id = np.searchsorted(np.asarray(cfg.time_bin_edges_days), gap_days, side="right") + 1
+        value_id = self._value_ids(code_arr, timed["numeric_value"].to_numpy(np.float64))
+
+        # Per label row: slice bounds in the token stream.
+        key_lab = _key(labels["subject_id"].to_numpy(np.int64), labels["prediction_time"].to_numpy("datetime64[us]").astype(np.int64), subj)
+        key_tok = _key(sid, t_us, subj)
+        lab_sid = labels["subject_id"].to_numpy(np.int64)
+        tok_start = np.searchsorted(sid, lab_sid, side="left")
+        tok_cut = np.searchsorted(key_tok, key_lab, side="right")
+        n_hist = tok_cut - tok_start
+
+        st_ids = static["code"].astype(str).map(self.code_to_id).fillna(UNK_ID).astype(np.int64)
+        st_map = st_ids.groupby(static["subject_id"].to_numpy()).agg(lambda s: np.asarray(s, np.int64))
+        empty = np.zeros(0, np.int64)
+        static_tokens = [st_map.get(s, empty) for s in lab_sid]
+        n_unknown += int((st_ids == UNK_ID).sum())
+        pred_us = labels["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
+        lb_us = pd.Series(lab_sid).map(birth).to_numpy("datetime64[us]").astype(np.int64)
+        age_pred = np.where(lb_us == np.iinfo(np.int64).min, np.nan, (pred_us - lb_us) / (365.25 * US_PER_DAY))
+        age_pred_id = np.clip(np.nan_to_num(np.floor(age_pred), nan=-1), -1, cfg.max_age - 1).astype(np.int64) + 1
+
+        # Steps for the RNN: one per distinct (subject, time).
+        step_x, step_sid, step_t = self._steps(timed, sid, t_us)
+        key_step = _key(step_sid, step_t, subj)
+        step_start = np.searchsorted(step_sid, lab_sid, side="left")
+        step_cut = np.searchsorted(key_step, key_lab, side="right")
+        static_x = self._static(ev, labels, static, age_pred)
+
+        budget = cfg.max_len - 1 - np.array([len(s) for s in static_tokens])
+        last = np.maximum(tok_cut - 1, 0)
+        n_visits_hist = np.where(n_hist > 0, visit_no[last] - visit_no[np.minimum(tok_start, last)] + 1, 0) if len(visit_no) else n_hist
+        counts = {
+            "rows": int(len(labels)),
+            "events": int(len(timed) + len(static)),
+            "unknown_codes": n_unknown,
+            "truncated_rows": int((n_hist + n_visits_hist > budget).sum()),
+            "rows_without_history": int((n_hist == 0).sum()),
+        }
+        return FeatureSet(
+            labels=labels,
+            tok_code=code_id, tok_age=age_id, tok_visit=visit_no.astype(np.int64), tok_delta=delta_id.astype(np.int64),
+            tok_value=value_id, tok_start=tok_start, tok_cut=tok_cut, static_tokens=static_tokens,
+            age_at_pred=age_pred_id, step_x=step_x, step_start=step_start, step_cut=step_cut, static_x=static_x,
+            counts=counts,
+        )
+
+    def _value_ids(self, code_arr: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """1 = no value; 2.. = quantile bin of the value within its code."""
+        out = np.ones(len(values), np.int64)
+        has = ~np.isnan(values)
+        if not has.any():
+            return out
+        s = pd.Series(np.arange(len(values))[has])
+        for c, pos in s.groupby(code_arr[has]):
+            edges = self.value_edges_.get(str(c))
+            if edges is None:
+                continue
+            p = pos.to_numpy()
+            out[p] = np.searchsorted(np.asarray(edges), values[p], side="right") + 2
+        return out
+
+    def _steps(self, timed: pd.DataFrame, sid: np.ndarray, t_us: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per (subject, time) step vectors: [numeric z, numeric missing] + multi-hot + log gap days."""
+        new = np.r_[True, (sid[1:] != sid[:-1]) | (t_us[1:] != t_us[:-1])] if len(sid) else np.zeros(0, bool)
+        step_idx = np.cumsum(new) - 1
+        n = int(step_idx[-1] + 1) if len(step_idx) else 0
+        step_sid, step_t = sid[new], t_us[new]
+        nn, nc = len(self.numeric_codes_), len(self.step_codes_)
+        x = np.zeros((n, 2 * nn + nc + 1), np.float32)
+        x[:, nn:2 * nn] = 1.0  # missing until seen
+        code = timed["code"].astype(str).to_numpy()
+        val = timed["numeric_value"].to_numpy(np.float64)
+        num_pos = {c: i for i, c in enumerate(self.numeric_codes_)}
+        col = pd.Series(code).map(num_pos).to_numpy()
+        m = ~np.isnan(col) & ~np.isnan(val)
+        j = col[m].astype(np.int64)
+        z = (np.log1p(np.maximum(val[m], 0)) - np.asarray(self.num_mean_)[j]) / np.asarray(self.num_std_)[j]
+        x[step_idx[m], j] = z  # last value within a step wins
+        x[step_idx[m], nn + j] = 0.0
+        hot_pos = {c: i for i, c in enumerate(self.step_codes_)}
+        col = pd.Series(code).map(hot_pos).to_numpy()
+        m = ~np.isnan(col)
+        x[step_idx[m], 2 * nn + col[m].astype(np.int64)] = 1.0
+        new_subj = np.r_[True, step_sid[1:] != step_sid[:-1]] if n else np.zeros(0, bool)
+        gap = np.where(new_subj, 0, np.diff(step_t, prepend=step_t[:1]) / US_PER_DAY) if n else np.zeros(0)
+        x[:, -1] = np.log1p(np.maximum(gap, 0)) / 5.0
+        return x, step_sid, step_t
+
+    def _static(self, ev: pd.DataFrame, labels: pd.DataFrame, static: pd.DataFrame, age_pred: np.ndarray) -> np.ndarray:
+        """[age z, female, male, per baseline numeric code: z of the latest value <= prediction_time, missing]."""
+        n = len(labels)
+        x = np.zeros((n, self.n_static_features), np.float32)
+        x[:, 0] = np.nan_to_num((age_pred - 55.0) / 15.0)
+        sex = static.loc[static["code"].astype(str).str.startswith(codes.SEX_PREFIX)].drop_duplicates("subject_id")
+        sex_map = sex.set_index("subject_id")["code"].astype(str)
+        s = labels["subject_id"].map(sex_map)
+        x[:, 1] = (s == codes.SEX_PREFIX + "F").to_numpy()
+        x[:, 2] = (s == codes.SEX_PREFIX + "M").to_numpy()
+        left = labels[["subject_id", "prediction_time"]].assign(_row=np.arange(n))
+        left["prediction_time"] = left["prediction_time"].astype("datetime64[us]")
+        left = left.sort_values("prediction_time", kind="stable")
+        for i, c in enumerate(self.static_numeric_codes_):
+            right = ev.loc[(ev["code"] == c) & ev["time"].notna() & ev["numeric_value"].notna(), ["subject_id", "time", "numeric_value"]]
+            right = right.assign(time=right["time"].astype("datetime64[us]")).sort_values("time", kind="stable")
+            j = 3 + 2 * i
+            x[:, j + 1] = 1.0
+            if right.empty:
+                continue
+            mg = pd.merge_asof(left, right, left_on="prediction_time", right_on="time", by="subject_id",
+                               direction="backward", allow_exact_matches=True)
+            has = mg["numeric_value"].notna().to_numpy()
+            rows = mg["_row"].to_numpy()[has]
+            v = np.log1p(np.maximum(mg["numeric_value"].to_numpy(np.float64)[has], 0))
+            x[rows, j] = (v - self.static_mean_[i]) / self.static_std_[i]
+            x[rows, j + 1] = 0.0
+        return x
+
+    # --------------------------------------------------------- persistence
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "vocab_"):
+            raise RuntimeError("Featurizer is not fitted; call fit(events, splits) on the training data first")
+
+    def to_dict(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {
+            "format": FORMAT,
+            "config": asdict(self.config),
+            "vocab": self.vocab_,
+            "code_counts": self.code_counts_,
+            "value_edges": self.value_edges_,
+            "numeric_codes": self.numeric_codes_,
+            "num_mean": list(map(float, self.num_mean_)),
+            "num_std": list(map(float, self.num_std_)),
+            "step_codes": self.step_codes_,
+            "static_numeric_codes": self.static_numeric_codes_,
+            "static_mean": list(map(float, self.static_mean_)),
+            "static_std": list(map(float, self.static_std_)),
+            "n_train_subjects": self.n_train_subjects_,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Featurizer:
+        if d.get("format") != FORMAT:
+            raise ValueError(f"featurizer format '{d.get('format')}' is not '{FORMAT}'; refit with this ehrseq")
+        cfg = dict(d["config"])
+        for k in ("time_bin_edges_days", "numeric_codes", "static_numeric_codes"):
+            if cfg.get(k) is not None:
+                cfg[k] = tuple(cfg[k])
+        f = cls(FeaturizerConfig(**cfg))
+        f.vocab_ = list(d["vocab"])
+        f.code_counts_ = dict(d["code_counts"])
+        f.value_edges_ = {k: list(v) for k, v in d["value_edges"].items()}
+        f.numeric_codes_ = list(d["numeric_codes"])
+        f.num_mean_, f.num_std_ = list(d["num_mean"]), list(d["num_std"])
+        f.step_codes_ = list(d["step_codes"])
+        f.static_numeric_codes_ = list(d["static_numeric_codes"])
+        f.static_mean_, f.static_std_ = list(d["static_mean"]), list(d["static_std"])
+        f.n_train_subjects_ = int(d["n_train_subjects"])
+        return f
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Featurizer:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _log_stats(num: pd.DataFrame, codes_: list[str]) -> tuple[list[float], list[float]]:
+    mean, std = [], []
+    for c in codes_:
+        v = np.log1p(np.maximum(num.loc[num["code"] == c, "numeric_value"].to_numpy(np.float64), 0))
+        mean.append(float(v.mean()) if len(v) else 0.0)
+        std.append(float(v.std()) if len(v) > 1 and v.std() > 0 else 1.0)
+    return mean, std
+
+
+def _key(sid: np.ndarray, t_us: np.ndarray, subjects: np.ndarray) -> np.ndarray:
+    """A sortable int64 key (subject rank, seconds since 1900) so one searchsorted finds every cut-off."""
+    rank = np.searchsorted(subjects, sid).astype(np.int64)
+    secs = (t_us // 1_000_000) + 2_208_988_800  # seconds since 1900-01-01; fits in 33 bits until 2172
+    return (rank << 33) | np.clip(secs, 0, (1 << 33) - 1)
+
+
+def build_tokens(fs: FeatureSet, i: int, max_len: int, max_visits: int) -> dict[str, np.ndarray]:
+    """The BEHRT token view of label row ``i``: most recent events that fit, SEP after each visit."""
+    lo, hi = int(fs.tok_start[i]), int(fs.tok_cut[i])
+    stat = fs.static_tokens[i]
+    budget = max_len - 1 - len(stat)
+    start = max(lo, hi - budget)
+    while start < hi:
+        v = fs.tok_visit[start:hi]
+        n_sep = int((np.diff(v) != 0).sum()) + 1
+        if hi - start + n_sep <= budget:
+            break
+        start += hi - start + n_sep - budget
+    sl = slice(start, hi)
+    code, age, visit, delta, value = (fs.tok_code[sl], fs.tok_age[sl], fs.tok_visit[sl], fs.tok_delta[sl], fs.tok_value[sl])
+    if len(code):
+        ends = np.r_[np.flatnonzero(np.diff(visit) != 0), len(code) - 1]
+        ins = ends + 1
+        code = np.insert(code, ins, SEP_ID)
+        age = np.insert(age, ins, age[ends])
+        delta = np.insert(delta, ins, delta[ends])
+        value = np.insert(value, ins, 1)
+        visit = np.insert(visit, ins, visit[ends])
+        rel = visit - visit[0] + 2
+    else:
+        rel = np.zeros(0, np.int64)
+    n_s = len(stat) + 1
+    head_age = np.full(n_s, fs.age_at_pred[i], np.int64)
+    codes_ = np.r_[CLS_ID, stat, code].astype(np.int64)
+    pos = np.minimum(np.r_[np.ones(n_s, np.int64), rel], max_visits - 1)
+    return {
+        "code_ids": codes_,
+        "age_ids": np.r_[head_age, age].astype(np.int64),
+        "position_ids": pos.astype(np.int64),
+        "segment_ids": (2 - (pos % 2)).astype(np.int64),
+        "time_ids": np.r_[np.ones(n_s, np.int64), delta].astype(np.int64),
+        "value_ids": np.r_[np.ones(n_s, np.int64), value].astype(np.int64),
+    }

@@ -1,0 +1,329 @@
+"""A synthetic rheumatoid-arthritis cohort at two sites, with the truth it was drawn from.
+
+The generator is vectorised across patients and steps visit by visit. Each patient has a latent disease
+activity ``d(t)`` that follows an Ornstein-Uhlenbeck process whose mean falls with treatment:
+
+    d(t + dt) = mu + (d(t) - mu) * exp(-dt / TAU) + SIGMA * sqrt(1 - exp(-2 dt / TAU)) * z
+
+    CDAI = clip(12 + 8 d + N(0, 3^2), 0, 76)        (<= 10 is controlled)
+
+Treatment escalates when CDAI > 10 (csDMARD add-on, biologic start or switch), so drugs carry real signal.
+Flares occur at a hazard ``LAMBDA0 * exp(0.9 d)`` between visits. Because the generator knows ``d`` and
+``mu`` it can record, for every label it emits, the probability it really used: the oracle that bounds
+what any model can reach.
+
+The two sites differ as real sites do: visit frequency (A ~ every 3 months, B ~ every 5), biologic use,
+case mix (B older, more comorbid), lab ordering and coding habits (B codes RA as M06.9 and records fewer
+secondary diagnoses).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit, ndtr
+
+from ehrseq import codes
+
+TAU = 120.0  # days: how fast disease activity relaxes to its treated mean
+SIGMA = 0.8  # stationary spread of disease activity around its mean
+CDAI_NOISE = 3.0
+LAMBDA0 = 1.0 / 1500.0  # flare hazard per day at d = 0
+FLARE_BETA = 0.9
+MAX_VISITS = 24
+END_DATE = np.datetime64("2025-01-01")
+
+COMORBIDITIES = {  # code: (prevalence at site A, at site B)
+    "ICD10//E11.9": (0.10, 0.16),  # type 2 diabetes
+    "ICD10//I10": (0.30, 0.42),  # hypertension
+    "ICD10//M81.0": (0.12, 0.18),  # osteoporosis
+    "ICD10//J84.10": (0.04, 0.06),  # interstitial lung disease
+    "ICD10//F32.9": (0.12, 0.10),  # depression
+}
+ACUTE = ("ICD10//J06.9", "ICD10//M25.50", "ICD10//D64.9", "ICD10//R53.83")
+
+
+@dataclass(frozen=True)
+class SiteProfile:
+    name: str
+    share: float  # share of patients
+    visit_shape: float  # gamma shape of the visit interval
+    visit_scale: float  # gamma scale (days)
+    p_biologic: float  # chance an escalation starts a biologic rather than a csDMARD
+    age_mean: float
+    lab_rate: float  # chance ESR/CRP are measured at a visit
+    cdai_missing: float
+    secondary_coding: float  # multiplier on recording comorbidity / acute codes
+    ra_code_unspecified: float  # share of RA coded as M06.9
+
+
+SITES = (
+    SiteProfile("A", 0.55, 4.0, 22.0, 0.55, 54.0, 0.9, 0.02, 1.0, 0.1),
+    SiteProfile("B", 0.45, 2.5, 60.0, 0.30, 60.0, 0.7, 0.08, 0.6, 0.7),
+)
+
+
+@dataclass
+class SynthCohort:
+    """Events in canonical MEDS columns plus the truth tables the generator used."""
+
+    events: pd.DataFrame
+    patients: pd.DataFrame  # subject_id, site, sex, birth_date, seropositive, severity
+    truth_cdai: pd.DataFrame  # subject_id, prediction_time, true_prob_controlled, true_next_cdai
+    truth_flare: pd.DataFrame  # subject_id, prediction_time, true_log_hazard
+    biopsy_labels: pd.DataFrame  # subject_id, time, report_id, label columns
+    params: dict = field(default_factory=dict)
+
+
+class _Events:
+    """Collects event columns as numpy chunks; one concatenation at the end."""
+
+    def __init__(self) -> None:
+        self.sid: list[np.ndarray] = []
+        self.time: list[np.ndarray] = []
+        self.code: list[np.ndarray] = []
+        self.num: list[np.ndarray] = []
+        self.text: list[np.ndarray] = []
+
+    def add(self, sid, time, code, num=None, text=None) -> None:
+        sid = np.asarray(sid, dtype=np.int64)
+        n = sid.shape[0]
+        if n == 0:
+            return
+        self.sid.append(sid)
+        self.time.append(np.broadcast_to(np.asarray(time, dtype="datetime64[us]"), (n,)))
+        self.code.append(np.broadcast_to(np.asarray(code, dtype=object), (n,)))
+        self.num.append(np.full(n, np.nan, np.float32) if num is None else np.asarray(num, np.float32))
+        self.text.append(np.full(n, None, object) if text is None else np.asarray(text, dtype=object))
+
+    def frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(
+            {
+                "subject_id": np.concatenate(self.sid),
+                "time": np.concatenate(self.time),
+                "code": pd.array(np.concatenate(self.code), dtype="string"),
+                "numeric_value": np.concatenate(self.num),
+                "text_value": pd.array(np.concatenate(self.text), dtype="string"),
+            }
+        )
+        # MEDS order: by subject, static (NaT) facts first, then by time; stable within a timestamp.
+        df["_static"] = df["time"].notna()
+        df = df.sort_values(["subject_id", "_static", "time"], kind="stable").drop(columns="_static")
+        return df.reset_index(drop=True)
+
+
+def _days(x: np.ndarray) -> np.ndarray:
+    return (np.round(x * 86400.0) * 1_000_000).astype("timedelta64[us]")
+
+
+def generate_cohort(n_patients: int = 2000, *, n_sites: int = 2, seed: int = 0, biopsy_rate: float = 0.05) -> SynthCohort:
+    """Draw a cohort of ``n_patients``; the same seed gives the same cohort, bit for bit."""
+    if n_patients < 1:
+        raise ValueError("n_patients must be at least 1")
+    if not 1 <= n_sites <= len(SITES):
+        raise ValueError(f"n_sites must be between 1 and {len(SITES)}")
+    rng = np.random.default_rng(seed)
+    n = n_patients
+    sid = np.arange(1, n + 1, dtype=np.int64) + 10_000
+    sites = SITES[:n_sites]
+    shares = np.array([s.share for s in sites]) / sum(s.share for s in sites)
+    site_idx = rng.choice(len(sites), size=n, p=shares)
+    prof = {k: np.array([getattr(sites[i], k) for i in site_idx]) for k in SiteProfile.__dataclass_fields__ if k != "name"}
+    site_name = np.array([s.name for s in sites])[site_idx]
+
+    female = rng.random(n) < 0.75
+    age0 = np.clip(rng.normal(prof["age_mean"], 13.0), 20, 90)
+    start = np.datetime64("2012-01-01") + _days(rng.uniform(0, 8 * 365, n))
+    birth = start - _days(age0 * 365.25)
+    rf_pos = rng.random(n) < 0.7
+    ccp_pos = np.where(rf_pos, rng.random(n) < 0.8, rng.random(n) < 0.3)
+    seropos = rf_pos | ccp_pos
+    severity = rng.normal(0.6, 0.7, n) + 0.4 * seropos + 0.01 * (age0 - 55)
+    bio_response = np.clip(rng.normal(1.0, 0.5, (n, len(codes.BIOLOGICS))), 0.0, 2.0)
+
+    ev = _Events()
+    # Static facts and birth.
+    ev.add(sid, np.datetime64("NaT"), np.where(female, codes.SEX_PREFIX + "F", codes.SEX_PREFIX + "M"))
+    ev.add(sid, np.datetime64("NaT"), np.char.add(codes.SITE_PREFIX, site_name.astype(str)).astype(object))
+    ev.add(sid, birth, codes.BIRTH)
+    # Baseline serology at the first visit.
+    ev.add(sid, start, codes.RF, np.where(rf_pos, rng.lognormal(4.5, 0.6, n), rng.lognormal(2.0, 0.5, n)))
+    ev.add(sid, start, codes.ANTI_CCP, np.where(ccp_pos, rng.lognormal(4.8, 0.7, n), rng.lognormal(1.5, 0.5, n)))
+    comorb = {c: rng.random(n) < np.where(site_idx == 0, p[0], p[1]) for c, p in COMORBIDITIES.items()}
+    ra_code = np.where(
+        rng.random(n) < prof["ra_code_unspecified"], "ICD10//M06.9", np.where(seropos, "ICD10//M05.79", "ICD10//M06.09")
+    ).astype(object)
+
+    # State.
+    d = severity + rng.normal(0, 0.5, n)
+    t = start.copy()
+    active = np.ones(n, bool)
+    on_mtx = np.zeros(n, bool)
+    n_cs = np.zeros(n, np.int64)  # add-on csDMARDs (HCQ, SSZ, LEF)
+    bio = np.full(n, -1, np.int64)
+    steroid = np.zeros(n, bool)
+    n_visits = np.zeros(n, np.int64)
+    truth_cdai, truth_flare = [], []
+    biopsy_at = np.where(
+        (age0 > 55) & (rng.random(n) < biopsy_rate * 2), rng.integers(1, 6, n), -1
+    )  # visit index at which GCA is suspected
+    biopsy_rows = []
+
+    for k in range(MAX_VISITS):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        m = idx.size
+        tk = t[idx]
+        n_visits[idx] += 1
+        s = sid[idx]
+        ev.add(s, tk, codes.VISIT)
+        # Observed disease activity and labs.
+        cdai = np.clip(12 + 8 * d[idx] + rng.normal(0, CDAI_NOISE, m), 0, 76)
+        seen = rng.random(m) >= prof["cdai_missing"][idx]
+        ev.add(s[seen], tk[seen], codes.CDAI, np.round(cdai[seen], 1))
+        labs = rng.random(m) < prof["lab_rate"][idx]
+        age_k = age0[idx] + (tk - start[idx]).astype("timedelta64[D]").astype(float) / 365.25
+        esr = np.exp(np.log(12) + 0.35 * d[idx] + 0.01 * (age_k - 50) + 0.2 * female[idx] + rng.normal(0, 0.3, m))
+        crp = np.exp(np.log(4) + 0.6 * d[idx] + rng.normal(0, 0.5, m))
+        ev.add(s[labs], tk[labs], codes.ESR, np.round(esr[labs], 0))
+        ev.add(s[labs], tk[labs], codes.CRP, np.round(crp[labs], 1))
+        # Diagnoses: RA at every visit, comorbidities and acute problems recorded with site habits.
+        ev.add(s, tk, ra_code[idx])
+        rec = prof["secondary_coding"][idx]
+        for c, has in comorb.items():
+            w = has[idx] & (rng.random(m) < (0.9 if k == 0 else 0.35) * rec)
+            ev.add(s[w], tk[w], c)
+        on_bio = bio[idx] >= 0
+        p_acute = {
+            "ICD10//J06.9": 0.04 + 0.10 * on_bio + 0.06 * steroid[idx],
+            "ICD10//M25.50": 0.55 * expit(2 * (d[idx] - 1.0)),
+            "ICD10//D64.9": 0.02 + 0.15 * (d[idx] > 1.2),
+            "ICD10//R53.83": 0.25 * expit(d[idx]),
+        }
+        for c, p in p_acute.items():
+            w = rng.random(m) < p * rec
+            ev.add(s[w], tk[w], c)
+
+        # Treatment decisions at this visit (clinicians see CDAI, or guess from joints when missing).
+        seen_cdai = np.where(seen, cdai, 12 + 8 * d[idx])
+        high = seen_cdai > 10
+        if k == 0:
+            on_mtx[idx] = rng.random(m) < 0.9
+            n_cs[idx] = (~on_mtx[idx]).astype(np.int64)
+        else:
+            esc = high & (rng.random(m) < 0.7)
+            to_bio = esc & (bio[idx] < 0) & (rng.random(m) < prof["p_biologic"][idx])
+            add_cs = esc & (bio[idx] < 0) & ~to_bio & (n_cs[idx] < 3)
+            switch = esc & (bio[idx] >= 0) & (rng.random(m) < 0.5)
+            ev.add(s[switch], tk[switch], codes.BIOLOGIC_FAILURE)
+            newbio = rng.integers(0, len(codes.BIOLOGICS), m)
+            bio[idx[to_bio | switch]] = np.where(
+                newbio[to_bio | switch] == bio[idx[to_bio | switch]],
+                (newbio[to_bio | switch] + 1) % len(codes.BIOLOGICS),
+                newbio[to_bio | switch],
+            )
+            n_cs[idx[add_cs]] += 1
+        steroid[idx] = (seen_cdai > 22) & (rng.random(m) < 0.6)
+        # Prescriptions active after this visit.
+        ev.add(s[on_mtx[idx]], tk[on_mtx[idx]], "RX//METHOTREXATE")
+        for j, drug in enumerate(codes.CSDMARDS[1:]):
+            w = n_cs[idx] > j
+            ev.add(s[w], tk[w], drug)
+        for j, drug in enumerate(codes.BIOLOGICS):
+            w = bio[idx] == j
+            ev.add(s[w], tk[w], drug)
+        st = steroid[idx]
+        ev.add(s[st], tk[st], "RX//PREDNISONE")
+
+        # GCA suspicion: PMR code and a temporal artery biopsy a week later.
+        bx = biopsy_at[idx] == k
+        if bx.any():
+            biopsy_rows.append((s[bx], tk[bx] + np.timedelta64(7, "D"), site_name[idx][bx]))
+            ev.add(s[bx], tk[bx], "ICD10//M35.3")
+
+        # Next visit: interval, latent evolution under treatment, truth, flares, drop-out.
+        dt = rng.gamma(prof["visit_shape"][idx], prof["visit_scale"][idx])
+        bio_eff = np.where(bio[idx] >= 0, bio_response[idx, np.maximum(bio[idx], 0)], 0.0)
+        mu = severity[idx] - 0.9 * on_mtx[idx] - 0.35 * n_cs[idx] - 1.2 * bio_eff - 0.5 * st
+        decay = np.exp(-dt / TAU)
+        mean_next = mu + (d[idx] - mu) * decay
+        var_next = SIGMA**2 * (1 - decay**2)
+        p_ctrl = ndtr((10 - 12 - 8 * mean_next) / np.sqrt(64 * var_next + CDAI_NOISE**2))
+        truth_cdai.append((s, tk, p_ctrl, 12 + 8 * mean_next))
+        log_h = np.log(LAMBDA0) + FLARE_BETA * d[idx]
+        truth_flare.append((s, tk, log_h))
+        t_flare = rng.exponential(1.0 / np.exp(log_h))
+        fl = t_flare < dt
+        ev.add(s[fl], tk[fl] + _days(t_flare[fl]), codes.FLARE)
+        d[idx] = mean_next + np.sqrt(var_next) * rng.standard_normal(m)
+        t[idx] = tk + _days(dt)
+        active[idx] = (t[idx] < END_DATE) & (rng.random(m) > 0.04) & (k + 1 < MAX_VISITS)
+
+    # Deaths after follow-up for a few, more with age and comorbidity.
+    p_death = 0.01 + 0.002 * np.clip(age0 - 60, 0, None) + 0.03 * comorb["ICD10//J84.10"]
+    died = rng.random(n) < p_death
+    ev.add(sid[died], t[died] + _days(rng.uniform(5, 200, died.sum())), codes.DEATH)
+
+    biopsy_labels = _biopsies(rng, ev, biopsy_rows)
+    patients = pd.DataFrame(
+        {
+            "subject_id": sid,
+            "site": site_name.astype(str),
+            "sex": np.where(female, "F", "M"),
+            "birth_date": birth.astype("datetime64[us]"),
+            "seropositive": seropos,
+            "severity": severity,
+            "n_visits": n_visits,
+        }
+    )
+    truth_c = pd.DataFrame(
+        {
+            "subject_id": np.concatenate([x[0] for x in truth_cdai]),
+            "prediction_time": np.concatenate([x[1] for x in truth_cdai]).astype("datetime64[us]"),
+            "true_prob_controlled": np.concatenate([x[2] for x in truth_cdai]),
+            "true_next_cdai": np.concatenate([x[3] for x in truth_cdai]),
+        }
+    ).sort_values(["subject_id", "prediction_time"], kind="stable", ignore_index=True)
+    truth_f = pd.DataFrame(
+        {
+            "subject_id": np.concatenate([x[0] for x in truth_flare]),
+            "prediction_time": np.concatenate([x[1] for x in truth_flare]).astype("datetime64[us]"),
+            "true_log_hazard": np.concatenate([x[2] for x in truth_flare]),
+        }
+    ).sort_values(["subject_id", "prediction_time"], kind="stable", ignore_index=True)
+    return SynthCohort(
+        events=ev.frame(),
+        patients=patients,
+        truth_cdai=truth_c,
+        truth_flare=truth_f,
+        biopsy_labels=biopsy_labels,
+        params={"seed": seed, "n_patients": n_patients, "n_sites": n_sites, "biopsy_rate": biopsy_rate},
+    )
+
+
+def _biopsies(rng: np.random.Generator, ev: _Events, rows: list) -> pd.DataFrame:
+    """Temporal artery biopsy reports for the patients with GCA suspicion."""
+    cols = ["subject_id", "time", "report_id", *codes.BIOPSY_LABELS]
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype="int64") for c in cols})
+    from ehrseq.synth.reports import generate_report
+
+    s = np.concatenate([r[0] for r in rows])
+    tt = np.concatenate([r[1] for r in rows]).astype("datetime64[us]")
+    site = np.concatenate([r[2] for r in rows])
+    texts, labels = [], []
+    for site_k in site:
+        text, lab = generate_report(rng, site=str(site_k))[:2]
+        texts.append(text)
+        labels.append(lab)
+    ev.add(s, tt, codes.BIOPSY_REPORT, text=np.array(texts, dtype=object))
+    gca = np.array([lab["gca"] for lab in labels], bool)
+    ev.add(s[gca], tt[gca] + np.timedelta64(3, "D"), "ICD10//M31.6")
+    ev.add(s[gca], tt[gca] + np.timedelta64(3, "D"), "RX//PREDNISONE")
+    out = pd.DataFrame({"subject_id": s, "time": tt, "report_id": [f"TAB-{i:06d}" for i in range(len(s))]})
+    for lab_name in codes.BIOPSY_LABELS:
+        out[lab_name] = np.array([int(lab[lab_name]) for lab in labels], dtype=np.int64)
+    return out
