@@ -1,0 +1,554 @@
+"""Validation of event tables at the data boundary.
+
+Every reader funnels its rows through :func:`validate_events` (or its two halves, :func:`coerce_events`
+and :func:`tidy_events`), which returns the *canonical events frame* everything downstream relies on:
+
+==================  ==========================  ==================================================
+column              dtype                       meaning
+==================  ==========================  ==================================================
+``subject_id``      int64                       one patient
+``time``            datetime64[us], naive       event time; NaT for static facts (sex, site)
+``code``            str                         event code, ``VOCAB//VALUE`` (see ``ehrseq.codes``)
+``numeric_value``   float32                     NaN when the event has no number
+``text_value``      object (str or None)        None when the event has no text
+==================  ==========================  ==================================================
+
+Rows are sorted by subject_id, then time with NaT (static facts) first, stably: rows that tie keep their
+original order. Time-zone-aware input is converted to UTC and made naive.
+
+Problems are raised as :class:`~ehrseq.errors.DataValidationError` naming the file, the column, the
+number of rows and the first subject ids, never a cell value. Problems that can be repaired safely are
+repaired and counted in a :class:`ValidationReport`; the counts are logged, never the values.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from ehrseq.errors import DataValidationError, first_ids
+
+logger = logging.getLogger("ehrseq.io")
+
+CANONICAL_COLUMNS: tuple[str, ...] = ("subject_id", "time", "code", "numeric_value", "text_value")
+REQUIRED_COLUMNS: tuple[str, ...] = ("subject_id", "time", "code", "numeric_value")
+
+# Source names people commonly use for each MEDS column, offered as suggestions when one is missing.
+_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "subject_id": ("patient_id", "person_id", "pid", "subject", "patient", "mrn"),
+    "time": ("timestamp", "datetime", "date", "event_time", "charttime", "start", "time_stamp"),
+    "code": ("concept", "event_code", "concept_code", "code_id"),
+    "numeric_value": ("value", "value_as_number", "numeric", "result", "num_value"),
+    "text_value": ("text", "value_as_string", "note", "string_value"),
+}
+
+_REPAIRS = ("duplicates_dropped", "nonfinite_nulled", "nonfinite_dropped", "empty_subjects_skipped",
+            "timezone_converted", "subject_id_from_float", "dayfirst_inferred")
+_DMY = r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})(.*)$"
+_TZ_SUFFIX = r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2})$"
+
+
+@dataclass(frozen=True)
+class ValidationPolicy:
+    """What to do with data problems that have a safe repair.
+
+    duplicates: identical rows: ``"drop"`` (keep the first, counted), ``"keep"`` or ``"error"``.
+    nonfinite: +/-inf in ``numeric_value``: ``"null"`` (set to NaN, counted), ``"drop"`` the row, or ``"error"``.
+        NaN itself means "no number" and is always allowed.
+    empty_subjects: subjects with only static rows (no timed event): ``"skip"`` them (one aggregated
+        count) or ``"keep"`` them.
+    dayfirst: how to read ``01/02/2020``-style dates. ``None`` infers it when a column has a part > 12 and
+        raises when the column is ambiguous; ``True`` reads day/month/year, ``False`` month/day/year.
+    utc: allow a time column that mixes time zones (or mixes zoned and naive values); all values are
+        converted to UTC (naive values are taken as UTC).
+    Unsorted rows are always sorted stably and counted.
+    """
+
+    duplicates: Literal["drop", "keep", "error"] = "drop"
+    nonfinite: Literal["drop", "null", "error"] = "null"
+    empty_subjects: Literal["skip", "keep"] = "skip"
+    dayfirst: bool | None = None
+    utc: bool = False
+
+    def __post_init__(self) -> None:
+        allowed = {"duplicates": ("drop", "keep", "error"), "nonfinite": ("drop", "null", "error"),
+                   "empty_subjects": ("skip", "keep")}
+        for name, options in allowed.items():
+            if getattr(self, name) not in options:
+                raise ValueError(f"ValidationPolicy.{name} must be one of {options}")
+
+
+@dataclass
+class ValidationReport:
+    """Counts of what validation read, repaired and dropped. Holds no cell values."""
+
+    files: list[str] = field(default_factory=list)
+    rows_read: int = 0
+    rows_out: int = 0
+    subjects_out: int = 0
+    duplicates_dropped: int = 0
+    duplicates_kept: int = 0
+    rows_moved_by_sort: int = 0
+    nonfinite_nulled: int = 0
+    nonfinite_dropped: int = 0
+    empty_subjects_skipped: int = 0
+    rows_of_empty_subjects_dropped: int = 0
+    timezone_converted: int = 0
+    subject_id_from_float: int = 0
+    times_parsed_from_text: int = 0
+    dayfirst_inferred: int = 0
+
+    def merge(self, other: ValidationReport) -> ValidationReport:
+        """Add ``other``'s counts into this report (``rows_out``/``subjects_out`` are set by tidy)."""
+        for f in fields(self):
+            if f.name == "files":
+                self.files.extend(x for x in other.files if x not in self.files)
+            elif f.name not in ("rows_out", "subjects_out"):
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
+
+    def counts(self) -> dict[str, int]:
+        """Every count, by name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "files"}
+
+    def log(self, log: logging.Logger = logger) -> None:
+        """Log the counts (never values): one info line, plus a warning line for each repair made."""
+        c = self.counts()
+        log.info("read %d rows from %d file(s) -> %d rows, %d subjects", c["rows_read"], len(self.files),
+                 c["rows_out"], c["subjects_out"])
+        for name, value in c.items():
+            if value and name in _REPAIRS:
+                log.warning("validation: %s = %d", name, value)
+            elif value and name not in ("rows_read", "rows_out", "subjects_out"):
+                log.info("validation: %s = %d", name, value)
+
+
+def _where(file: str | None) -> str:
+    return file or "<frame>"
+
+
+def _ids(subject_ids: pd.Series | None, mask: np.ndarray | pd.Series) -> list[object]:
+    if subject_ids is None:
+        return []
+    m = np.asarray(mask, dtype=bool)
+    vals = subject_ids.to_numpy()[m]
+    return [int(v) if isinstance(v, (int, np.integer)) else v for v in first_ids(v for v in vals if pd.notna(v))]
+
+
+def _rows(mask: np.ndarray | pd.Series, n: int = 5) -> str:
+    pos = np.flatnonzero(np.asarray(mask, dtype=bool))[:n]
+    return ", ".join(str(p + 1) for p in pos)
+
+
+def similar_columns(missing: str, present: Sequence[str]) -> list[str]:
+    """Columns in ``present`` that probably hold ``missing`` (known synonyms first, then difflib)."""
+    lower = {c.lower(): c for c in present}
+    out = [lower[s] for s in _SYNONYMS.get(missing, ()) if s in lower]
+    for c in difflib.get_close_matches(missing, list(present), n=3, cutoff=0.5):
+        if c not in out:
+            out.append(c)
+    return out
+
+
+def missing_column_error(
+    missing: str, present: Sequence[str], *, file: str | None, n_rows: int, reader: str = "read_meds"
+) -> DataValidationError:
+    """The error for a missing required column, saying exactly how to map a differently named one."""
+    similar = similar_columns(missing, present)
+    source = similar[0] if similar else "<your column>"
+    looks = f"columns that look similar: {', '.join(similar)}" if similar else "no similar column found"
+    return DataValidationError(
+        f"required column is missing ({looks}; columns present: {', '.join(map(str, present))})",
+        file=_where(file), column=missing, n_rows=n_rows,
+        hint=(f"If '{source}' holds it, pass a column map: {reader}(path, column_map={{'{source}': "
+              f"'{missing}'}}) or on the command line --column-map {source}={missing}"),
+    )
+
+
+def apply_column_map(df: pd.DataFrame, column_map: Mapping[str, str] | None, *, file: str | None) -> pd.DataFrame:
+    """Rename source columns to MEDS names; a mapped source column that is absent is an error."""
+    if not column_map:
+        return df
+    absent = [src for src in column_map if src not in df.columns]
+    if absent:
+        raise DataValidationError(
+            f"column_map names source column(s) not in the file: {', '.join(absent)} "
+            f"(columns present: {', '.join(map(str, df.columns))})",
+            file=_where(file), column=absent[0], n_rows=len(df),
+            hint="Fix the column map's keys to the file's column names.",
+        )
+    clash = [dst for src, dst in column_map.items() if dst in df.columns and dst != src and dst not in column_map]
+    if clash:
+        raise DataValidationError(
+            "column_map maps onto a column that already exists", file=_where(file), column=clash[0],
+            n_rows=len(df), hint=f"Drop or rename the existing '{clash[0]}' column first, or map it away too.",
+        )
+    return df.rename(columns=dict(column_map))
+
+
+# ---------------------------------------------------------------------------------------------- times
+
+
+def parse_time_column(
+    values: pd.Series,
+    *,
+    column: str,
+    file: str | None,
+    policy: ValidationPolicy,
+    report: ValidationReport,
+    subject_ids: pd.Series | None = None,
+) -> pd.Series:
+    """Convert one column of dates/timestamps to naive ``datetime64[us]`` (null -> NaT).
+
+    Accepts datetime columns (zoned ones converted to UTC), ISO 8601 text, and day/month/year text
+    (``policy.dayfirst``). Raises on numbers, unparseable text, mixed time zones and ambiguous dates.
+    """
+    s = values.reset_index(drop=True)
+    where = _where(file)
+    if isinstance(s.dtype, pd.DatetimeTZDtype):
+        report.timezone_converted += int(s.notna().sum())
+        return s.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[us]")
+    if pd.api.types.is_datetime64_dtype(s.dtype):
+        return s.astype("datetime64[us]")
+    if pd.api.types.is_numeric_dtype(s.dtype) and not s.isna().all():
+        raise DataValidationError(
+            f"holds numbers, not timestamps (dtype {s.dtype})", file=where, column=column,
+            n_rows=int(s.notna().sum()), subject_ids=_ids(subject_ids, s.notna()),
+            hint="Store times as a timestamp type or ISO 8601 text (YYYY-MM-DD[THH:MM:SS]).",
+        )
+    kind = pd.api.types.infer_dtype(s, skipna=True)
+    if kind in ("empty",) or s.isna().all():
+        return pd.Series(pd.NaT, index=s.index, dtype="datetime64[us]")
+    if kind != "string":
+        return _parse_time_objects(s, column=column, where=where, policy=policy, report=report,
+                                   subject_ids=subject_ids)
+    return _parse_time_text(s.astype(object), column=column, where=where, policy=policy, report=report,
+                            subject_ids=subject_ids)
+
+
+def _parse_time_objects(s: pd.Series, *, column: str, where: str, policy: ValidationPolicy,
+                        report: ValidationReport, subject_ids: pd.Series | None) -> pd.Series:
+    try:
+        parsed = pd.to_datetime(s, utc=policy.utc)
+    except (ValueError, TypeError) as e:
+        if "tz" in str(e).lower() or "zone" in str(e).lower() or "offset" in str(e).lower():
+            raise _mixed_tz_error(column, where, int(s.notna().sum()), []) from None
+        raise DataValidationError(
+            "holds values that are not timestamps", file=where, column=column, n_rows=int(s.notna().sum()),
+            hint="Store times as a timestamp type or ISO 8601 text.",
+        ) from None
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        report.timezone_converted += int(parsed.notna().sum())
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    return parsed.astype("datetime64[us]")
+
+
+def _mixed_tz_error(column: str, where: str, n: int, ids: list[object]) -> DataValidationError:
+    return DataValidationError(
+        "mixes time zones (or zoned and naive timestamps)", file=where, column=column, n_rows=n,
+        subject_ids=ids,
+        hint="Convert the column to one time zone, or pass ValidationPolicy(utc=True) (CLI: --utc) "
+             "to convert every value to UTC, naive values taken as UTC.",
+    )
+
+
+def _parse_time_text(s: pd.Series, *, column: str, where: str, policy: ValidationPolicy,
+                     report: ValidationReport, subject_ids: pd.Series | None) -> pd.Series:
+    stripped = s.str.strip()
+    null = (s.isna() | (stripped == "")).to_numpy()
+    text = stripped.where(~null, None)
+    report.times_parsed_from_text += int((~null).sum())
+
+    # Day/month/year (or month/day/year) text: decide the order, then rewrite as ISO 8601.
+    dmy = text.str.extract(_DMY)
+    matched = dmy[0].notna().to_numpy()
+    if matched.any():
+        a = pd.to_numeric(dmy.loc[matched, 0]).to_numpy()
+        b = pd.to_numeric(dmy.loc[matched, 1]).to_numpy()
+        dayfirst = policy.dayfirst
+        if dayfirst is None:
+            a_big, b_big = bool((a > 12).any()), bool((b > 12).any())
+            if a_big and b_big:
+                raise DataValidationError(
+                    "mixes day-first and month-first dates", file=where, column=column,
+                    n_rows=int(matched.sum()), subject_ids=_ids(subject_ids, matched),
+                    hint="Write the column in one format, ideally ISO 8601 (YYYY-MM-DD).",
+                )
+            if not a_big and not b_big and bool((a != b).any()):
+                raise DataValidationError(
+                    "has ambiguous dates: every day and month part is <= 12, so day/month order "
+                    "cannot be told", file=where, column=column, n_rows=int(matched.sum()),
+                    subject_ids=_ids(subject_ids, matched),
+                    hint="Pass ValidationPolicy(dayfirst=True) for day/month/year or dayfirst=False "
+                         "for month/day/year (CLI: --dayfirst / --monthfirst), or use ISO 8601 dates.",
+                )
+            dayfirst = a_big or not b_big
+            report.dayfirst_inferred += 1
+        day, month = (dmy.loc[matched, 0], dmy.loc[matched, 1]) if dayfirst else (dmy.loc[matched, 1],
+                                                                                dmy.loc[matched, 0])
+        iso = dmy.loc[matched, 2] + "-" + month.str.zfill(2) + "-" + day.str.zfill(2) + dmy.loc[matched, 3]
+        text = text.copy()
+        text[matched] = iso.to_numpy()
+
+    offsets = text.str.extract(_TZ_SUFFIX)[0]
+    zoned = offsets.notna().to_numpy()
+    utc = bool(zoned.any())
+    if utc:
+        norm = offsets[zoned].str.replace("Z", "+00:00").str.replace(r"^([+-]\d{2})(\d{2})$", r"\1:\2",
+                                                                     regex=True)
+        mixed = norm.nunique() > 1 or bool((~zoned & ~null).any())
+        if mixed and not policy.utc:
+            raise _mixed_tz_error(column, where, int(zoned.sum()), _ids(subject_ids, zoned))
+        report.timezone_converted += int(zoned.sum())
+    utc = utc or policy.utc
+    parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=utc)
+    if utc:
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    bad = parsed.isna().to_numpy() & ~null
+    if bad.any():
+        raise DataValidationError(
+            "has values that are not dates/timestamps", file=where, column=column, n_rows=int(bad.sum()),
+            subject_ids=_ids(subject_ids, bad),
+            hint=f"Use ISO 8601 (YYYY-MM-DD[THH:MM:SS]) or day/month/year text; first bad row(s): "
+                 f"{_rows(bad)}.",
+        )
+    return parsed.astype("datetime64[us]")
+
+
+# ---------------------------------------------------------------------------------------- columns
+
+
+def to_subject_ids(values: pd.Series, *, column: str, file: str | None, report: ValidationReport) -> pd.Series:
+    """Convert a subject id column to int64; nulls and non-integral values are errors."""
+    where = _where(file)
+    s = values.reset_index(drop=True)
+    null = s.isna().to_numpy()
+    if null.any():
+        raise DataValidationError(
+            "has empty subject ids", file=where, column=column, n_rows=int(null.sum()),
+            hint=f"Every row needs a subject id; first empty row(s): {_rows(null)}.",
+        )
+    if pd.api.types.is_bool_dtype(s.dtype):
+        raise DataValidationError("holds booleans, not integer ids", file=where, column=column,
+                                  n_rows=len(s), hint="Store subject ids as integers.")
+    if pd.api.types.is_integer_dtype(s.dtype):
+        return s.astype("int64")
+    num = pd.to_numeric(s, errors="coerce") if not pd.api.types.is_float_dtype(s.dtype) else s
+    bad = num.isna().to_numpy() | ~np.isfinite(num.to_numpy(dtype="float64", na_value=np.nan))
+    if bad.any():
+        raise DataValidationError(
+            "has subject ids that are not numbers", file=where, column=column, n_rows=int(bad.sum()),
+            hint=f"Subject ids must be integers (map text ids to integers first); first bad row(s): {_rows(bad)}.",
+        )
+    f = num.to_numpy(dtype="float64")
+    frac = f != np.round(f)
+    if frac.any():
+        raise DataValidationError(
+            "has subject ids that are not whole numbers", file=where, column=column, n_rows=int(frac.sum()),
+            hint=f"Subject ids must be integers; first bad row(s): {_rows(frac)}.",
+        )
+    if pd.api.types.is_float_dtype(s.dtype):
+        report.subject_id_from_float += len(s)
+        logger.warning("%s: column '%s' stored as float; converted %d whole-number ids to int64",
+                       where, column, len(s))
+    return pd.Series(f.astype("int64"), index=s.index)
+
+
+def to_numbers(values: pd.Series, *, column: str, file: str | None, subject_ids: pd.Series | None) -> pd.Series:
+    """Convert a column to float64 (null -> NaN); text that is not a number is an error."""
+    s = values.reset_index(drop=True)
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return s.astype("float64")
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        return s.astype("float64")
+    text = s.astype(object).where(s.notna(), None)
+    is_str = text.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+    if is_str.any():
+        t = text[is_str].str.strip()
+        text = text.copy()
+        text[is_str] = t.where(t != "", None).to_numpy()
+    num = pd.to_numeric(text, errors="coerce").astype("float64")
+    bad = num.isna().to_numpy() & text.notna().to_numpy()
+    if bad.any():
+        raise DataValidationError(
+            "has values that are not numbers", file=_where(file), column=column, n_rows=int(bad.sum()),
+            subject_ids=_ids(subject_ids, bad),
+            hint=f"Leave the cell empty when there is no number; first bad row(s): {_rows(bad)}.",
+        )
+    return num
+
+
+def to_text(values: pd.Series, *, blank_is_null: bool = False) -> pd.Series:
+    """Convert a column to object dtype holding str or None (non-text values are turned into text)."""
+    s = values.reset_index(drop=True)
+    arr = s.to_numpy(dtype=object, na_value=None) if pd.api.types.is_string_dtype(s.dtype) else s.to_numpy(
+        dtype=object)
+    if not pd.api.types.is_string_dtype(s.dtype) or pd.api.types.infer_dtype(arr, skipna=True) != "string":
+        arr = np.array([None if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v) for v in arr],
+                       dtype=object)
+    if blank_is_null and len(arr):
+        blank = np.array([v is not None and not v.strip() for v in arr], dtype=bool)
+        arr[blank] = None
+    return pd.Series(arr, index=s.index, dtype=object)
+
+
+def coerce_events(
+    df: pd.DataFrame,
+    *,
+    file: str | None = None,
+    policy: ValidationPolicy | None = None,
+    column_map: Mapping[str, str] | None = None,
+    keep_extra: bool | Sequence[str] = False,
+    report: ValidationReport | None = None,
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Per-file half of validation: columns, dtypes, nulls and timestamps (no sorting or dropping).
+
+    Returns the frame with canonical dtypes (rows in input order, index reset) and the report so far.
+    """
+    policy = policy or ValidationPolicy()
+    report = report if report is not None else ValidationReport()
+    where = _where(file)
+    if file and file not in report.files:
+        report.files.append(file)
+    df = apply_column_map(df, column_map, file=file)
+    if len(df) == 0:
+        raise DataValidationError("file has no rows", file=where, n_rows=0,
+                                  hint="Check the export: an event file needs at least one row.")
+    report.rows_read += len(df)
+    for col in REQUIRED_COLUMNS:
+        if col not in df.columns:
+            raise missing_column_error(col, [str(c) for c in df.columns], file=file, n_rows=len(df))
+
+    sid = to_subject_ids(df["subject_id"], column="subject_id", file=file, report=report)
+    code = df["code"].reset_index(drop=True)
+    null_code = (code.isna() | (code.astype(object).map(lambda v: isinstance(v, str) and v.strip() == ""))).to_numpy(
+        dtype=bool)
+    if null_code.any():
+        raise DataValidationError(
+            "has empty codes", file=where, column="code", n_rows=int(null_code.sum()),
+            subject_ids=_ids(sid, null_code), hint="Every event needs a code; drop or fill those rows.",
+        )
+    out = pd.DataFrame({
+        "subject_id": sid,
+        "time": parse_time_column(df["time"], column="time", file=file, policy=policy, report=report,
+                                  subject_ids=sid),
+        "code": to_text(code).astype("str"),
+        "numeric_value": to_numbers(df["numeric_value"], column="numeric_value", file=file,
+                                    subject_ids=sid),
+        "text_value": (to_text(df["text_value"]) if "text_value" in df.columns
+                       else pd.Series([None] * len(df), dtype=object)),
+    })
+    extra = [c for c in df.columns if c not in CANONICAL_COLUMNS]
+    if keep_extra is not True:
+        extra = [c for c in extra if keep_extra and c in keep_extra]
+    for c in extra:
+        out[c] = df[c].reset_index(drop=True)
+    return out, report
+
+
+def tidy_events(
+    df: pd.DataFrame,
+    *,
+    file: str | None = None,
+    policy: ValidationPolicy | None = None,
+    report: ValidationReport | None = None,
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Whole-table half of validation: non-finite numbers, duplicates, empty subjects, stable sort.
+
+    ``df`` must already have canonical dtypes (the output of :func:`coerce_events`, possibly concatenated).
+    """
+    policy = policy or ValidationPolicy()
+    report = report if report is not None else ValidationReport()
+    where = _where(file)
+    df = df.reset_index(drop=True)
+
+    values = df["numeric_value"].to_numpy(dtype="float64")
+    inf = np.isinf(values)
+    if inf.any():
+        if policy.nonfinite == "error":
+            raise DataValidationError(
+                "has infinite numbers", file=where, column="numeric_value", n_rows=int(inf.sum()),
+                subject_ids=_ids(df["subject_id"], inf),
+                hint="Fix the source, or use ValidationPolicy(nonfinite='null') to blank them or 'drop'.",
+            )
+        if policy.nonfinite == "null":
+            values = np.where(inf, np.nan, values)
+            report.nonfinite_nulled += int(inf.sum())
+        else:
+            df = df.loc[~inf].reset_index(drop=True)
+            values = values[~inf]
+            report.nonfinite_dropped += int(inf.sum())
+    df["numeric_value"] = values.astype("float32")
+    overflow = np.isinf(df["numeric_value"].to_numpy())
+    if overflow.any():  # finite float64 too large for float32
+        raise DataValidationError(
+            "has numbers too large for float32", file=where, column="numeric_value", n_rows=int(overflow.sum()),
+            subject_ids=_ids(df["subject_id"], overflow), hint="Rescale the values (change the unit).",
+        )
+
+    dup = df.duplicated(keep="first").to_numpy()
+    if dup.any():
+        if policy.duplicates == "error":
+            raise DataValidationError(
+                "has duplicate rows", file=where, n_rows=int(dup.sum()), subject_ids=_ids(df["subject_id"], dup),
+                hint="Remove them, or use ValidationPolicy(duplicates='drop') (the default) or 'keep'.",
+            )
+        if policy.duplicates == "drop":
+            df = df.loc[~dup].reset_index(drop=True)
+            report.duplicates_dropped += int(dup.sum())
+        else:
+            report.duplicates_kept += int(dup.sum())
+
+    if policy.empty_subjects == "skip":
+        timed = df["time"].notna().groupby(df["subject_id"]).transform("any").to_numpy(dtype=bool)
+        if not timed.all():
+            report.empty_subjects_skipped += int(df.loc[~timed, "subject_id"].nunique())
+            report.rows_of_empty_subjects_dropped += int((~timed).sum())
+            df = df.loc[timed].reset_index(drop=True)
+
+    df = sort_events(df, report)
+    report.rows_out = len(df)
+    report.subjects_out = int(df["subject_id"].nunique())
+    return df, report
+
+
+def sort_events(df: pd.DataFrame, report: ValidationReport | None = None) -> pd.DataFrame:
+    """Stable sort by subject_id, then time with NaT first (NaT is the smallest int64)."""
+    t = df["time"].to_numpy().view("int64")
+    order = np.lexsort((t, df["subject_id"].to_numpy()))
+    moved = int((order != np.arange(len(order))).sum())
+    if report is not None:
+        report.rows_moved_by_sort += moved
+    if not moved:
+        return df.reset_index(drop=True)
+    return df.iloc[order].reset_index(drop=True)
+
+
+def validate_events(
+    df: pd.DataFrame,
+    *,
+    file: str | None = None,
+    policy: ValidationPolicy | None = None,
+    column_map: Mapping[str, str] | None = None,
+    keep_extra: bool | Sequence[str] = False,
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Validate one events table and return ``(canonical frame, report)``; see the module docstring."""
+    out, report = coerce_events(df, file=file, policy=policy, column_map=column_map, keep_extra=keep_extra)
+    return tidy_events(out, file=file, policy=policy, report=report)
+
+
+def empty_events() -> pd.DataFrame:
+    """A canonical events frame with no rows."""
+    return pd.DataFrame({
+        "subject_id": pd.Series([], dtype="int64"),
+        "time": pd.Series([], dtype="datetime64[us]"),
+        "code": pd.Series([], dtype="str"),
+        "numeric_value": pd.Series([], dtype="float32"),
+        "text_value": pd.Series([], dtype=object),
+    })
