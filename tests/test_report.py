@@ -1,0 +1,172 @@
+"""The report builds for every task, suppresses small groups, and renders as a self-contained page."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ehrseq.evaluate import plots
+from ehrseq.evaluate.conformal import SplitConformalClassifier, SplitConformalRegressor
+from ehrseq.evaluate.metrics import auroc
+from ehrseq.evaluate.report import build_report, write_report
+from ehrseq.evaluate.subgroups import age_band, subgroup_card
+
+CARD = {"name": "toy-model", "data_hash": "abc123", "split_hash": "def456",
+        "target_definition": "flare within 90 days", "intended_use": "research only",
+        "limitations": "synthetic data"}
+FAST = {"n_boot": 20, "min_group_size": 30}
+
+
+def _frame(n_patients: int = 150, seed: int = 0, small_site: int = 12, prefix: str = "p") -> pd.DataFrame:
+    """Patients with 3 rows each; site 'C' has only ``small_site`` patients."""
+    rng = np.random.default_rng(seed)
+    pid = np.repeat(np.arange(n_patients), 3)
+    site = np.where(np.arange(n_patients) < small_site, "C", rng.choice(["A", "B"], n_patients))[pid]
+    logit = rng.normal(size=len(pid))
+    y = (rng.random(len(pid)) < 1 / (1 + np.exp(-logit))).astype(int)
+    df = pd.DataFrame({
+        "subject_id": [f"{prefix}{i}" for i in pid],
+        "prediction_time": pd.Timestamp("2020-01-01") + pd.to_timedelta(np.tile([0, 90, 180], n_patients), "D"),
+        "y_true": y,
+        "y_prob": 1 / (1 + np.exp(-2 * logit)),
+        "sex": rng.choice(["F", "M"], n_patients)[pid],
+        "age": rng.uniform(20, 90, n_patients)[pid],
+        "site": site,
+    })
+    return df
+
+
+def _multilabel(seed: int = 1) -> pd.DataFrame:
+    df = _frame(seed=seed).drop(columns=["y_true", "y_prob"])
+    rng = np.random.default_rng(seed)
+    for lab in ("flare", "remission", "switch"):
+        z = rng.normal(size=len(df))
+        df[f"y_true_{lab}"] = (rng.random(len(df)) < 1 / (1 + np.exp(-z))).astype(int)
+        df[f"y_prob_{lab}"] = 1 / (1 + np.exp(-z))
+    return df
+
+
+def _regression(seed: int = 2) -> pd.DataFrame:
+    df = _frame(seed=seed).drop(columns=["y_true", "y_prob"])
+    rng = np.random.default_rng(seed)
+    df["y_pred"] = rng.normal(10, 3, len(df))
+    df["y_true"] = df["y_pred"] + rng.normal(0, 2, len(df))
+    return df
+
+
+def test_age_band_labels_and_missing() -> None:
+    bands = age_band(pd.Series([5, 39.9, 40, 74, 75, 101, np.nan, 250]))
+    assert bands.tolist() == ["0-39", "0-39", "40-59", "60-74", "75+", "75+", "missing", "missing"]
+
+
+def test_subgroup_card_suppresses_small_groups_and_reports_gap() -> None:
+    df = _frame()
+    card = subgroup_card(df, {"auroc": auroc}, ["site", "sex"], y_pred="y_prob", n_boot=20)
+    rows = {(r["column"], r["group"]): r for r in card["rows"]}
+    small = rows[("site", "C")]
+    assert small["suppressed"] and small["note"] == "suppressed (n<30)"
+    assert small["metrics"] == {} and small["n_patients"] is None
+    big = rows[("site", "A")]
+    m = big["metrics"]["auroc"]
+    assert m["gap"] == pytest.approx(m["estimate"] - card["overall"]["auroc"]["estimate"])
+    assert m["lo"] <= m["estimate"] <= m["hi"]
+    loose = subgroup_card(df, {"auroc": auroc}, ["site"], y_pred="y_prob", n_boot=0, min_group_size=5)
+    assert not any(r["suppressed"] for r in loose["rows"])
+
+
+def test_binary_report_has_every_section_and_writes_html_with_images(tmp_path: Path) -> None:
+    df = _frame()
+    conformal = SplitConformalClassifier(alpha=0.1).fit(df["y_prob"].to_numpy(), df["y_true"].to_numpy())
+    report = build_report(df, "binary", CARD, external=_frame(80, seed=9, small_site=0, prefix="x"),
+                          conformal=conformal, **FAST)
+    assert report["overall"]["auroc"]["lo"] <= report["overall"]["auroc"]["estimate"] <= report["overall"]["auroc"]["hi"]
+    assert report["model_card"]["target_definition"] == "flare within 90 days"
+    assert report["model_card"]["evaluation_data_hash"]
+    assert report["calibration"]["fit"]["slope"] < 1  # the toy model is over-confident
+    assert report["conformal"]["nominal"] == pytest.approx(0.9)
+    assert {r["metric"] for r in report["external"]["side_by_side"]} == {"auroc", "auprc", "brier", "log_loss"}
+    assert any(r["column"] == "age_band" and r["group"] == "40-59" for r in report["subgroups"]["rows"])
+    assert any(r["note"] == "suppressed (n<30)" for r in report["subgroups"]["rows"])
+
+    paths = write_report(report, tmp_path)
+    assert json.loads(paths["json"].read_text())["meta"]["task"] == "binary"
+    page = paths["html"].read_text()
+    for section in ("model-card", "overall", "calibration", "conformal", "subgroups", "external", "figures"):
+        assert f'id="{section}"' in page
+    if plots.plots_available():
+        assert page.count('<img alt="') >= 4 and "data:image/png;base64," in page
+    assert "suppressed (n&lt;30)" in page
+    md = paths["markdown"].read_text()
+    assert "## Overall metrics" in md and "suppressed (n<30)" in md
+
+
+def test_multilabel_report_has_per_label_metrics_and_calibration(tmp_path: Path) -> None:
+    report = build_report(_multilabel(), "multilabel", CARD, **FAST)
+    assert set(report["per_label"]) == {"flare", "remission", "switch"}
+    assert set(report["overall"]) == {"macro_auroc", "macro_auprc", "macro_brier", "samples_ap"}
+    assert set(report["calibration"]) == {"flare", "remission", "switch"}
+    page = write_report(report, tmp_path)["html"].read_text()
+    assert 'id="per-label"' in page
+
+
+def test_regression_report_with_conformal_intervals(tmp_path: Path) -> None:
+    df = _regression()
+    conformal = SplitConformalRegressor(alpha=0.1).fit(df["y_pred"], df["y_true"])
+    report = build_report(df, "regression", CARD, conformal=conformal, **FAST)
+    assert report["overall"]["mae"]["estimate"] > 0
+    assert report["conformal"]["coverage"] >= 0.9
+    assert report["calibration"] == {}
+    paths = write_report(report, tmp_path)
+    assert "rmse" in paths["markdown"].read_text()
+
+
+def test_survival_report_uses_concordance_when_available(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    df = _frame().drop(columns=["y_true", "y_prob"])
+    risk = rng.normal(size=len(df))
+    df["duration"] = rng.exponential(np.exp(-risk))
+    df["event"] = (rng.random(len(df)) < 0.7).astype(int)
+    df["risk"] = risk
+    report = build_report(df, "survival", CARD, n_boot=10)
+    c = report["overall"]["concordance"]
+    assert c["estimate"] is None or 0.5 < c["estimate"] <= 1  # None only without ehrseq.evaluate.survival
+    write_report(report, tmp_path)
+
+
+def test_report_without_matplotlib_still_writes_json_and_markdown(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(plots, "plots_available", lambda: False)
+    report = build_report(_frame(), "binary", CARD, subgroup_columns=["sex"], **FAST)
+    paths = write_report(report, tmp_path)
+    assert paths["json"].exists() and paths["markdown"].exists()
+    page = paths["html"].read_text()
+    assert "<img" not in page and "pip install &#x27;ehrseq[plots]&#x27;" in page
+
+
+def test_missing_columns_give_a_clear_error() -> None:
+    from ehrseq.errors import DataValidationError
+
+    with pytest.raises(DataValidationError, match="y_true"):
+        build_report(_frame().drop(columns=["y_true"]), "binary", CARD, **FAST)
+
+
+def test_report_html_renders_in_headless_chromium_without_console_errors(tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if chromium is None:
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    report = build_report(_frame(), "binary", CARD, **FAST)
+    html_path = write_report(report, tmp_path / "out")["html"]
+    shot = tmp_path / "shot.png"
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+           f"--screenshot={shot}", "--window-size=1200,2000", html_path.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert shot.exists() and shot.stat().st_size > 0, proc.stderr[-2000:]
+    console = [line for line in proc.stderr.splitlines() if "Uncaught" in line or "ERROR:CONSOLE" in line]
+    assert not console, console
