@@ -1,0 +1,301 @@
+"""BEHRT model and masking: shapes, training signal, save/load, batching and padding invariance, seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from ehrseq.data.batch import CLS_ID, MASK_ID, PAD_ID, SEP_ID, Batch
+from ehrseq.models.behrt import BehrtConfig, BehrtModel, behrt_base, behrt_small, behrt_tiny
+from ehrseq.models.masking import IGNORE_INDEX, N_SPECIAL, mask_codes
+
+VOCAB = 40
+HEADS = ("mlm", "binary", "multilabel", "regression")
+
+
+def make_batch(n: int = 4, length: int = 16, seed: int = 0, n_labels: int = 1) -> Batch:
+    """Random patients in BEHRT layout ``[CLS] codes [SEP] codes [SEP] ...``, right-padded to ``length``."""
+    g = torch.Generator().manual_seed(seed)
+    code = torch.zeros(n, length, dtype=torch.long)
+    age, seg, pos, time, value, attn = (torch.zeros_like(code) for _ in range(6))
+    for i in range(n):
+        real = int(torch.randint(length // 2, length + 1, (1,), generator=g))
+        visit, year = 1, int(torch.randint(20, 80, (1,), generator=g))
+        code[i, 0], age[i, 0], seg[i, 0], pos[i, 0] = CLS_ID, year, 1, 1
+        for t in range(1, real):
+            is_sep = t % 4 == 0
+            code[i, t] = SEP_ID if is_sep else int(torch.randint(N_SPECIAL, VOCAB, (1,), generator=g))
+            age[i, t], seg[i, t], pos[i, t] = year, 2 - visit % 2, visit
+            time[i, t] = int(torch.randint(1, 8, (1,), generator=g))
+            value[i, t] = int(torch.randint(0, 5, (1,), generator=g))
+            if is_sep:
+                visit, year = visit + 1, year + 1
+        attn[i, :real] = 1
+    return Batch(
+        subject_id=torch.arange(n),
+        code_ids=code,
+        age_ids=age,
+        segment_ids=seg,
+        position_ids=pos,
+        time_ids=time,
+        value_ids=value,
+        attention_mask=attn,
+        visit_x=torch.zeros(n, 1, 1),
+        visit_mask=torch.ones(n, 1, dtype=torch.bool),
+        static_x=torch.zeros(n, 1),
+        labels=torch.randint(0, 2, (n, n_labels), generator=g).float(),
+    )
+
+
+def tiny(head: str = "binary", **kw) -> BehrtModel:
+    torch.manual_seed(0)
+    return BehrtModel(behrt_tiny(vocab_size=VOCAB, head=head, num_labels=3, **kw)).eval()
+
+
+def rows(b: Batch, idx: slice, pad_to: int | None = None) -> Batch:
+    """A slice of a batch, optionally right-padded with PAD tokens to ``pad_to`` tokens."""
+    out = {}
+    for name in (
+        "code_ids",
+        "age_ids",
+        "segment_ids",
+        "position_ids",
+        "time_ids",
+        "value_ids",
+        "attention_mask",
+    ):
+        t = getattr(b, name)[idx]
+        if pad_to is not None:
+            t = torch.nn.functional.pad(t, (0, pad_to - t.shape[1]), value=PAD_ID)
+        out[name] = t
+    return Batch(
+        subject_id=b.subject_id[idx],
+        visit_x=b.visit_x[idx],
+        visit_mask=b.visit_mask[idx],
+        static_x=b.static_x[idx],
+        labels=None if b.labels is None else b.labels[idx],
+        **out,
+    )
+
+
+def mlm_labels(b: Batch) -> tuple[Batch, torch.Tensor]:
+    masked, labels = mask_codes(
+        b.code_ids, b.attention_mask, VOCAB, torch.Generator().manual_seed(1), prob=0.3
+    )
+    return dataclasses.replace(b, code_ids=masked), labels
+
+
+# --- model ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_forward_shapes_and_loss_per_head(head: str) -> None:
+    b = make_batch(n=4, length=16, n_labels=3 if head == "multilabel" else 1)
+    m = tiny(head)
+    labels = mlm_labels(b)[1] if head == "mlm" else None
+    out = m(b, labels=labels)
+    want = {"mlm": (4, 16, VOCAB), "binary": (4, 1), "multilabel": (4, 3), "regression": (4, 1)}[head]
+    assert out.logits.shape == want
+    assert out.embeddings.shape == (4, 32)
+    assert out.loss is not None and out.loss.ndim == 0 and torch.isfinite(out.loss)
+    assert torch.allclose(m.embed(b), out.embeddings)
+
+
+def test_forward_accepts_named_tensors_like_a_batch() -> None:
+    b, m = make_batch(), tiny("binary")
+    a = m(b).logits
+    c = m(
+        code_ids=b.code_ids,
+        attention_mask=b.attention_mask,
+        age_ids=b.age_ids,
+        segment_ids=b.segment_ids,
+        position_ids=b.position_ids,
+        time_ids=b.time_ids,
+        value_ids=b.value_ids,
+    ).logits
+    assert torch.equal(a, c)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_one_batch_overfits(head: str) -> None:
+    b = make_batch(n=8, length=16, seed=3, n_labels=3 if head == "multilabel" else 1)
+    if head == "regression":
+        b.labels = torch.randn(8, 1, generator=torch.Generator().manual_seed(0))
+    b, labels = mlm_labels(b) if head == "mlm" else (b, None)
+    torch.manual_seed(0)
+    m = BehrtModel(
+        behrt_tiny(
+            vocab_size=VOCAB,
+            head=head,
+            num_labels=3,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
+    ).train()
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    first = m(b, labels=labels).loss.item()
+    for _step in range(200):  # stop as soon as the loss is down 80%
+        loss = m(b, labels=labels).loss
+        if loss.item() < 0.2 * first:
+            break
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * first, (head, first, loss.item())
+
+
+def test_save_pretrained_roundtrip_gives_identical_outputs(tmp_path) -> None:
+    b, m = make_batch(n_labels=3), tiny("multilabel", pos_weight=[1.0, 2.0, 3.0])
+    m.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    m2 = BehrtModel.from_pretrained(tmp_path).eval()
+    assert (
+        m2.config.head == "multilabel"
+        and m2.config.num_labels == 3
+        and m2.config.pos_weight == [1.0, 2.0, 3.0]
+    )
+    o1, o2 = m(b), m2(b)
+    torch.testing.assert_close(o1.logits, o2.logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(o1.embeddings, o2.embeddings, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("head", ["binary", "mlm"])
+def test_batch_and_single_row_predictions_agree(head: str) -> None:
+    b, m = make_batch(n=5, length=20, seed=7), tiny(head)
+    with torch.no_grad():
+        full = m(b)
+        for i in range(5):
+            one = m(rows(b, slice(i, i + 1)))
+            n = int(b.attention_mask[i].sum())
+            got, want = (
+                (one.logits[0, :n], full.logits[i, :n]) if head == "mlm" else (one.logits[0], full.logits[i])
+            )
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+            torch.testing.assert_close(one.embeddings[0], full.embeddings[i], atol=1e-5, rtol=0)
+
+
+def test_appended_padding_does_not_change_outputs() -> None:
+    b, m = make_batch(n=3, length=12, seed=2), tiny("mlm")
+    padded = rows(b, slice(None), pad_to=30)
+    with torch.no_grad():
+        o, p = m(b), m(padded)
+    torch.testing.assert_close(p.embeddings, o.embeddings, atol=1e-5, rtol=0)
+    real = b.attention_mask.bool()
+    torch.testing.assert_close(p.logits[:, :12][real], o.logits[real], atol=1e-5, rtol=0)
+
+
+def test_same_seed_builds_identical_models() -> None:
+    b = make_batch()
+    torch.manual_seed(123)
+    m1 = BehrtModel(behrt_tiny(vocab_size=VOCAB, head="binary")).eval()
+    torch.manual_seed(123)
+    m2 = BehrtModel(behrt_tiny(vocab_size=VOCAB, head="binary")).eval()
+    assert torch.equal(m1(b).logits, m2(b).logits)
+    torch.manual_seed(124)
+    m3 = BehrtModel(behrt_tiny(vocab_size=VOCAB, head="binary")).eval()
+    assert not torch.equal(m1(b).logits, m3(b).logits)
+
+
+def test_mlm_weights_load_into_a_binary_head(tmp_path) -> None:
+    mlm = tiny("mlm")
+    mlm.save_pretrained(tmp_path)
+    torch.manual_seed(5)
+    clf = BehrtModel.from_pretrained_encoder(tmp_path, head="binary", pos_weight=2.0)
+    assert clf.config.head == "binary" and clf.config.pos_weight == 2.0
+    assert not hasattr(clf, "mlm_head") and clf.classifier[-1].out_features == 1
+    mlm_sd, clf_sd = mlm.state_dict(), clf.state_dict()
+    encoder_keys = [k for k in mlm_sd if k.startswith(("embeddings.", "encoder."))]
+    assert encoder_keys and all(torch.equal(mlm_sd[k], clf_sd[k]) for k in encoder_keys)
+    b = make_batch()
+    torch.testing.assert_close(clf.embed(b), mlm.embed(b))
+    assert torch.isfinite(clf(b).loss)
+
+
+def test_a_fine_tuned_head_is_reinitialised_even_when_shapes_match(tmp_path) -> None:
+    src = tiny("binary")
+    torch.nn.init.constant_(src.classifier[-1].weight, 7.0)
+    src.save_pretrained(tmp_path)
+    reg = BehrtModel.from_pretrained_encoder(tmp_path, head="regression")
+    assert not torch.equal(reg.classifier[-1].weight, src.classifier[-1].weight)
+
+
+def test_mlm_loss_is_zero_not_nan_when_nothing_is_masked() -> None:
+    b, m = make_batch(), tiny("mlm")
+    out = m(b, labels=torch.full_like(b.code_ids, IGNORE_INDEX))
+    assert out.loss.item() == 0.0
+
+
+def test_binary_pos_weight_raises_the_loss_on_positives() -> None:
+    b = make_batch(n=6)
+    b.labels = torch.ones(6, 1)
+    plain = tiny("binary")(b).loss
+    weighted = tiny("binary", pos_weight=3.0)(b).loss
+    torch.testing.assert_close(weighted, 3.0 * plain)
+
+
+def test_out_of_range_ids_fail_with_a_readable_error() -> None:
+    b, m = make_batch(), tiny("binary")
+    b.age_ids[0, 0] = 500
+    with pytest.raises(ValueError, match="age_ids"):
+        m(b)
+
+
+def test_presets_and_config_validation() -> None:
+    base = behrt_base(vocab_size=100)
+    assert (base.hidden_size, base.num_hidden_layers, base.num_attention_heads, base.intermediate_size) == (
+        288,
+        6,
+        12,
+        512,
+    )
+    assert behrt_small().hidden_size == 128
+    assert behrt_tiny(hidden_size=16).hidden_size == 16
+    assert BehrtConfig.model_type == "ehrseq_behrt"
+    with pytest.raises(ValueError, match="head"):
+        behrt_tiny(head="survival")
+    with pytest.raises(ValueError, match="multiple"):
+        behrt_tiny(hidden_size=33)
+
+
+# --- masking ----------------------------------------------------------------------------------------------
+
+
+def test_masking_rates_follow_bert_80_10_10_and_skip_special_tokens() -> None:
+    g = torch.Generator().manual_seed(0)
+    vocab = 1000
+    ids = torch.randint(0, vocab, (200, 500), generator=g)  # ~0.5% special ids scattered in
+    ids[:, 0], ids[:, 250] = CLS_ID, SEP_ID
+    attn = torch.ones_like(ids)
+    attn[:, 400:] = 0
+    ids[:, 400:] = PAD_ID
+    masked, labels = mask_codes(ids, attn, vocab, g)
+
+    eligible = (ids >= N_SPECIAL) & attn.bool()
+    selected = labels != IGNORE_INDEX
+    assert not (selected & ~eligible).any()  # never PAD/UNK/MASK/CLS/SEP, never padding
+    assert torch.equal(masked[~selected], ids[~selected])
+    assert torch.equal(labels[selected], ids[selected])
+    rate = selected.sum().item() / eligible.sum().item()
+    assert abs(rate - 0.15) < 0.01
+
+    n = selected.sum().item()
+    to_mask = (masked == MASK_ID) & selected
+    unchanged = (masked == ids) & selected
+    replaced = selected & ~to_mask & ~unchanged
+    assert abs(to_mask.sum().item() / n - 0.8) < 0.02
+    # a random replacement can hit the original id (1/995): it then counts as unchanged
+    assert abs(replaced.sum().item() / n - 0.1) < 0.015
+    assert abs(unchanged.sum().item() / n - 0.1) < 0.015
+    assert (masked[replaced] >= N_SPECIAL).all() and (masked[replaced] < vocab).all()
+
+
+def test_masking_is_deterministic_given_a_generator() -> None:
+    b = make_batch(n=8, length=32)
+    a = mask_codes(b.code_ids, b.attention_mask, VOCAB, torch.Generator().manual_seed(9))
+    c = mask_codes(b.code_ids, b.attention_mask, VOCAB, torch.Generator().manual_seed(9))
+    d = mask_codes(b.code_ids, b.attention_mask, VOCAB, torch.Generator().manual_seed(10))
+    assert torch.equal(a[0], c[0]) and torch.equal(a[1], c[1])
+    assert not torch.equal(a[1], d[1])
+    assert torch.equal(b.code_ids, make_batch(n=8, length=32).code_ids)  # input untouched
