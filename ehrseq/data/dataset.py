@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ehrseq.data.batch import PAD_ID, Batch
+from ehrseq.data.batch import CLS_ID, PAD_ID, Batch
 from ehrseq.featurize.featurizer import FeatureSet, build_tokens
 
+_CLS_ONLY = np.array([CLS_ID], np.int64)
 TOKEN_KEYS = ("code_ids", "age_ids", "segment_ids", "position_ids", "time_ids", "value_ids")
 
 
@@ -28,6 +29,8 @@ class SequenceDataset(Dataset):
         max_len: int = 256,
         max_visits: int = 64,
         max_steps: int = 64,
+        tokens: bool = True,
+        steps: bool = True,
     ) -> None:
         if targets is not None and len(targets) != len(fs):
             raise ValueError(f"targets has {len(targets)} rows but the feature set has {len(fs)}")
@@ -35,15 +38,19 @@ class SequenceDataset(Dataset):
         self.targets = None if targets is None else np.asarray(targets, np.float32).reshape(len(fs), -1)
         self.max_len, self.max_visits, self.max_steps = max_len, max_visits, max_steps
         self.subject_ids = fs.labels["subject_id"].to_numpy(np.int64)
+        self.tokens, self.steps = tokens, steps  # which views to build (the RNN needs no tokens, BEHRT no steps)
 
     def __len__(self) -> int:
         return len(self.fs)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         fs = self.fs
-        item = build_tokens(fs, i, self.max_len, self.max_visits)
-        lo, hi = int(fs.step_start[i]), int(fs.step_cut[i])
-        item["steps"] = fs.step_x[max(lo, hi - self.max_steps):hi]
+        item = build_tokens(fs, i, self.max_len, self.max_visits) if self.tokens else {"code_ids": _CLS_ONLY}
+        if self.steps:
+            lo, hi = int(fs.step_start[i]), int(fs.step_cut[i])
+            item["steps"] = fs.step_x[max(lo, hi - self.max_steps):hi]
+        else:
+            item["steps"] = fs.step_x[:0]
         item["static"] = fs.static_x[i]
         item["subject_id"] = self.subject_ids[i]
         if self.targets is not None:
@@ -64,7 +71,8 @@ def collate(items: Sequence[dict[str, np.ndarray]]) -> Batch:
     for r, it in enumerate(items):
         n = len(it["code_ids"])
         for k in TOKEN_KEYS:
-            tok[k][r, :n] = it[k]
+            if k in it:
+                tok[k][r, :n] = it[k]
         mask[r, :n] = 1
         m = len(it["steps"])
         steps[r, :m] = it["steps"]  # left-aligned; visit_mask marks real steps

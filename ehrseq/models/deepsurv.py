@@ -236,10 +236,11 @@ class DeepSurv:
         return x
 
     # ----------------------------------------------------------------------------- persistence
-    def save(self, out_dir: str | Path, extra_config: dict[str, Any] | None = None) -> Path:
+    def save(self, out_dir: str | Path, extra_config: dict[str, Any] | None = None, **artifact_kw: Any) -> Path:
         """Write an ehrseq artifact: weights as safetensors, baseline hazard and scaler as JSON extras.
 
-        ``extra_config`` is merged into config.json (e.g. ``{"target": "time_to_flare"}``).
+        ``extra_config`` is merged into config.json (e.g. ``{"target": "time_to_flare"}``); ``artifact_kw``
+        (featurizer, metrics, data_hash, split_hash) pass through to :func:`ehrseq.artifacts.save_artifact`.
         """
         self._check_fitted()
         config: dict[str, Any] = {
@@ -260,7 +261,7 @@ class DeepSurv:
             },
             "scaler": {"mean": self.mean_.tolist(), "std": self.std_.tolist()},
         }
-        return save_artifact(out_dir, state_dict=self.net_.state_dict(), config=config, extras=extras)
+        return save_artifact(out_dir, state_dict=self.net_.state_dict(), config=config, extras=extras, **artifact_kw)
 
     @classmethod
     def load(cls, path: str | Path) -> DeepSurv:
