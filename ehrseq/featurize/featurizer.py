@@ -162,8 +162,10 @@ class Featurizer:
 
         sid = timed["subject_id"].to_numpy(np.int64)
         t_us = timed["time"].to_numpy("datetime64[us]").astype(np.int64)
-        code_arr = timed["code"].astype(str).to_numpy()
-        code_id = pd.Series(code_arr).map(self.code_to_id).fillna(UNK_ID).to_numpy(np.int64)
+        # Factorize once: every per-code lookup below maps the few unique codes, then indexes.
+        code_inv, uniq = pd.factorize(timed["code"], sort=False)
+        uniq = [str(u) for u in uniq]
+        code_id = np.array([self.code_to_id.get(u, UNK_ID) for u in uniq], np.int64)[code_inv] if len(uniq) else code_inv.astype(np.int64)
         n_unknown = int((code_id == UNK_ID).sum())
         b_us = pd.Series(sid).map(birth).to_numpy("datetime64[us]").astype(np.int64)
         age_years = np.where(b_us == np.iinfo(np.int64).min, -1.0, (t_us - b_us) / (365.25 * US_PER_DAY))
@@ -179,7 +181,7 @@ class Featurizer:
         gap_at = np.where(new_subj, 0, day - np.r_[day[:1], day[:-1]])  # meaningful at visit starts
         gap_days = gap_at[vstart]
         delta_id = np.searchsorted(np.asarray(cfg.time_bin_edges_days), gap_days, side="right") + 1
-        value_id = self._value_ids(code_arr, timed["numeric_value"].to_numpy(np.float64))
+        value_id = self._value_ids(code_inv, uniq, timed["numeric_value"].to_numpy(np.float64))
 
         # Per label row: slice bounds in the token stream.
         key_lab = _key(labels["subject_id"].to_numpy(np.int64), labels["prediction_time"].to_numpy("datetime64[us]").astype(np.int64), subj)
@@ -190,9 +192,12 @@ class Featurizer:
         n_hist = tok_cut - tok_start
 
         st_ids = static["code"].astype(str).map(self.code_to_id).fillna(UNK_ID).astype(np.int64)
-        st_map = st_ids.groupby(static["subject_id"].to_numpy()).agg(lambda s: np.asarray(s, np.int64))
-        empty = np.zeros(0, np.int64)
-        static_tokens = [st_map.get(s, empty) for s in lab_sid]
+        st_sid = static["subject_id"].to_numpy(np.int64)
+        order = np.argsort(st_sid, kind="stable")
+        bounds = np.searchsorted(st_sid[order], subj, side="left"), np.searchsorted(st_sid[order], subj, side="right")
+        st_sorted = st_ids.to_numpy(np.int64)[order]
+        per_subject = [st_sorted[a:b] for a, b in zip(*bounds)]
+        static_tokens = [per_subject[r] for r in np.searchsorted(subj, lab_sid)]
         n_unknown += int((st_ids == UNK_ID).sum())
         pred_us = labels["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
         lb_us = pd.Series(lab_sid).map(birth).to_numpy("datetime64[us]").astype(np.int64)
@@ -200,7 +205,7 @@ class Featurizer:
         age_pred_id = np.clip(np.nan_to_num(np.floor(age_pred), nan=-1), -1, cfg.max_age - 1).astype(np.int64) + 1
 
         # Steps for the RNN: one per distinct (subject, time).
-        step_x, step_sid, step_t = self._steps(timed, sid, t_us)
+        step_x, step_sid, step_t = self._steps(timed, sid, t_us, code_inv, uniq)
         key_step = _key(step_sid, step_t, subj)
         step_start = np.searchsorted(step_sid, lab_sid, side="left")
         step_cut = np.searchsorted(key_step, key_lab, side="right")
@@ -224,22 +229,20 @@ class Featurizer:
             counts=counts,
         )
 
-    def _value_ids(self, code_arr: np.ndarray, values: np.ndarray) -> np.ndarray:
+    def _value_ids(self, code_inv: np.ndarray, uniq: list[str], values: np.ndarray) -> np.ndarray:
         """1 = no value; 2.. = quantile bin of the value within its code."""
         out = np.ones(len(values), np.int64)
         has = ~np.isnan(values)
-        if not has.any():
-            return out
-        s = pd.Series(np.arange(len(values))[has])
-        for c, pos in s.groupby(code_arr[has]):
-            edges = self.value_edges_.get(str(c))
+        for k, c in enumerate(uniq):
+            edges = self.value_edges_.get(c)
             if edges is None:
                 continue
-            p = pos.to_numpy()
+            p = np.flatnonzero(has & (code_inv == k))
             out[p] = np.searchsorted(np.asarray(edges), values[p], side="right") + 2
         return out
 
-    def _steps(self, timed: pd.DataFrame, sid: np.ndarray, t_us: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _steps(self, timed: pd.DataFrame, sid: np.ndarray, t_us: np.ndarray, code_inv: np.ndarray,
+               uniq: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per (subject, time) step vectors: [numeric z, numeric missing] + multi-hot + log gap days."""
         new = np.r_[True, (sid[1:] != sid[:-1]) | (t_us[1:] != t_us[:-1])] if len(sid) else np.zeros(0, bool)
         step_idx = np.cumsum(new) - 1
@@ -248,17 +251,16 @@ class Featurizer:
         nn, nc = len(self.numeric_codes_), len(self.step_codes_)
         x = np.zeros((n, 2 * nn + nc + 1), np.float32)
         x[:, nn:2 * nn] = 1.0  # missing until seen
-        code = timed["code"].astype(str).to_numpy()
         val = timed["numeric_value"].to_numpy(np.float64)
         num_pos = {c: i for i, c in enumerate(self.numeric_codes_)}
-        col = pd.Series(code).map(num_pos).to_numpy()
+        col = np.array([num_pos.get(u, np.nan) for u in uniq], np.float64)[code_inv] if uniq else np.zeros(0)
         m = ~np.isnan(col) & ~np.isnan(val)
         j = col[m].astype(np.int64)
         z = (np.log1p(np.maximum(val[m], 0)) - np.asarray(self.num_mean_)[j]) / np.asarray(self.num_std_)[j]
         x[step_idx[m], j] = z  # last value within a step wins
         x[step_idx[m], nn + j] = 0.0
         hot_pos = {c: i for i, c in enumerate(self.step_codes_)}
-        col = pd.Series(code).map(hot_pos).to_numpy()
+        col = np.array([hot_pos.get(u, np.nan) for u in uniq], np.float64)[code_inv] if uniq else np.zeros(0)
         m = ~np.isnan(col)
         x[step_idx[m], 2 * nn + col[m].astype(np.int64)] = 1.0
         new_subj = np.r_[True, step_sid[1:] != step_sid[:-1]] if n else np.zeros(0, bool)

@@ -1,0 +1,109 @@
+"""End to end through the CLI on a small synthetic cohort: synth -> finetune -> evaluate, and errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ehrseq import api, codes
+from ehrseq.cli import main
+
+FAST = ["--preset", "tiny", "--epochs", "2", "--no-progress", "--n-bootstrap", "20"]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cohort")
+    assert main(["synth", "--n-patients", "160", "--seed", "5", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def artifact(cohort, tmp_path_factory):
+    art = tmp_path_factory.mktemp("art") / "cdai_rnn"
+    assert main(["finetune", "--target", "cdai", "--data", str(cohort / "meds"), "--out", str(art), "--seed", "1", *FAST]) == 0
+    return art
+
+
+def test_synth_writes_meds_extract_and_truth(cohort):
+    assert (cohort / "meds" / "metadata" / "subject_splits.parquet").exists()
+    assert (cohort / "meds" / "truth" / "cdai_next.parquet").exists()
+    assert (cohort / "extract" / "patients.csv").exists()
+    meds = api.load_data(cohort / "meds")
+    ext = api.load_data(cohort / "extract")
+    assert meds.events["subject_id"].nunique() == ext.events["subject_id"].nunique() == 160
+
+
+def test_finetune_writes_a_complete_artifact(artifact):
+    names = {p.name for p in artifact.iterdir()}
+    assert {"model.safetensors", "config.json", "featurizer.json", "metrics.json", "manifest.json",
+            "calibrator.json", "conformal.json"} <= names
+    assert not any(n.endswith((".pt", ".pkl", ".bin")) for n in names)
+    m = json.loads((artifact / "metrics.json").read_text())
+    assert 0.5 < m["held_out"]["auroc"]["value"] <= 1.0
+    assert m["held_out"]["auroc"]["lo"] <= m["held_out"]["auroc"]["value"] <= m["held_out"]["auroc"]["hi"]
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["data_hash"] and manifest["split_hash"]
+
+
+def test_same_seed_gives_same_metrics(cohort, artifact, tmp_path):
+    again = tmp_path / "again"
+    assert main(["finetune", "--target", "cdai", "--data", str(cohort / "meds"), "--out", str(again), "--seed", "1", *FAST]) == 0
+    a = json.loads((artifact / "metrics.json").read_text())["held_out"]
+    b = json.loads((again / "metrics.json").read_text())["held_out"]
+    assert a == b
+
+
+def test_predictions_ignore_events_after_prediction_time(cohort, artifact):
+    """Adding events after each row's prediction_time never changes that row's prediction."""
+    d = api.load_data(cohort / "meds")
+    labels = api.predict(artifact, d)[["subject_id", "prediction_time"]].iloc[::7].reset_index(drop=True)
+    base = api.predict(artifact, d, labels=labels)
+    rng = np.random.default_rng(0)
+    extra = []
+    last = labels.groupby("subject_id")["prediction_time"].max()  # after every row of that subject
+    for sid, t in last.items():
+        for code, val in ((codes.CDAI, 70.0), (codes.CRP, 90.0), ("RX//RITUXIMAB", np.nan), (codes.VISIT, np.nan)):
+            extra.append((sid, t + pd.Timedelta(seconds=int(rng.integers(1, 10**6))), code, val))
+    ex = pd.DataFrame(extra, columns=["subject_id", "time", "code", "numeric_value"])
+    ex["time"] = ex["time"].astype("datetime64[us]")
+    ex["numeric_value"] = ex["numeric_value"].astype("float32")
+    ev = pd.concat([d.events, ex], ignore_index=True).sort_values(["subject_id", "time"], kind="stable", na_position="first")
+    after = api.predict(artifact, api.LoadedData(ev, d.splits, None, "test"), labels=labels)
+    np.testing.assert_allclose(after["y_prob"].to_numpy(), base["y_prob"].to_numpy(), atol=1e-6)
+
+
+def test_transfer_from_artifact_keeps_its_featurizer(cohort, artifact, tmp_path):
+    out = tmp_path / "transfer"
+    rc = main(["finetune", "--target", "cdai", "--data", str(cohort / "meds"), "--out", str(out), "--init", str(artifact),
+               "--sites", "B", "--train-fraction", "0.5", *FAST])
+    assert rc == 0
+    assert json.loads((out / "featurizer.json").read_text()) == json.loads((artifact / "featurizer.json").read_text())
+
+
+def test_evaluate_writes_reports(cohort, artifact, tmp_path):
+    rc = main(["evaluate", "--artifact", str(artifact), "--data", str(cohort / "meds"), "--out", str(tmp_path / "rep"),
+               "--n-boot", "20", "--min-group-size", "5", "--no-plots"])
+    assert rc == 0
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert rep["model_card"]["data_hash"]
+    assert (tmp_path / "rep" / "report.md").read_text().count("auroc") >= 1
+
+
+def test_target_the_data_cannot_support_is_a_clear_error(cohort, tmp_path, capsys):
+    d = api.load_data(cohort / "meds")
+    no_cdai = d.events.loc[d.events["code"] != codes.CDAI]
+    with pytest.raises(Exception, match="SCORE//CDAI"):
+        api.finetune(api.LoadedData(no_cdai, d.splits, None, "t"), target="cdai", preset="tiny")
+    rc = main(["finetune", "--target", "nonsense", "--data", str(cohort / "meds"), "--out", str(tmp_path / "x"), *FAST])
+    assert rc == 2
+    assert "unknown target 'nonsense'" in capsys.readouterr().err
+
+
+def test_missing_data_path_is_a_clear_error(tmp_path, capsys):
+    rc = main(["finetune", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "x"), *FAST])
+    assert rc == 2
+    assert "does not exist" in capsys.readouterr().err
