@@ -197,6 +197,13 @@ def model_from_artifact(art: Artifact) -> torch.nn.Module:
     return m
 
 
+def subsample_rows(labels: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
+    """At most ``k`` label rows per subject, drawn with a seed, kept in their original order."""
+    key = np.random.default_rng(seed).random(len(labels))
+    rank = pd.Series(key).groupby(labels["subject_id"].to_numpy()).rank(method="first").to_numpy()
+    return labels.loc[rank <= k].reset_index(drop=True)
+
+
 def make_dataset(fs: FeatureSet, targets: np.ndarray | None, fz: Featurizer, model: str) -> SequenceDataset:
     """A dataset building only the view ``model`` reads: steps for the RNN, tokens for BEHRT."""
     return SequenceDataset(fs, targets, max_len=fz.config.max_len, max_visits=fz.config.max_visits,
@@ -277,6 +284,8 @@ def finetune(
     parts: dict[str, SequenceDataset] = {}
     for name in ("train", "tuning", "held_out"):
         lab = labels.loc[labels["subject_id"].isin(ids_in(splits, name))].reset_index(drop=True)
+        if name == "train" and cfg.max_train_rows_per_subject:
+            lab = subsample_rows(lab, cfg.max_train_rows_per_subject, cfg.seed)
         fs = fz.transform(events, lab)
         parts[name] = make_dataset(fs, target_arrays(cfg.target, lab, label_names), fz, cfg.model)
     if len(parts["train"]) == 0:

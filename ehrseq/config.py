@@ -45,6 +45,7 @@ class FinetuneConfig:
     landmark_visit: int = 1  # survival
     min_label_count: int = 20  # next_visit_dx: codes rarer than this in train are not predicted
     n_bootstrap: int = 200
+    max_train_rows_per_subject: int | None = None  # subsample train label rows per patient (seeded), e.g. for BEHRT
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:

@@ -140,6 +140,19 @@ def survival_labels(
     return out[["subject_id", "prediction_time", "duration", "event"]]
 
 
+def prediction_times(target: str, events: pd.DataFrame) -> pd.DataFrame:
+    """Where a deployed model predicts when no label file is given: every CDAI measurement (cdai targets, the
+    most recent one included, which has no label yet) or every visit (next_visit_dx). subject_id, prediction_time."""
+    code = {"cdai": codes.CDAI, "cdai_value": codes.CDAI, "next_visit_dx": codes.VISIT}.get(target)
+    if code is None:
+        raise TargetError(f"target '{target}' has no default prediction times; pass a label file or a time")
+    rows = events.loc[(events["code"] == code) & events["time"].notna(), ["subject_id", "time"]]
+    if rows.empty:
+        raise TargetError(f"no '{code}' events to predict at")
+    rows = rows.drop_duplicates().sort_values(["subject_id", "time"], kind="stable")
+    return rows.rename(columns={"time": "prediction_time"}).reset_index(drop=True)
+
+
 TARGETS: dict[str, Callable[..., pd.DataFrame]] = {
     "cdai": cdai_labels,
     "cdai_value": cdai_value_labels,
