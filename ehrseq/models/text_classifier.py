@@ -1,0 +1,492 @@
+"""Multi-label biopsy-report classifier: a BERT-family encoder + one linear head (McMaster et al. 2021).
+
+    windows = tokenizer(report, max_length, stride)        # a long report becomes W overlapping windows
+    h_w     = masked-mean(encoder(window))                 # (W, H)
+    logit_w = Linear(dropout(h_w))                         # (W, K), one logit per label
+    logit   = max over the report's windows of logit_w     # (K,)   never silent truncation
+    p       = sigmoid(logit)                               # trained with binary cross-entropy per label
+
+Offline by default: with ``pretrained=None`` a WordPiece tokenizer is trained on the training reports, a small
+DistilBERT is initialised from scratch, pre-trained with masked-LM on the (unlabelled) training reports, then
+fine-tuned. ``pretrained`` may name a local directory (loaded with ``local_files_only=True``) or a hub model
+(which works only where a hub or its cache is reachable). Per-label decision thresholds are chosen on the
+tuning split (max F1 or Youden's J) and stored in the artifact with the weights (safetensors), the config and
+the tokenizer. The loop is plain PyTorch (``transformers.Trainer`` would need ``accelerate``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    DistilBertConfig,
+    DistilBertForMaskedLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from ehrseq.artifacts import load_artifact, save_artifact
+from ehrseq.codes import BIOPSY_LABELS
+from ehrseq.errors import ArtifactError, DataValidationError
+from ehrseq.featurize.text import load_tokenizer, texts_and_ids, train_wordpiece
+from ehrseq.models.outputs import ModelOutput
+from ehrseq.utils import seed_everything
+
+MODEL_TYPE = "text_classifier"
+TextInput = pd.DataFrame | pd.Series | list[str] | tuple[str, ...] | np.ndarray
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"vocab_size": 500, "dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64, "max_length": 128,
+             "stride": 32, "lr": 3e-3, "epochs": 10, "mlm_epochs": 2},
+    "small": {"vocab_size": 2000, "dim": 64, "n_layers": 2, "n_heads": 4, "hidden_dim": 256, "max_length": 256,
+              "stride": 64, "lr": 1e-3, "epochs": 6, "mlm_epochs": 2},
+}
+
+
+@dataclass
+class TextClassifierConfig:
+    """Hyper-parameters of :class:`TextClassifier` (all JSON-serialisable).
+
+    ``vocab_size`` .. ``hidden_dim`` describe the from-scratch DistilBERT and are ignored with ``pretrained``.
+    ``stride`` is the number of tokens consecutive windows share. ``mlm_epochs`` of masked-LM domain
+    pre-training run only for the from-scratch encoder. ``batch_size`` counts reports, not windows.
+    """
+
+    pretrained: str | None = None
+    vocab_size: int = 2000
+    min_frequency: int = 2
+    dim: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    hidden_dim: int = 256
+    dropout: float = 0.1
+    max_length: int = 128
+    stride: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # share of steps with a linear warm-up
+    epochs: int = 10
+    batch_size: int = 16
+    mlm_epochs: int = 3
+    mlm_probability: float = 0.15
+    threshold_metric: str = "f1"  # "f1" or "youden"
+    seed: int = 0
+    labels: tuple[str, ...] = field(default_factory=lambda: tuple(BIOPSY_LABELS))
+
+    def __post_init__(self) -> None:
+        self.labels = tuple(self.labels)
+        if self.threshold_metric not in ("f1", "youden"):
+            raise ValueError("threshold_metric must be 'f1' or 'youden'")
+        if not 0 <= self.stride < self.max_length - 2:
+            raise ValueError("stride must be in [0, max_length - 2)")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> TextClassifierConfig:
+        """A named size (``tiny`` for tests, ``small`` for CPU benchmarks) with ``overrides`` on top."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset '{name}'; choose from {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TextClassifierConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown text classifier config key(s): {sorted(unknown)}")
+        return cls(**d)
+
+
+class TextClassifierNet(nn.Module):
+    """Encoder + linear head. ``forward`` maps windows ``(W, L)`` to logits, pooled per report when asked."""
+
+    def __init__(self, encoder: PreTrainedModel, n_labels: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, n_labels)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        sample_map: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        """input_ids / attention_mask: (W, L); inputs_embeds: (W, L, H) instead of input_ids;
+        sample_map: (W,) report index of each window in 0..B-1; labels: (B, K) floats in {0, 1}.
+
+        Returns logits (B, K) pooled by max over windows (or (W, K) without ``sample_map``), embeddings
+        (B, H) pooled the same way, and the mean binary cross-entropy when ``labels`` is given.
+        """
+        if attention_mask is None:
+            ref = input_ids if input_ids is not None else inputs_embeds[..., 0]
+            attention_mask = torch.ones_like(ref, dtype=torch.long)
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds
+        ).last_hidden_state  # (W, L, H)
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        emb = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)  # (W, H) masked mean over tokens
+        logits = self.head(self.dropout(emb))  # (W, K)
+        if sample_map is not None:
+            logits, emb = _max_pool(logits, sample_map), _max_pool(emb, sample_map)
+        loss = None
+        if labels is not None:
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        return ModelOutput(logits=logits, loss=loss, embeddings=emb)
+
+
+def _max_pool(x: torch.Tensor, sample_map: torch.Tensor) -> torch.Tensor:
+    """(W, D) rows -> (B, D) maxima per report, B = sample_map.max() + 1 (gradient flows to the argmax)."""
+    n = int(sample_map.max()) + 1
+    idx = sample_map.unsqueeze(-1).expand_as(x)
+    return x.new_zeros(n, x.shape[1]).scatter_reduce(0, idx, x, reduce="amax", include_self=False)
+
+
+@dataclass
+class Windows:
+    """Tokenised reports: ``ids[j]`` is window j's token ids, ``report[j]`` its report's row position."""
+
+    ids: list[list[int]]
+    report: np.ndarray  # (W,) int
+
+    def per_report(self, n: int) -> np.ndarray:
+        return np.bincount(self.report, minlength=n)
+
+
+class TextClassifier:
+    """Fit / predict / save wrapper around :class:`TextClassifierNet` and its tokenizer."""
+
+    def __init__(self, config: TextClassifierConfig | None = None) -> None:
+        self.config = config or TextClassifierConfig()
+        self.net_: TextClassifierNet | None = None
+        self.tokenizer_: PreTrainedTokenizerBase | None = None
+        self.thresholds_: np.ndarray | None = None  # (K,)
+        self.history_: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, train_df: pd.DataFrame, tuning_df: pd.DataFrame) -> TextClassifier:
+        """Train on ``train_df`` (text + label columns), pick the epoch and thresholds on ``tuning_df``."""
+        cfg = self.config
+        seed_everything(cfg.seed)
+        train_texts, y_train = self._check_labelled(train_df, "train_df")
+        tune_texts, y_tune = self._check_labelled(tuning_df, "tuning_df")
+        if cfg.pretrained is None:
+            self.tokenizer_ = train_wordpiece(
+                train_texts, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency
+            )
+            train_w = self.windows(train_texts)
+            mlm = self._scratch_encoder()
+            encoder = self._pretrain_mlm(mlm, train_w) if cfg.mlm_epochs > 0 else mlm.distilbert
+        else:
+            self.tokenizer_, encoder = _load_pretrained(cfg.pretrained)
+            train_w = self.windows(train_texts)
+        tune_w = self.windows(tune_texts)
+        self.net_ = TextClassifierNet(encoder, len(cfg.labels), cfg.dropout)
+        self._finetune(train_w, y_train, tune_w, y_tune)
+        self.thresholds_ = choose_thresholds(y_tune, self._proba(tune_w, len(tune_texts)), cfg.threshold_metric)
+        return self
+
+    def _check_labelled(self, df: pd.DataFrame, name: str) -> tuple[list[str], np.ndarray]:
+        if not isinstance(df, pd.DataFrame) or len(df) == 0:
+            raise DataValidationError("expected a non-empty DataFrame with text and label columns", file=name)
+        texts, _ = texts_and_ids(df)
+        for lab in self.config.labels:
+            if lab not in df.columns:
+                raise DataValidationError("missing label column", file=name, column=lab)
+            bad = ~df[lab].isin([0, 1, True, False])
+            if bad.any():
+                ids = df.loc[bad, "report_id"].tolist() if "report_id" in df.columns else np.flatnonzero(bad)
+                raise DataValidationError(
+                    f"labels must be 0/1; bad report_id(s)/rows {list(ids)[:5]}", file=name, column=lab,
+                    n_rows=int(bad.sum()),
+                )
+        return texts, df[list(self.config.labels)].to_numpy(dtype=np.float32)
+
+    def _scratch_encoder(self) -> DistilBertForMaskedLM:
+        cfg, tok = self.config, self.tokenizer_
+        dcfg = DistilBertConfig(
+            vocab_size=len(tok), dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
+            hidden_dim=cfg.hidden_dim, max_position_embeddings=cfg.max_length, dropout=cfg.dropout,
+            attention_dropout=cfg.dropout, pad_token_id=tok.pad_token_id,
+        )
+        return DistilBertForMaskedLM(dcfg)  # the MLM head is dropped after pre-training
+
+    def _pretrain_mlm(self, mlm: DistilBertForMaskedLM, w: Windows) -> PreTrainedModel:
+        """Masked-LM on the training windows (15 % of tokens: 80 % [MASK], 10 % random, 10 % kept)."""
+        cfg, tok = self.config, self.tokenizer_
+        gen = torch.Generator().manual_seed(cfg.seed + 1)
+        special = torch.tensor(sorted(set(tok.all_special_ids)))
+        n_win = len(w.ids)
+        bs = max(cfg.batch_size * 2, 8)
+        steps = cfg.mlm_epochs * math.ceil(n_win / bs)
+        opt, sched = _optimiser(mlm, cfg.lr, cfg.weight_decay, steps, cfg.warmup)
+        mlm.train()
+        for _ in range(cfg.mlm_epochs):
+            for rows in torch.randperm(n_win, generator=gen).split(bs):
+                ids, att = _pad([w.ids[i] for i in rows.tolist()], tok.pad_token_id)
+                labels = ids.clone()
+                maskable = att.bool() & ~torch.isin(ids, special)
+                chosen = (torch.rand(ids.shape, generator=gen) < cfg.mlm_probability) & maskable
+                labels[~chosen] = -100
+                roll = torch.rand(ids.shape, generator=gen)
+                ids = torch.where(chosen & (roll < 0.8), tok.mask_token_id, ids)
+                rand_ids = torch.randint(len(tok), ids.shape, generator=gen)
+                ids = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), rand_ids, ids)
+                loss = mlm(input_ids=ids, attention_mask=att, labels=labels).loss
+                _step(loss, mlm, opt, sched)
+        return mlm.distilbert
+
+    def _finetune(self, train_w: Windows, y: np.ndarray, tune_w: Windows, y_tune: np.ndarray) -> None:
+        cfg, net = self.config, self.net_
+        gen = torch.Generator().manual_seed(cfg.seed + 2)
+        n = len(y)
+        steps = cfg.epochs * math.ceil(n / cfg.batch_size)
+        opt, sched = _optimiser(net, cfg.lr, cfg.weight_decay, steps, cfg.warmup)
+        by_report = _group(train_w, n)
+        best, best_state = math.inf, None
+        for epoch in range(cfg.epochs):
+            net.train()
+            for rows in torch.randperm(n, generator=gen).split(cfg.batch_size):
+                batch = self._batch(train_w, by_report, rows.tolist())
+                out = net(**batch, labels=torch.from_numpy(y[rows.numpy()]))
+                _step(out.loss, net, opt, sched)
+            p = self._proba(tune_w, len(y_tune))
+            tune_loss = float(_bce(p, y_tune))
+            self.history_.append({"epoch": epoch + 1, "tuning_bce": tune_loss})
+            if tune_loss < best:
+                best, best_state = tune_loss, copy.deepcopy(net.state_dict())
+        if best_state is not None:
+            net.load_state_dict(best_state)
+
+    def _batch(self, w: Windows, by_report: list[list[int]], rows: list[int]) -> dict[str, torch.Tensor]:
+        win = [j for r in rows for j in by_report[r]]
+        sample_map = torch.tensor([k for k, r in enumerate(rows) for _ in by_report[r]])
+        ids, att = _pad([w.ids[j] for j in win], self.tokenizer_.pad_token_id)
+        return {"input_ids": ids, "attention_mask": att, "sample_map": sample_map}
+
+    # ------------------------------------------------------------------ inference
+    def windows(self, texts: list[str]) -> Windows:
+        """Tokenise into windows of at most ``max_length`` tokens sharing ``stride`` tokens."""
+        enc = self.tokenizer_(
+            texts, truncation=True, max_length=self.config.max_length, stride=self.config.stride,
+            return_overflowing_tokens=True, padding=False,
+        )
+        return Windows(ids=enc["input_ids"], report=np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64))
+
+    def n_windows(self, texts: TextInput) -> np.ndarray:
+        """(N,) number of windows each report is split into."""
+        self._check_fitted()
+        t, _ = texts_and_ids(texts)
+        return self.windows(t).per_report(len(t))
+
+    def predict_proba(self, texts: TextInput) -> np.ndarray:
+        """(N, K) probabilities, columns in ``config.labels`` order. A DataFrame needs a ``text`` column."""
+        self._check_fitted()
+        t, _ = texts_and_ids(texts)
+        return self._proba(self.windows(t), len(t))
+
+    def predict(self, texts: TextInput) -> np.ndarray:
+        """(N, K) 0/1 decisions at the per-label thresholds chosen on the tuning split."""
+        return (self.predict_proba(texts) >= self.thresholds_).astype(np.int64)
+
+    def forward(self, **batch: torch.Tensor) -> ModelOutput:
+        """Run the underlying :class:`TextClassifierNet` on a tokenised batch."""
+        self._check_fitted()
+        return self.net_(**batch)
+
+    @torch.inference_mode()
+    def _proba(self, w: Windows, n: int) -> np.ndarray:
+        self.net_.eval()
+        by_report = _group(w, n)
+        out = []
+        for start in range(0, n, max(self.config.batch_size, 32)):
+            rows = list(range(start, min(n, start + max(self.config.batch_size, 32))))
+            out.append(torch.sigmoid(self.net_(**self._batch(w, by_report, rows)).logits).numpy())
+        return np.concatenate(out).astype(np.float64) if out else np.zeros((0, len(self.config.labels)))
+
+    def _check_fitted(self) -> None:
+        if self.net_ is None or self.tokenizer_ is None:
+            raise RuntimeError("TextClassifier is not fitted; call fit() or TextClassifier.load()")
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, out_dir: str | Path, metrics: dict[str, Any] | None = None, **artifact_kw: Any) -> Path:
+        """Write an artifact: weights (safetensors), config + encoder config, thresholds.json, tokenizer/."""
+        self._check_fitted()
+        config = {
+            "model_type": MODEL_TYPE,
+            "target": "biopsy",
+            "model": asdict(self.config),
+            "encoder": self.net_.encoder.config.to_dict(),
+        }
+        thresholds = dict(zip(self.config.labels, self.thresholds_.tolist()))
+        with tempfile.TemporaryDirectory() as tmp:
+            self.tokenizer_.save_pretrained(tmp)
+            return save_artifact(
+                out_dir, state_dict=self.net_.state_dict(), config=config, metrics=metrics,
+                extras={"thresholds": thresholds, "history": self.history_}, tokenizer_dir=tmp, **artifact_kw,
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> TextClassifier:
+        """Rebuild a classifier from :meth:`save`'s artifact; reads only JSON, safetensors and tokenizer files."""
+        art = load_artifact(path, expect_model_type=MODEL_TYPE)
+        if art.tokenizer_dir is None or "thresholds" not in art.extras:
+            raise ArtifactError(f"{path}: text classifier artifact lacks tokenizer/ or thresholds.json")
+        model = cls(TextClassifierConfig.from_dict(art.config["model"]))
+        enc_cfg = dict(art.config["encoder"])
+        enc = AutoModel.from_config(AutoConfig.for_model(enc_cfg.pop("model_type"), **enc_cfg))
+        model.net_ = TextClassifierNet(enc, len(model.config.labels), model.config.dropout)
+        model.net_.load_state_dict(art.state_dict)
+        model.net_.eval()
+        model.tokenizer_ = load_tokenizer(art.tokenizer_dir)
+        model.thresholds_ = np.array([art.extras["thresholds"][k] for k in model.config.labels])
+        model.history_ = art.extras.get("history", [])
+        return model
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _load_pretrained(name: str) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """A local directory (never the network) or a hub name (needs a reachable hub or a warm cache)."""
+    local = Path(name).is_dir()
+    try:
+        tok = AutoTokenizer.from_pretrained(name, local_files_only=local)
+        enc = AutoModel.from_pretrained(name, local_files_only=local)
+    except OSError as e:
+        where = "local directory" if local else "hub model (is a hub or its cache reachable? HF_HUB_OFFLINE?)"
+        raise ArtifactError(f"could not load pretrained {where} '{name}': {type(e).__name__}") from e
+    return tok, enc
+
+
+def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest: ids (W, L) and attention mask (W, L)."""
+    length = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)
+    att = torch.zeros((len(seqs), length), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        att[i, : len(s)] = 1
+    return ids, att
+
+
+def _group(w: Windows, n: int) -> list[list[int]]:
+    by_report: list[list[int]] = [[] for _ in range(n)]
+    for j, r in enumerate(w.report.tolist()):
+        by_report[r].append(j)
+    return by_report
+
+
+def _optimiser(
+    model: nn.Module, lr: float, weight_decay: float, steps: int, warmup: float
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW with a linear warm-up over ``warmup`` of the steps, then linear decay to zero."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    n_warm = max(1, int(warmup * steps))
+
+    def factor(step: int) -> float:
+        if step < n_warm:
+            return (step + 1) / n_warm
+        return max(0.0, (steps - step) / max(1, steps - n_warm))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _step(loss: torch.Tensor, model: nn.Module, opt: torch.optim.Optimizer, sched: Any) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+
+
+def _bce(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+def choose_thresholds(y: np.ndarray, p: np.ndarray, metric: str = "f1") -> np.ndarray:
+    """(K,) per-label cut-offs on tuning data maximising F1 or Youden's J; 0.5 where a label has one class.
+
+    y, p: (N, K). Among cut-offs with the best score the lowest is taken, then moved half-way down to the
+    next lower tuning score, so that new reports scoring just below the tuning positives still count.
+    """
+    out = np.full(y.shape[1], 0.5)
+    for k in range(y.shape[1]):
+        yk, pk = y[:, k].astype(bool), p[:, k]
+        if yk.all() or not yk.any():
+            continue
+        cands = np.unique(pk)
+        pred = pk[None, :] >= cands[:, None]  # (C, N)
+        tp = (pred & yk).sum(1)
+        fp = (pred & ~yk).sum(1)
+        fn = yk.sum() - tp
+        if metric == "f1":
+            score = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+        else:
+            score = tp / yk.sum() - fp / (~yk).sum()
+        i = int(np.argmax(score))  # lowest cut-off reaching the best score; move it half-way to the next
+        out[k] = float((cands[i] + cands[i - 1]) / 2) if i > 0 else float(cands[i])  # lower score (margin)
+    return out
+
+
+def multilabel_metrics(
+    y: np.ndarray, p: np.ndarray, thresholds: np.ndarray, labels: tuple[str, ...] | list[str]
+) -> dict[str, Any]:
+    """Per-label and macro AUROC, AUPRC and F1 at ``thresholds``; None where a label has one class."""
+    from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+
+    out: dict[str, Any] = {}
+    for k, lab in enumerate(labels):
+        yk = y[:, k].astype(int)
+        one_class = yk.min() == yk.max()
+        out[lab] = {
+            "auroc": None if one_class else float(roc_auc_score(yk, p[:, k])),
+            "auprc": None if one_class else float(average_precision_score(yk, p[:, k])),
+            "f1": float(f1_score(yk, (p[:, k] >= thresholds[k]).astype(int), zero_division=0)),
+            "threshold": float(thresholds[k]),
+            "n": int(len(yk)),
+            "n_positive": int(yk.sum()),
+        }
+    macro = {}
+    for m in ("auroc", "auprc", "f1"):
+        vals = [out[lab][m] for lab in labels if out[lab][m] is not None]
+        macro[m] = float(np.mean(vals)) if vals else None
+    out["macro"] = macro
+    return out
+
+
+def finetune_biopsy(
+    train_df: pd.DataFrame,
+    tuning_df: pd.DataFrame,
+    held_out_df: pd.DataFrame,
+    out_dir: str | Path,
+    config: TextClassifierConfig | None = None,
+) -> dict[str, Any]:
+    """Fit on train, choose thresholds on tuning, evaluate on held_out, save the artifact; return metrics.
+
+    Used by ``ehrseq finetune --target biopsy``. The metrics dict is also written as the artifact's
+    ``metrics.json`` and carries ``artifact_id`` and ``artifact_path``.
+    """
+    model = TextClassifier(config).fit(train_df, tuning_df)
+    texts, _ = texts_and_ids(held_out_df)
+    y = held_out_df[list(model.config.labels)].to_numpy()
+    metrics = multilabel_metrics(y, model.predict_proba(held_out_df), model.thresholds_, model.config.labels)
+    metrics["split_sizes"] = {"train": len(train_df), "tuning": len(tuning_df), "held_out": len(texts)}
+    path = model.save(out_dir, metrics=metrics)
+    metrics["artifact_path"] = str(path)
+    metrics["artifact_id"] = load_artifact(path).artifact_id
+    return metrics

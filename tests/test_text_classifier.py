@@ -1,0 +1,113 @@
+"""The biopsy text classifier: tokenizer round trip, negation, windows, errors, save/load, determinism."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from ehrseq.errors import DataValidationError  # noqa: E402
+from ehrseq.featurize.text import load_tokenizer, train_wordpiece  # noqa: E402
+from ehrseq.models.attribution import integrated_gradients  # noqa: E402
+from ehrseq.models.text_classifier import TextClassifier, TextClassifierConfig, finetune_biopsy  # noqa: E402
+from ehrseq.synth.reports import generate_reports  # noqa: E402
+
+FIXTURE = Path(__file__).parent / "fixtures" / "biopsy_negation.csv"
+GC = 1  # column of giant_cells in the default label order
+
+
+def _tiny(**kw: object) -> TextClassifierConfig:
+    return TextClassifierConfig.from_preset("tiny", **{"epochs": 5, "mlm_epochs": 1, **kw})
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, pd.DataFrame]:
+    # a few hundred reports and a few epochs: the smallest run that reads the hand-written negations
+    # correctly for each of seeds 0, 1, 2 (checked when the test was written)
+    return {
+        "train": pd.concat([generate_reports(300, seed=1, site="A"), generate_reports(300, seed=1, site="B")]),
+        "tuning": pd.concat([generate_reports(100, seed=2, site="A"), generate_reports(100, seed=2, site="B")]),
+    }
+
+
+@pytest.fixture(scope="module")
+def model(data: dict[str, pd.DataFrame]) -> TextClassifier:
+    return TextClassifier(_tiny()).fit(data["train"], data["tuning"])
+
+
+def test_wordpiece_round_trip_gives_the_same_ids(tmp_path: Path) -> None:
+    texts = generate_reports(80, seed=0, site="B").text.tolist()
+    tok = train_wordpiece(texts, vocab_size=300, min_frequency=2, out_dir=tmp_path)
+    again = load_tokenizer(tmp_path)
+    sample = ["No giant cells are identified.", "L TA bx: IEL fragmented, GCs +."]
+    assert tok(sample)["input_ids"] == again(sample)["input_ids"]
+    ids = again("No Giant cells")["input_ids"]
+    assert ids[0] == again.cls_token_id and ids[-1] == again.sep_token_id
+    assert again.tokenize("GIANT") == again.tokenize("giant")  # uncased
+
+
+def test_empty_or_non_text_input_names_the_report(model: TextClassifier) -> None:
+    with pytest.raises(DataValidationError, match=r"row\(s\) \[1\]"):
+        train_wordpiece(["fine text", "   "])
+    bad = pd.DataFrame({"report_id": ["R-1", "R-2", "R-3"], "text": ["giant cells present", None, ""]})
+    with pytest.raises(DataValidationError, match="R-2, 'R-3'|'R-2', 'R-3'") as e:
+        model.predict_proba(bad)
+    assert "giant cells present" not in str(e.value)
+    with pytest.raises(DataValidationError, match="row"):
+        model.predict([12.5])
+
+
+def test_negations_in_handwritten_reports(model: TextClassifier) -> None:
+    fx = pd.read_csv(FIXTURE)
+    pred = model.predict(fx)[:, GC]
+    wrong = fx.report_id[pred != fx.giant_cells].tolist()
+    assert wrong == [], f"giant_cells misread in {wrong}"
+
+
+def test_long_report_is_windowed_and_the_last_window_counts(model: TextClassifier) -> None:
+    fx = pd.read_csv(FIXTURE).set_index("report_id")
+    gross = " ".join(
+        f"GROSS DESCRIPTION, part {k}: Received in formalin is a segment of tan tubular tissue measuring 2.1 cm "
+        "in length and 0.2 cm in diameter. Serially cross-sectioned and entirely submitted." for k in (1, 2, 3)
+    )
+    texts = [f"{gross} {fx.text['NEG-02']}", f"{gross} {fx.text['NEG-01']}"]  # findings only at the end
+    assert (model.n_windows(texts) > 1).all()
+    assert len(model.tokenizer_(texts[0])["input_ids"]) > model.config.max_length
+    gca = model.config.labels.index("gca")
+    assert model.predict([gross])[0, gca] == 0  # what a truncating model would see
+    assert model.predict(texts)[:, [GC, gca]].tolist() == [[1, 1], [0, 0]]
+
+
+def test_save_load_gives_identical_probabilities(model: TextClassifier, tmp_path: Path) -> None:
+    fx = pd.read_csv(FIXTURE)
+    path = model.save(tmp_path / "art")
+    again = TextClassifier.load(path)
+    np.testing.assert_array_equal(model.predict_proba(fx), again.predict_proba(fx))
+    np.testing.assert_array_equal(model.thresholds_, again.thresholds_)
+    assert (path / "tokenizer" / "tokenizer.json").exists() and (path / "thresholds.json").exists()
+
+
+def test_same_seed_same_probabilities(data: dict[str, pd.DataFrame]) -> None:
+    train, tuning = data["train"].iloc[:60], data["tuning"].iloc[:30]
+    cfg = _tiny(epochs=1, mlm_epochs=1)
+    p1 = TextClassifier(cfg).fit(train, tuning).predict_proba(tuning)
+    p2 = TextClassifier(cfg).fit(train, tuning).predict_proba(tuning)
+    np.testing.assert_array_equal(p1, p2)
+
+
+def test_finetune_biopsy_writes_an_artifact_with_metrics(data: dict[str, pd.DataFrame], tmp_path: Path) -> None:
+    train, tuning = data["train"].iloc[:60], data["tuning"].iloc[:40]
+    m = finetune_biopsy(train, tuning, data["tuning"].iloc[40:], tmp_path / "bx", _tiny(epochs=1, mlm_epochs=0))
+    assert set(m["macro"]) == {"auroc", "auprc", "f1"} and m["gca"]["n"] == len(data["tuning"]) - 40
+    assert TextClassifier.load(m["artifact_path"]).predict_proba(["no giant cells."]).shape == (1, 4)
+
+
+def test_attributions_cover_the_deciding_window(model: TextClassifier) -> None:
+    tokens, scores = integrated_gradients(model, "L TA bx: giant cells seen in the media, GCA.", "giant_cells",
+                                          steps=8)
+    assert len(tokens) == len(scores) and tokens[0] == "[CLS]" and np.isfinite(scores).all()
