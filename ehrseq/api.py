@@ -401,7 +401,7 @@ def predict(artifact: str | Path | Artifact, data: str | Path | LoadedData, labe
 
 # ------------------------------------------------------------------ text / survival
 def _finetune_text(d: LoadedData, cfg: FinetuneConfig, out: str | Path | None) -> FinetuneResult:
-    from ehrseq.models.text_classifier import finetune_biopsy
+    from ehrseq.models.text_classifier import TextClassifierConfig, finetune_biopsy
 
     ev = d.events.loc[d.events["code"] == codes.BIOPSY_REPORT, ["subject_id", "time", "text_value"]]
     if ev.empty:
@@ -419,8 +419,14 @@ def _finetune_text(d: LoadedData, cfg: FinetuneConfig, out: str | Path | None) -
     if cfg.sites:
         df = df.loc[df["site"].isin(cfg.sites)]
     part = {n: df.loc[df["subject_id"].isin(ids_in(splits, n))].reset_index(drop=True) for n in ("train", "tuning", "held_out")}
-    metrics = finetune_biopsy(part["train"], part["tuning"], part["held_out"], out, None)
-    return FinetuneResult(Path(out) if out else None, metrics, {})
+    for name, p in part.items():
+        if p.empty:
+            raise TargetError(f"no labelled biopsy reports in the {name} split; the biopsy target needs reports in "
+                              "train, tuning and held_out")
+    preset = cfg.preset if cfg.preset in ("tiny", "small") else "small"
+    tcfg = TextClassifierConfig.from_preset(preset, seed=cfg.seed, **dict(cfg.model_overrides))
+    ho = finetune_biopsy(part["train"], part["tuning"], part["held_out"], out, tcfg)
+    return FinetuneResult(Path(out) if out else None, {"held_out": ho}, {})
 
 
 def _finetune_survival(events: pd.DataFrame, splits: pd.DataFrame, cfg: FinetuneConfig, out: str | Path | None,

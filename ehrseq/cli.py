@@ -98,7 +98,9 @@ def _print_metrics(metrics: dict[str, Any], fmt) -> None:
         if not isinstance(m, dict):
             continue
         figs = [f"{k}={fmt(v)}" for k, v in m.items() if isinstance(v, dict) and "value" in v]
-        print(f"{split:9s} n={m.get('n_rows')}  " + "  ".join(figs))
+        figs += [f"{k}: auroc={v['auroc']:.3f} f1={v['f1']:.3f}" for k, v in m.items()
+                 if isinstance(v, dict) and isinstance(v.get("auroc"), float)]  # text: per label
+        print(f"{split:9s} n={m.get('n_rows', m.get('split_sizes', {}).get(split))}  " + "  ".join(figs))
 
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
