@@ -107,3 +107,13 @@ def test_missing_data_path_is_a_clear_error(tmp_path, capsys):
     rc = main(["finetune", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "x"), *FAST])
     assert rc == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_permutation_importance_finds_the_cdai_history(cohort, artifact):
+    from ehrseq.explain import explain_artifact
+
+    imp = explain_artifact(artifact, cohort / "meds", split="all", n_repeats=2)
+    top = imp.set_index("group")["importance"]
+    assert "SCORE//CDAI" in imp["group"].iloc[:2].tolist()
+    assert top["SCORE//CDAI"] > top["sex"] + 0.01
+    assert {"age", "sex", "days since previous step"} <= set(imp["group"])
