@@ -9,7 +9,7 @@ import argparse
 import subprocess
 import sys
 
-ALL = ("featurize", "sequence_models", "deepsurv_real", "text_biopsy", "scoring")
+ALL = ("featurize", "sequence_models", "deepsurv_real", "deepsurv_synth", "text_biopsy", "scoring")
 
 
 def main() -> int:

@@ -117,3 +117,17 @@ def test_permutation_importance_finds_the_cdai_history(cohort, artifact):
     assert "SCORE//CDAI" in imp["group"].iloc[:2].tolist()
     assert top["SCORE//CDAI"] > top["sex"] + 0.01
     assert {"age", "sex", "days since previous step"} <= set(imp["group"])
+
+
+def test_survival_finetune_then_evaluate(cohort, tmp_path):
+    art = tmp_path / "flare"
+    rc = main(["finetune", "--target", "survival", "--event", "EVENT//FLARE", "--data", str(cohort / "meds"),
+               "--out", str(art), "--n-bootstrap", "10"])
+    assert rc == 0
+    assert {"baseline_hazard.json", "scaler.json", "featurizer.json"} <= {p.name for p in art.iterdir()}
+    rc = main(["evaluate", "--artifact", str(art), "--data", str(cohort / "meds"), "--out", str(tmp_path / "rep"),
+               "--n-boot", "10", "--no-plots", "--split", "all"])
+    assert rc == 0
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert rep["meta"]["task"] == "survival"
+    assert rep["overall"]["concordance"]["estimate"] is not None

@@ -129,9 +129,9 @@ class DeepSurv:
         gen = torch.Generator().manual_seed(cfg.seed)
         self.net_ = RiskNet(self.n_features_in_, cfg)
         opt = torch.optim.AdamW(self.net_.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        xt, tt, et = self._to_tensor(x), torch.from_numpy(t), torch.from_numpy(e)
+        xt, tt, et = self._to_tensor(x), torch.tensor(t), torch.tensor(e)
         if has_val:
-            xvt, tvt, evt = self._to_tensor(xv), torch.from_numpy(tv), torch.from_numpy(ev)
+            xvt, tvt, evt = self._to_tensor(xv), torch.tensor(tv), torch.tensor(ev)
 
         best_loss, best_state, bad_epochs = math.inf, None, 0
         self.history_: list[dict[str, float]] = []
