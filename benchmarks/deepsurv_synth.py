@@ -46,7 +46,7 @@ def main() -> None:
     data = api.load_data(tmp / "c" / "meds")
     truth = pd.read_parquet(tmp / "c" / "meds" / "truth" / "flare_hazard.parquet")
     res = api.finetune(data, target="survival", seed=a.seed, out=tmp / "ds", n_bootstrap=0)
-    rnn = api.finetune(data, target="cdai", model="rnn", seed=a.seed, out=tmp / "rnn",
+    api.finetune(data, target="cdai", model="rnn", seed=a.seed, out=tmp / "rnn",
                        train={"epochs": 6, "progress": False}, n_bootstrap=0)
     res_emb = api.finetune(data, target="survival", seed=a.seed, init=tmp / "rnn", n_bootstrap=0)
     ho = res.predictions["held_out"]
