@@ -172,6 +172,13 @@ def load_artifact(path: str | Path, *, verify: bool = True, expect_model_type: s
             f"({manifest.get('ehrseq_version')})"
         )
     if verify:
+        listed = set(manifest["files"]) | {"manifest.json"}
+        unlisted = sorted(str(f.relative_to(p)) for f in p.rglob("*") if f.is_file() and str(f.relative_to(p)) not in listed)
+        if unlisted:
+            raise ArtifactError(
+                f"{p}: file(s) {unlisted[:5]} are not listed in manifest.json (added after saving); refusing to "
+                "load a modified artifact"
+            )
         for name, want in manifest["files"].items():
             f = p / name
             if not f.exists():
@@ -189,9 +196,9 @@ def load_artifact(path: str | Path, *, verify: bool = True, expect_model_type: s
     featurizer = json.loads((p / "featurizer.json").read_text()) if (p / "featurizer.json").exists() else None
     metrics = json.loads((p / "metrics.json").read_text()) if (p / "metrics.json").exists() else None
     extras = {
-        f.stem: json.loads(f.read_text())
-        for f in sorted(p.glob("*.json"))
-        if f.name not in RESERVED
+        Path(name).stem: json.loads((p / name).read_text())
+        for name in sorted(manifest["files"])
+        if name.endswith(".json") and "/" not in name and name not in RESERVED
     }
     state_dict = load_file(str(p / WEIGHTS))
     return Artifact(

@@ -99,6 +99,7 @@ def next_visit_dx_labels(
     dx = events.loc[events["code"].str.startswith(dx_prefix) & events["time"].notna(), ["subject_id", "time", "code"]]
     if dx.empty:
         raise TargetError(f"no diagnosis codes starting with '{dx_prefix}'")
+    dx = dx.assign(code=dx["code"].astype(object))  # plain str cells, so each group aggregates to a list
     nxt = dx.groupby(["subject_id", "time"])["code"].agg(lambda c: sorted(set(c))).rename("codes").reset_index()
     out = visits.merge(nxt, left_on=["subject_id", "next_time"], right_on=["subject_id", "time"], how="left",
                        suffixes=("", "_dx"))

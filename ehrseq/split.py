@@ -102,7 +102,8 @@ def subjects_table(events: pd.DataFrame) -> pd.DataFrame:
     ids = events["subject_id"].drop_duplicates()
     site_rows = events.loc[events["code"].str.startswith(codes.SITE_PREFIX), ["subject_id", "code"]]
     site = site_rows.drop_duplicates("subject_id").set_index("subject_id")["code"].str.slice(len(codes.SITE_PREFIX))
-    first = events.dropna(subset=["time"]).groupby("subject_id")["time"].min()
+    clinical = events.loc[events["time"].notna() & (events["code"] != codes.BIRTH)]  # birth is not a first visit
+    first = clinical.groupby("subject_id")["time"].min()
     out = pd.DataFrame({"subject_id": ids.to_numpy()})
     out["site"] = out["subject_id"].map(site).fillna("unknown").astype(str)
     out["first_time"] = out["subject_id"].map(first)

@@ -184,11 +184,10 @@ class Featurizer:
         value_id = self._value_ids(code_inv, uniq, timed["numeric_value"].to_numpy(np.float64))
 
         # Per label row: slice bounds in the token stream.
-        key_lab = _key(labels["subject_id"].to_numpy(np.int64), labels["prediction_time"].to_numpy("datetime64[us]").astype(np.int64), subj)
-        key_tok = _key(sid, t_us, subj)
         lab_sid = labels["subject_id"].to_numpy(np.int64)
+        lab_t = labels["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
         tok_start = np.searchsorted(sid, lab_sid, side="left")
-        tok_cut = np.searchsorted(key_tok, key_lab, side="right")
+        tok_cut = _cuts(sid, t_us, lab_sid, lab_t)
         n_hist = tok_cut - tok_start
 
         st_ids = static["code"].astype(str).map(self.code_to_id).fillna(UNK_ID).astype(np.int64)
@@ -206,9 +205,8 @@ class Featurizer:
 
         # Steps for the RNN: one per distinct (subject, time).
         step_x, step_sid, step_t = self._steps(timed, sid, t_us, code_inv, uniq)
-        key_step = _key(step_sid, step_t, subj)
         step_start = np.searchsorted(step_sid, lab_sid, side="left")
-        step_cut = np.searchsorted(key_step, key_lab, side="right")
+        step_cut = _cuts(step_sid, step_t, lab_sid, lab_t)
         static_x = self._static(ev, labels, static, age_pred)
 
         budget = cfg.max_len - 1 - np.array([len(s) for s in static_tokens])
@@ -357,11 +355,23 @@ def _log_stats(num: pd.DataFrame, codes_: list[str]) -> tuple[list[float], list[
     return mean, std
 
 
-def _key(sid: np.ndarray, t_us: np.ndarray, subjects: np.ndarray) -> np.ndarray:
-    """A sortable int64 key (subject rank, seconds since 1900) so one searchsorted finds every cut-off."""
-    rank = np.searchsorted(subjects, sid).astype(np.int64)
-    secs = (t_us // 1_000_000) + 2_208_988_800  # seconds since 1900-01-01; fits in 33 bits until 2172
-    return (rank << 33) | np.clip(secs, 0, (1 << 33) - 1)
+def _cuts(ev_sid: np.ndarray, ev_t: np.ndarray, lab_sid: np.ndarray, lab_t: np.ndarray) -> np.ndarray:
+    """For each label row, the index just past the last event of its subject at or before prediction_time.
+
+    Events must be sorted by (subject_id, time). Events and label rows are merged in one stable lexsort on
+    (subject, time, events-before-labels): a label's merged position minus the labels before it counts the
+    events up to it. Exact to the microsecond (an event 1 us after prediction_time is not history).
+    """
+    n_ev = len(ev_sid)
+    sid = np.concatenate([ev_sid, lab_sid])
+    t = np.concatenate([ev_t, lab_t])
+    is_lab = np.concatenate([np.zeros(n_ev, np.int8), np.ones(len(lab_sid), np.int8)])
+    order = np.lexsort((is_lab, t, sid))
+    pos = np.empty(len(order), np.int64)
+    pos[order] = np.arange(len(order))
+    labs_before = np.cumsum(is_lab[order]) - is_lab[order]  # labels strictly before each merged position
+    lab_pos = pos[n_ev:]
+    return lab_pos - labs_before[lab_pos]
 
 
 def build_tokens(fs: FeatureSet, i: int, max_len: int, max_visits: int) -> dict[str, np.ndarray]:

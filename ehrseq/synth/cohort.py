@@ -165,6 +165,7 @@ def generate_cohort(n_patients: int = 2000, *, n_sites: int = 2, seed: int = 0, 
     bio = np.full(n, -1, np.int64)
     steroid = np.zeros(n, bool)
     n_visits = np.zeros(n, np.int64)
+    t_last = start.copy()  # time of each patient's latest actual visit
     truth_cdai, truth_flare = [], []
     biopsy_at = np.where(
         (age0 > 55) & (rng.random(n) < biopsy_rate * 2), rng.integers(1, 6, n), -1
@@ -178,6 +179,7 @@ def generate_cohort(n_patients: int = 2000, *, n_sites: int = 2, seed: int = 0, 
         m = idx.size
         tk = t[idx]
         n_visits[idx] += 1
+        t_last[idx] = tk
         s = sid[idx]
         ev.add(s, tk, codes.VISIT)
         # Observed disease activity and labs.
@@ -256,7 +258,7 @@ def generate_cohort(n_patients: int = 2000, *, n_sites: int = 2, seed: int = 0, 
         log_h = np.log(LAMBDA0) + FLARE_BETA * d[idx]
         truth_flare.append((s, tk, log_h))
         t_flare = rng.exponential(1.0 / np.exp(log_h))
-        fl = t_flare < dt
+        fl = (t_flare < dt) & (tk + _days(t_flare) < END_DATE)  # nothing is recorded after the data end
         ev.add(s[fl], tk[fl] + _days(t_flare[fl]), codes.FLARE)
         d[idx] = mean_next + np.sqrt(var_next) * rng.standard_normal(m)
         t[idx] = tk + _days(dt)
@@ -264,8 +266,9 @@ def generate_cohort(n_patients: int = 2000, *, n_sites: int = 2, seed: int = 0, 
 
     # Deaths after follow-up for a few, more with age and comorbidity.
     p_death = 0.01 + 0.002 * np.clip(age0 - 60, 0, None) + 0.03 * comorb["ICD10//J84.10"]
-    died = rng.random(n) < p_death
-    ev.add(sid[died], t[died] + _days(rng.uniform(5, 200, died.sum())), codes.DEATH)
+    t_death = t_last + _days(rng.uniform(5, 200, n))
+    died = (rng.random(n) < p_death) & (t_death < END_DATE)
+    ev.add(sid[died], t_death[died], codes.DEATH)
 
     biopsy_labels = _biopsies(rng, ev, biopsy_rows)
     patients = pd.DataFrame(

@@ -27,7 +27,7 @@ from ehrseq.errors import EhrseqError
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 64
