@@ -45,6 +45,7 @@ from ehrseq.models.outputs import ModelOutput
 from ehrseq.utils import seed_everything
 
 MODEL_TYPE = "text_classifier"
+POOLINGS = ("mean", "max", "cls", "mean_max")
 TextInput = pd.DataFrame | pd.Series | list[str] | tuple[str, ...] | np.ndarray
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -82,6 +83,9 @@ class TextClassifierConfig:
     mlm_epochs: int = 3
     mlm_probability: float = 0.15
     threshold_metric: str = "f1"  # "f1" or "youden"
+    pooling: str = "mean"  # token pooling per window: "mean", "max", "cls" or "mean_max"
+    input_mask: float = 0.0  # share of tokens replaced by [MASK] in fine-tuning batches (augmentation)
+    pos_weight: bool = False  # weight positives by n_neg / n_pos per label (clipped to [1, 10])
     seed: int = 0
     labels: tuple[str, ...] = field(default_factory=lambda: tuple(BIOPSY_LABELS))
 
@@ -89,6 +93,8 @@ class TextClassifierConfig:
         self.labels = tuple(self.labels)
         if self.threshold_metric not in ("f1", "youden"):
             raise ValueError("threshold_metric must be 'f1' or 'youden'")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}")
         if not 0 <= self.stride < self.max_length - 2:
             raise ValueError("stride must be in [0, max_length - 2)")
 
@@ -111,11 +117,14 @@ class TextClassifierConfig:
 class TextClassifierNet(nn.Module):
     """Encoder + linear head. ``forward`` maps windows ``(W, L)`` to logits, pooled per report when asked."""
 
-    def __init__(self, encoder: PreTrainedModel, n_labels: int, dropout: float = 0.1) -> None:
+    def __init__(self, encoder: PreTrainedModel, n_labels: int, dropout: float = 0.1, pooling: str = "mean") -> None:
         super().__init__()
         self.encoder = encoder
+        self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(encoder.config.hidden_size, n_labels)
+        width = encoder.config.hidden_size * (2 if pooling == "mean_max" else 1)
+        self.head = nn.Linear(width, n_labels)
+        self.pos_weight: torch.Tensor | None = None
 
     def forward(
         self,
@@ -138,13 +147,22 @@ class TextClassifierNet(nn.Module):
             input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds
         ).last_hidden_state  # (W, L, H)
         m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        emb = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)  # (W, H) masked mean over tokens
+        parts = []
+        if self.pooling in ("mean", "mean_max"):
+            parts.append((hidden * m).sum(1) / m.sum(1).clamp(min=1.0))  # (W, H) masked mean over tokens
+        if self.pooling in ("max", "mean_max"):
+            parts.append(hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).amax(1))  # masked max
+        if self.pooling == "cls":
+            parts.append(hidden[:, 0])
+        emb = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
         logits = self.head(self.dropout(emb))  # (W, K)
         if sample_map is not None:
             logits, emb = _max_pool(logits, sample_map), _max_pool(emb, sample_map)
         loss = None
         if labels is not None:
-            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+            loss = nn.functional.binary_cross_entropy_with_logits(
+                logits, labels.to(logits.dtype), pos_weight=self.pos_weight
+            )
         return ModelOutput(logits=logits, loss=loss, embeddings=emb)
 
 
@@ -194,7 +212,10 @@ class TextClassifier:
             self.tokenizer_, encoder = _load_pretrained(cfg.pretrained)
             train_w = self.windows(train_texts)
         tune_w = self.windows(tune_texts)
-        self.net_ = TextClassifierNet(encoder, len(cfg.labels), cfg.dropout)
+        self.net_ = TextClassifierNet(encoder, len(cfg.labels), cfg.dropout, cfg.pooling)
+        if cfg.pos_weight:
+            pos = y_train.sum(0)
+            self.net_.pos_weight = torch.from_numpy(np.clip((len(y_train) - pos) / np.maximum(pos, 1), 1, 10))
         self._finetune(train_w, y_train, tune_w, y_tune)
         self.thresholds_ = choose_thresholds(y_tune, self._proba(tune_w, len(tune_texts)), cfg.threshold_metric)
         return self
@@ -256,11 +277,17 @@ class TextClassifier:
         steps = cfg.epochs * math.ceil(n / cfg.batch_size)
         opt, sched = _optimiser(net, cfg.lr, cfg.weight_decay, steps, cfg.warmup)
         by_report = _group(train_w, n)
+        special = torch.tensor(sorted(set(self.tokenizer_.all_special_ids)))
         best, best_state = math.inf, None
         for epoch in range(cfg.epochs):
             net.train()
             for rows in torch.randperm(n, generator=gen).split(cfg.batch_size):
                 batch = self._batch(train_w, by_report, rows.tolist())
+                if cfg.input_mask > 0:
+                    ids = batch["input_ids"]
+                    maskable = batch["attention_mask"].bool() & ~torch.isin(ids, special)
+                    chosen = (torch.rand(ids.shape, generator=gen) < cfg.input_mask) & maskable
+                    batch["input_ids"] = ids.masked_fill(chosen, self.tokenizer_.mask_token_id)
                 out = net(**batch, labels=torch.from_numpy(y[rows.numpy()]))
                 _step(out.loss, net, opt, sched)
             p = self._proba(tune_w, len(y_tune))
@@ -348,7 +375,7 @@ class TextClassifier:
         model = cls(TextClassifierConfig.from_dict(art.config["model"]))
         enc_cfg = dict(art.config["encoder"])
         enc = AutoModel.from_config(AutoConfig.for_model(enc_cfg.pop("model_type"), **enc_cfg))
-        model.net_ = TextClassifierNet(enc, len(model.config.labels), model.config.dropout)
+        model.net_ = TextClassifierNet(enc, len(model.config.labels), model.config.dropout, model.config.pooling)
         model.net_.load_state_dict(art.state_dict)
         model.net_.eval()
         model.tokenizer_ = load_tokenizer(art.tokenizer_dir)

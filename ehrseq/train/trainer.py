@@ -76,7 +76,7 @@ def train(
     for epoch in range(cfg.epochs):
         model.train()
         loader = make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch, collate_fn=collate_fn)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if cfg.progress else True, leave=False)  # None: off when not a terminal
         total, n = 0.0, 0
         for batch in bar:
             loss = step(model, batch)
