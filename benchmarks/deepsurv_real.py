@@ -12,9 +12,6 @@ and the forest train on the whole training fold. No hyper-parameter is tuned per
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
 import time
 import warnings
 from datetime import UTC, datetime
@@ -27,6 +24,7 @@ from scipy import stats
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from threadpoolctl import threadpool_limits
 
+from benchmarks.common import machine
 from ehrseq.evaluate.survival import (
     concordance_index,
     concordance_td,
@@ -163,15 +161,6 @@ def ci(values: pd.Series) -> tuple[float, float]:
     """Mean and half-width of a t-based 95% CI over folds."""
     v = values.to_numpy()
     return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-
-
-def machine() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    nproc = subprocess.run(["nproc", "--all"], capture_output=True, text=True).stdout.strip()
-    usable = len(os.sched_getaffinity(0))
-    return (f"nproc --all={nproc} (usable {usable}, run with 1 thread), CPU: {cpu}, "
-            f"torch {torch.__version__}")
 
 
 def to_markdown(res: pd.DataFrame, infos: list[dict], seconds: float) -> str:

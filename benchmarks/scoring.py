@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from datetime import date
 from pathlib import Path
+
+from benchmarks.common import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scoring.md"
 ID_SHIFT = 10_000_000
@@ -80,20 +81,6 @@ def make_x4(src: Path, dst: Path) -> int:
             pq.write_table(t, dst / "data" / f"{k}_{f.name}")
             n += t.num_rows
     return n
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"nproc={os.cpu_count()}, CPU: {cpu}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def main() -> None:

@@ -78,8 +78,9 @@ def main() -> None:
     ap.add_argument("--behrt-rows", type=int, default=3, help="train label rows per patient for BEHRT")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-boot", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these sizes on 2 cores)")
     a = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     tmp = Path(tempfile.mkdtemp(prefix="ehrseq-bench-"))
     t0 = time.perf_counter()
     api.synthesize(a.patients, out=tmp / "c", seed=a.seed, extract=False)
@@ -160,7 +161,7 @@ def main() -> None:
     body = [
         f"Synthetic cohort: {a.patients} patients (site A {n_a}, site B {a.patients - n_a}), seed {a.seed}; "
         f"held-out label rows: A {len(ref_rows)}, B {len(ho_b)}. RNN {a.epochs} epochs max (early stopping on tuning); "
-        f"BEHRT small, max_len 96, {a.behrt_epochs} epochs, {a.behrt_rows} train rows per patient. "
+        f"BEHRT small, max_len 96, {a.behrt_epochs} epochs, {a.behrt_rows} train rows per patient. torch threads {a.threads}. "
         f"Total {time.perf_counter() - t0:.0f}s.\n",
         "## Within site A (held-out patients)\n", *l1, "",
         "## Site transfer A -> B (site B held-out patients)\n", *l2, "",
