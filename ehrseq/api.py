@@ -62,14 +62,15 @@ def load_data(path: str | Path, *, column_map: dict[str, str] | None = None) -> 
     return LoadedData(res.events, splits, labels, "meds")
 
 
-def synthesize(n_patients: int = 2000, *, out: str | Path, n_sites: int = 2, seed: int = 0, extract: bool = True) -> Path:
+def synthesize(n_patients: int = 2000, *, out: str | Path, n_sites: int = 2, seed: int = 0, extract: bool = True,
+               biopsy_rate: float = 0.05) -> Path:
     """Write a synthetic cohort: ``out/meds`` (MEDS root with a random patient split), ``out/extract`` (CSV
     tables), ``out/truth`` (the probabilities the generator used)."""
     from ehrseq.io import write_extract, write_meds, write_subject_splits
     from ehrseq.synth.cohort import generate_cohort
 
     out = Path(out)
-    c = generate_cohort(n_patients, n_sites=n_sites, seed=seed)
+    c = generate_cohort(n_patients, n_sites=n_sites, seed=seed, biopsy_rate=biopsy_rate)
     root = write_meds(c.events, out / "meds", dataset_name="ehrseq-synthetic-ra", overwrite=True)
     write_subject_splits(PatientSplitter(seed=seed).split(subjects_table(c.events)), root)
     truth = root / "truth"
@@ -400,9 +401,8 @@ def predict(artifact: str | Path | Artifact, data: str | Path | LoadedData, labe
 
 
 # ------------------------------------------------------------------ text / survival
-def _finetune_text(d: LoadedData, cfg: FinetuneConfig, out: str | Path | None) -> FinetuneResult:
-    from ehrseq.models.text_classifier import TextClassifierConfig, finetune_biopsy
-
+def biopsy_frame(d: LoadedData) -> pd.DataFrame:
+    """Biopsy reports joined with their labels: subject_id, time, report_id, text, site, one column per label."""
     ev = d.events.loc[d.events["code"] == codes.BIOPSY_REPORT, ["subject_id", "time", "text_value"]]
     if ev.empty:
         raise TargetError(f"no '{codes.BIOPSY_REPORT}' events with report text: the biopsy target needs reports")
@@ -413,9 +413,15 @@ def _finetune_text(d: LoadedData, cfg: FinetuneConfig, out: str | Path | None) -
     lab["time"] = lab["time"].astype("datetime64[us]")
     ev = ev.assign(time=ev["time"].astype("datetime64[us]"))
     df = ev.merge(lab, on=["subject_id", "time"], how="inner").rename(columns={"text_value": "text"})
-    splits = resolve_splits(d, cfg)
     site = subjects_table(d.events).set_index("subject_id")["site"]
-    df["site"] = df["subject_id"].map(site)
+    return df.assign(site=df["subject_id"].map(site))
+
+
+def _finetune_text(d: LoadedData, cfg: FinetuneConfig, out: str | Path | None) -> FinetuneResult:
+    from ehrseq.models.text_classifier import TextClassifierConfig, finetune_biopsy
+
+    df = biopsy_frame(d)
+    splits = resolve_splits(d, cfg)
     if cfg.sites:
         df = df.loc[df["site"].isin(cfg.sites)]
     part = {n: df.loc[df["subject_id"].isin(ids_in(splits, n))].reset_index(drop=True) for n in ("train", "tuning", "held_out")}

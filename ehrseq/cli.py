@@ -61,7 +61,8 @@ def cmd_synth(a: argparse.Namespace) -> int:
     from ehrseq.api import synthesize
 
     t = time.perf_counter()
-    out = synthesize(a.n_patients, out=a.out, n_sites=a.sites, seed=a.seed, extract=not a.no_extract)
+    out = synthesize(a.n_patients, out=a.out, n_sites=a.sites, seed=a.seed, extract=not a.no_extract,
+                     biopsy_rate=a.biopsy_rate)
     print(f"wrote a synthetic cohort of {a.n_patients} patients at {a.sites} site(s) to {out} "
           f"(meds/, extract/, meds/truth/) in {time.perf_counter() - t:.1f}s")
     return 0
@@ -176,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
     s.add_argument("--no-extract", action="store_true", help="skip the CSV extract copy (faster for large N)")
+    s.add_argument("--biopsy-rate", type=float, default=0.05,
+                   help="share of patients over 55 with a GCA work-up and a temporal artery biopsy report (x2)")
     s.set_defaults(func=cmd_synth)
 
     f = sub.add_parser("finetune", help="train a model for a target and write an artifact")

@@ -131,3 +131,19 @@ def test_survival_finetune_then_evaluate(cohort, tmp_path):
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert rep["meta"]["task"] == "survival"
     assert rep["overall"]["concordance"]["estimate"] is not None
+
+
+def test_biopsy_finetune_then_evaluate(tmp_path):
+    c = tmp_path / "bx"
+    assert main(["synth", "--n-patients", "240", "--seed", "2", "--biopsy-rate", "0.5", "--no-extract",
+                 "--out", str(c)]) == 0
+    res = api.finetune(c / "meds", target="biopsy", preset="tiny", out=tmp_path / "art",
+                       model_overrides={"epochs": 2, "mlm_epochs": 1})
+    assert 0.0 <= res.metrics["held_out"]["macro"]["auroc"] <= 1.0
+    rc = main(["evaluate", "--artifact", str(tmp_path / "art"), "--data", str(c / "meds"), "--out", str(tmp_path / "rep"),
+               "--split", "all", "--n-boot", "10", "--no-plots", "--min-group-size", "5"])
+    assert rc == 0
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert rep["meta"]["task"] == "multilabel"
+    assert "gca" in json.dumps(rep["per_label"])
+    assert rep["overall"]["macro_auroc"]["estimate"] is not None

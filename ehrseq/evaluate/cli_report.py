@@ -22,6 +22,8 @@ TARGET_DEFINITIONS = {
     "cdai_value": "The next CDAI value, predicted at each measurement.",
     "next_visit_dx": "ICD-10 codes recorded at the next visit, predicted at each visit.",
     "survival": "Time from the landmark visit to the event code, censored at the last recorded event.",
+    "biopsy": "Temporal artery biopsy report: adventitial inflammation, giant cells, intimal hyperplasia and the "
+              "overall conclusion (giant cell arteritis), one probability each.",
 }
 
 
@@ -74,8 +76,19 @@ def predict_for_report(art: Artifact, data) -> pd.DataFrame:
         return lab.assign(risk=DeepSurv.load(art.path).predict_risk(x))
     if art.config["model_type"] in ("rnn", "behrt"):
         return predict(art, data)
-    raise EhrseqError(f"evaluate does not support model_type '{art.config['model_type']}' yet; "
-                      "text classifiers report through benchmarks/text_biopsy.py")
+    if art.config["model_type"] == "text_classifier":
+        from ehrseq.api import biopsy_frame
+        from ehrseq.models.text_classifier import TextClassifier
+
+        df = biopsy_frame(data)
+        model = TextClassifier.load(art.path)
+        prob = model.predict_proba(df)
+        out = df[["subject_id"]].assign(prediction_time=df["time"])
+        for j, name in enumerate(model.config.labels):
+            out[f"y_true_{name}"] = df[name].astype(float).to_numpy()
+            out[f"y_prob_{name}"] = prob[:, j]
+        return out
+    raise EhrseqError(f"evaluate does not support model_type '{art.config['model_type']}'")
 
 
 def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *, split: str = "held_out",
@@ -86,7 +99,7 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *
     from ehrseq.evaluate.report import build_report, write_report
 
     art = load_artifact(artifact)
-    task = art.config.get("task")
+    task = "multilabel" if art.config["model_type"] == "text_classifier" else art.config.get("task")
     d = _subset(load_data(data), split)
     preds = demographics(d.events, predict_for_report(art, d))
     ext = None
