@@ -13,7 +13,6 @@ from ehrseq.labels import cdai_labels
 from ehrseq.split import PatientSplitter, subjects_table
 from ehrseq.synth.cohort import SynthCohort, generate_cohort
 
-
 # Test models are tiny: extra threads only add synchronisation, and on a busy 2-core machine they can make a
 # small GRU step 30x slower while waiting for a descheduled worker.
 torch.set_num_threads(1)
