@@ -111,3 +111,27 @@ def test_attributions_cover_the_deciding_window(model: TextClassifier) -> None:
     tokens, scores = integrated_gradients(model, "L TA bx: giant cells seen in the media, GCA.", "giant_cells",
                                           steps=8)
     assert len(tokens) == len(scores) and tokens[0] == "[CLS]" and np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean_max"])
+def test_pooling_and_input_masking_are_deterministic_and_survive_save_load(
+    data: dict[str, pd.DataFrame], pooling: str, tmp_path: Path
+) -> None:
+    train, tuning = data["train"].iloc[:30], data["tuning"].iloc[:20]
+    cfg = _tiny(epochs=1, mlm_epochs=0, pooling=pooling, input_mask=0.25, pos_weight=True)
+    m1 = TextClassifier(cfg).fit(train, tuning)
+    p1 = m1.predict_proba(tuning)
+    if pooling == "max":  # the small preset's settings: same seed, same probabilities
+        np.testing.assert_array_equal(p1, TextClassifier(cfg).fit(train, tuning).predict_proba(tuning))
+    again = TextClassifier.load(m1.save(tmp_path / pooling))
+    assert again.config.pooling == pooling and again.config.input_mask == 0.25
+    np.testing.assert_array_equal(p1, again.predict_proba(tuning))
+
+
+def test_config_options_are_checked_and_old_artifacts_keep_mean_pooling() -> None:
+    with pytest.raises(ValueError, match="pooling"):
+        TextClassifierConfig(pooling="median")
+    old = TextClassifierConfig.from_dict({"vocab_size": 500})  # an artifact config written before pooling existed
+    assert old.pooling == "mean" and old.input_mask == 0.0
+    small = TextClassifierConfig.from_preset("small")
+    assert small.pooling == "max" and small.input_mask > 0
