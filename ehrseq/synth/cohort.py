@@ -13,8 +13,9 @@ Flares occur at a hazard ``LAMBDA0 * exp(0.9 d)`` between visits. Because the ge
 what any model can reach.
 
 The two sites differ as real sites do: visit frequency (A ~ every 3 months, B ~ every 5), biologic use,
-case mix (B older, more comorbid), lab ordering and coding habits (B codes RA as M06.9 and records fewer
-secondary diagnoses).
+case mix (B older, more comorbid), lab ordering and reporting (B reports CRP in mg/dL under the same code and
+measures ESR by a method that reads ~1.4x higher) and coding habits (B codes RA as M06.9 and records fewer
+secondary diagnoses). A model trained at A therefore misreads B's labs until it sees some of B's data.
 """
 
 from __future__ import annotations
@@ -57,11 +58,13 @@ class SiteProfile:
     cdai_missing: float
     secondary_coding: float  # multiplier on recording comorbidity / acute codes
     ra_code_unspecified: float  # share of RA coded as M06.9
+    crp_scale: float  # CRP as recorded: 1.0 = mg/L; 0.1 = the same CRP reported in mg/dL
+    esr_scale: float  # ESR method/lab bias (e.g. automated vs Westergren)
 
 
 SITES = (
-    SiteProfile("A", 0.55, 4.0, 22.0, 0.55, 54.0, 0.9, 0.02, 1.0, 0.1),
-    SiteProfile("B", 0.45, 2.5, 60.0, 0.30, 60.0, 0.7, 0.08, 0.6, 0.7),
+    SiteProfile("A", 0.55, 4.0, 22.0, 0.55, 54.0, 0.9, 0.02, 1.0, 0.1, 1.0, 1.0),
+    SiteProfile("B", 0.45, 2.5, 60.0, 0.30, 60.0, 0.7, 0.08, 0.6, 0.7, 0.1, 1.4),
 )
 
 
@@ -190,8 +193,9 @@ def generate_cohort(n_patients: int = 2000, *, n_sites: int = 2, seed: int = 0, 
         age_k = age0[idx] + (tk - start[idx]).astype("timedelta64[D]").astype(float) / 365.25
         esr = np.exp(np.log(12) + 0.35 * d[idx] + 0.01 * (age_k - 50) + 0.2 * female[idx] + rng.normal(0, 0.3, m))
         crp = np.exp(np.log(4) + 0.6 * d[idx] + rng.normal(0, 0.5, m))
-        ev.add(s[labs], tk[labs], codes.ESR, np.round(esr[labs], 0))
-        ev.add(s[labs], tk[labs], codes.CRP, np.round(crp[labs], 1))
+        # Recorded as each site's lab reports them (same code, different unit/method: a silent shift).
+        ev.add(s[labs], tk[labs], codes.ESR, np.round(esr[labs] * prof["esr_scale"][idx][labs], 0))
+        ev.add(s[labs], tk[labs], codes.CRP, np.round(crp[labs] * prof["crp_scale"][idx][labs], 2))
         # Diagnoses: RA at every visit, comorbidities and acute problems recorded with site habits.
         ev.add(s, tk, ra_code[idx])
         rec = prof["secondary_coding"][idx]
