@@ -23,7 +23,7 @@ from ehrseq.artifacts import Artifact, load_artifact, save_artifact
 from ehrseq.config import FinetuneConfig, config_to_dict, load_config
 from ehrseq.data.dataset import SequenceDataset
 from ehrseq.errors import ArtifactError, DataValidationError, TargetError
-from ehrseq.featurize.featurizer import FeatureSet, Featurizer, FeaturizerConfig
+from ehrseq.featurize.featurizer import FeatureSet, Featurizer
 from ehrseq.labels import TASK_OF_TARGET, make_labels
 from ehrseq.pretrain import PRETRAIN_TARGET
 from ehrseq.split import PatientSplitter, assert_disjoint, ids_in, subjects_table
@@ -256,7 +256,9 @@ def finetune(
     splits = resolve_splits(d, cfg)
     events, splits = _restrict(d.events, splits, cfg)
     if cfg.target == "survival" or cfg.model == "deepsurv":
-        return _finetune_survival(events, splits, cfg, out, init)
+        from ehrseq.survival_task import finetune_survival
+
+        return finetune_survival(events, splits, cfg, out, embeddings_from=init)
     if cfg.model not in SEQUENCE_MODELS:
         raise ValueError(f"model '{cfg.model}' cannot do target '{cfg.target}'; use one of {SEQUENCE_MODELS}")
     task = TASK_OF_TARGET.get(cfg.target)
@@ -433,14 +435,3 @@ def _finetune_text(d: LoadedData, cfg: FinetuneConfig, out: str | Path | None) -
     tcfg = TextClassifierConfig.from_preset(preset, seed=cfg.seed, **dict(cfg.model_overrides))
     ho = finetune_biopsy(part["train"], part["tuning"], part["held_out"], out, tcfg)
     return FinetuneResult(Path(out) if out else None, {"held_out": ho}, {})
-
-
-def _finetune_survival(events: pd.DataFrame, splits: pd.DataFrame, cfg: FinetuneConfig, out: str | Path | None,
-                       init: str | Path | None) -> FinetuneResult:
-    from ehrseq.survival_task import finetune_survival
-
-    return finetune_survival(events, splits, cfg, out, embeddings_from=init)
-
-
-def default_featurizer_config() -> FeaturizerConfig:
-    return FeaturizerConfig()
