@@ -237,6 +237,31 @@ def test_tokens_of_a_hand_built_patient(make_events):
     assert fs.step_cut[0] - fs.step_start[0] == 3  # three distinct event times up to prediction_time
 
 
+def test_token_values_are_standardised_per_code_and_reach_the_model(make_events):
+    """value_num carries the value itself (higher CDAI -> higher number), 0 on CLS, static and SEP tokens."""
+    import torch
+
+    from ehrseq.models.behrt import BehrtModel, behrt_tiny
+
+    rows = [(s, None, "SEX//F", None) for s in (1, 2, 3)]
+    rows += [(s, f"2020-0{k}-01 10:00:00", codes.CDAI, 5.0 + 10 * s + k) for s in (1, 2, 3) for k in (1, 2, 3)]
+    ev = make_events(rows)
+    f = Featurizer(FeaturizerConfig(min_count=1)).fit(ev, pd.DataFrame({"subject_id": [1, 2, 3], "split": ["train"] * 3}))
+    lab = pd.DataFrame({"subject_id": [1, 3], "prediction_time": [pd.Timestamp("2020-03-01 10:00:00")] * 2})
+    fs = f.transform(ev, lab)
+    low, high = build_tokens(fs, 0, 64, 64), build_tokens(fs, 1, 64, 64)
+    is_cdai = low["code_ids"] == f.code_to_id[codes.CDAI]
+    assert np.all(low["value_num"][~is_cdai] == 0)
+    assert np.all(high["value_num"][is_cdai] > low["value_num"][is_cdai])
+    batch = collate([dict(low, steps=fs.step_x[:0], static=fs.static_x[0], subject_id=1),
+                     dict(high, steps=fs.step_x[:0], static=fs.static_x[1], subject_id=3)])
+    torch.manual_seed(0)
+    m = BehrtModel(behrt_tiny(vocab_size=len(f.vocab_), time_vocab_size=f.n_time_bins,
+                              value_vocab_size=f.n_value_ids, head="binary")).eval()
+    zeroed = dataclasses.replace(batch, value_num=torch.zeros_like(batch.value_num))
+    assert not torch.allclose(m(batch).logits, m(zeroed).logits)
+
+
 def test_truncation_keeps_the_cls_token_and_the_most_recent_events(cohort, labels):
     cfg = FeaturizerConfig(max_len=16)
     f = Featurizer(cfg).fit(cohort.events, pd.DataFrame({"subject_id": cohort.patients["subject_id"], "split": "train"}))

@@ -50,8 +50,8 @@ def test_batch_and_single_row_predictions_agree():
     full = m(b).logits
     for i in range(6):
         n = int(b.visit_mask[i].sum())
-        one = Batch(**{k: (v[i:i + 1] if v.dim() < 3 else v[i:i + 1, :n]) if k in ("visit_x",) else
-                       (v[i:i + 1, :n] if k == "visit_mask" else v[i:i + 1]) for k, v in b.__dict__.items()})
+        one = Batch(**{k: None if v is None else (v[i:i + 1, :n] if k in ("visit_x", "visit_mask") else v[i:i + 1])
+                       for k, v in b.__dict__.items()})
         torch.testing.assert_close(m(one).logits, full[i:i + 1], atol=1e-5, rtol=0)
 
 

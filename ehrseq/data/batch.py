@@ -30,6 +30,7 @@ class Batch:
     visit_mask:     (B, V) bool, True for real visits
     static_x:       (B, S) float32, baseline features
     labels:         (B, K) float32, or None at prediction time
+    value_num:      (B, L) float32, the token's numeric value standardised per code (0 = none), or None
     """
 
     subject_id: torch.Tensor
@@ -44,6 +45,7 @@ class Batch:
     visit_mask: torch.Tensor
     static_x: torch.Tensor
     labels: torch.Tensor | None = None
+    value_num: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(**{f.name: (None if (v := getattr(self, f.name)) is None else v.to(device)) for f in fields(self)})

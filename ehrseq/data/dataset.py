@@ -66,6 +66,7 @@ def collate(items: Sequence[dict[str, np.ndarray]]) -> Batch:
     F = items[0]["steps"].shape[1] if items[0]["steps"].ndim == 2 else 0
     tok = {k: np.full((b, L), PAD_ID, np.int64) for k in TOKEN_KEYS}
     mask = np.zeros((b, L), np.int64)
+    num = np.zeros((b, L), np.float32)
     steps = np.zeros((b, V, F), np.float32)
     smask = np.zeros((b, V), bool)
     for r, it in enumerate(items):
@@ -74,6 +75,8 @@ def collate(items: Sequence[dict[str, np.ndarray]]) -> Batch:
             if k in it:
                 tok[k][r, :n] = it[k]
         mask[r, :n] = 1
+        if "value_num" in it:
+            num[r, :n] = it["value_num"]
         m = len(it["steps"])
         steps[r, :m] = it["steps"]  # left-aligned; visit_mask marks real steps
         smask[r, :m] = True
@@ -86,4 +89,5 @@ def collate(items: Sequence[dict[str, np.ndarray]]) -> Batch:
         visit_mask=torch.from_numpy(smask),
         static_x=torch.from_numpy(np.stack([it["static"] for it in items]).astype(np.float32)),
         labels=None if labels is None else torch.from_numpy(labels.astype(np.float32)),
+        value_num=torch.from_numpy(num),
     )

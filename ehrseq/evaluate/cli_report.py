@@ -38,7 +38,7 @@ def demographics(events: pd.DataFrame, preds: pd.DataFrame) -> pd.DataFrame:
     out["sex"] = out["subject_id"].map(first(codes.SEX_PREFIX)).fillna("unknown")
     out["site"] = out["subject_id"].map(first(codes.SITE_PREFIX)).fillna("unknown")
     if "prediction_time" in out:
-        b = out["subject_id"].map(birth)
+        b = pd.Series(birth.reindex(out["subject_id"]).to_numpy(), index=out.index)  # map fails on empty datetimes
         out["age"] = (out["prediction_time"] - b).dt.total_seconds() / (365.25 * 86400)
     return out
 

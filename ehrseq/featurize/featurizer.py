@@ -57,6 +57,7 @@ class FeatureSet:
     tok_visit: np.ndarray  # absolute day-visit number within subject (0-based)
     tok_delta: np.ndarray
     tok_value: np.ndarray
+    tok_num: np.ndarray  # float32 value standardised (log1p) per code, 0 = no value
     # per label row: [tok_start, tok_cut) is the subject's history up to prediction_time
     tok_start: np.ndarray
     tok_cut: np.ndarray
@@ -109,6 +110,10 @@ class Featurizer:
             numeric = sorted(str(c) for c in per.index[per >= 0.05 * n_steps] if str(c) not in cfg.static_numeric_codes)
         else:
             numeric = list(cfg.numeric_codes)
+        self.value_stats_: dict[str, list[float]] = {}  # code -> [mean, std] of log1p(value), for BEHRT
+        for c in self.value_edges_:
+            (m,), (sd,) = _log_stats(num, [c])
+            self.value_stats_[c] = [m, sd]
         self.numeric_codes_ = numeric
         self.num_mean_, self.num_std_ = _log_stats(num, numeric)
         other = timed.loc[~timed["code"].isin(numeric), "code"].value_counts()
@@ -167,7 +172,7 @@ class Featurizer:
         uniq = [str(u) for u in uniq]
         code_id = np.array([self.code_to_id.get(u, UNK_ID) for u in uniq], np.int64)[code_inv] if len(uniq) else code_inv.astype(np.int64)
         n_unknown = int((code_id == UNK_ID).sum())
-        b_us = pd.Series(sid).map(birth).to_numpy("datetime64[us]").astype(np.int64)
+        b_us = _us(birth.reindex(sid))  # reindex, not map: map fails on an empty datetime Series
         age_years = np.where(b_us == np.iinfo(np.int64).min, -1.0, (t_us - b_us) / (365.25 * US_PER_DAY))
         age_id = np.clip(np.floor(age_years), -1, cfg.max_age - 1).astype(np.int64) + 1  # 0 = unknown/pad
         # Day-visits: new visit when subject or calendar day changes.
@@ -181,7 +186,11 @@ class Featurizer:
         gap_at = np.where(new_subj, 0, day - np.r_[day[:1], day[:-1]])  # meaningful at visit starts
         gap_days = gap_at[vstart]
         delta_id = np.searchsorted(np.asarray(cfg.time_bin_edges_days), gap_days, side="right") + 1
-        value_id = self._value_ids(code_inv, uniq, timed["numeric_value"].to_numpy(np.float64))
+        values = timed["numeric_value"].to_numpy(np.float64)
+        value_id = self._value_ids(code_inv, uniq, values)
+        stats = np.array([self.value_stats_.get(u, [0.0, np.inf]) for u in uniq], np.float64).reshape(-1, 2)
+        mu, sd = (stats[code_inv, 0], stats[code_inv, 1]) if len(uniq) else (values, values)
+        tok_num = np.nan_to_num(np.clip((np.log1p(np.maximum(values, 0)) - mu) / sd, -5, 5)).astype(np.float32)
 
         # Per label row: slice bounds in the token stream.
         lab_sid = labels["subject_id"].to_numpy(np.int64)
@@ -199,7 +208,7 @@ class Featurizer:
         static_tokens = [per_subject[r] for r in np.searchsorted(subj, lab_sid)]
         n_unknown += int((st_ids == UNK_ID).sum())
         pred_us = labels["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
-        lb_us = pd.Series(lab_sid).map(birth).to_numpy("datetime64[us]").astype(np.int64)
+        lb_us = _us(birth.reindex(lab_sid))
         age_pred = np.where(lb_us == np.iinfo(np.int64).min, np.nan, (pred_us - lb_us) / (365.25 * US_PER_DAY))
         age_pred_id = np.clip(np.nan_to_num(np.floor(age_pred), nan=-1), -1, cfg.max_age - 1).astype(np.int64) + 1
 
@@ -222,7 +231,7 @@ class Featurizer:
         return FeatureSet(
             labels=labels,
             tok_code=code_id, tok_age=age_id, tok_visit=visit_no.astype(np.int64), tok_delta=delta_id.astype(np.int64),
-            tok_value=value_id, tok_start=tok_start, tok_cut=tok_cut, static_tokens=static_tokens,
+            tok_value=value_id, tok_num=tok_num, tok_start=tok_start, tok_cut=tok_cut, static_tokens=static_tokens,
             age_at_pred=age_pred_id, step_x=step_x, step_start=step_start, step_cut=step_cut, static_x=static_x,
             counts=counts,
         )
@@ -308,6 +317,7 @@ class Featurizer:
             "vocab": self.vocab_,
             "code_counts": self.code_counts_,
             "value_edges": self.value_edges_,
+            "value_stats": self.value_stats_,
             "numeric_codes": self.numeric_codes_,
             "num_mean": list(map(float, self.num_mean_)),
             "num_std": list(map(float, self.num_std_)),
@@ -330,6 +340,7 @@ class Featurizer:
         f.vocab_ = list(d["vocab"])
         f.code_counts_ = dict(d["code_counts"])
         f.value_edges_ = {k: list(v) for k, v in d["value_edges"].items()}
+        f.value_stats_ = {k: list(v) for k, v in d.get("value_stats", {}).items()}
         f.numeric_codes_ = list(d["numeric_codes"])
         f.num_mean_, f.num_std_ = list(d["num_mean"]), list(d["num_std"])
         f.step_codes_ = list(d["step_codes"])
@@ -353,6 +364,11 @@ def _log_stats(num: pd.DataFrame, codes_: list[str]) -> tuple[list[float], list[
         mean.append(float(v.mean()) if len(v) else 0.0)
         std.append(float(v.std()) if len(v) > 1 and v.std() > 0 else 1.0)
     return mean, std
+
+
+def _us(times: pd.Series) -> np.ndarray:
+    """int64 microseconds; NaT (e.g. a subject with no birth event, so age unknown) -> int64 min."""
+    return pd.to_datetime(times).to_numpy("datetime64[us]").astype(np.int64)
 
 
 def _cuts(ev_sid: np.ndarray, ev_t: np.ndarray, lab_sid: np.ndarray, lab_t: np.ndarray) -> np.ndarray:
@@ -388,6 +404,7 @@ def build_tokens(fs: FeatureSet, i: int, max_len: int, max_visits: int) -> dict[
         start += hi - start + n_sep - budget
     sl = slice(start, hi)
     code, age, visit, delta, value = (fs.tok_code[sl], fs.tok_age[sl], fs.tok_visit[sl], fs.tok_delta[sl], fs.tok_value[sl])
+    num = fs.tok_num[sl]
     if len(code):
         ends = np.r_[np.flatnonzero(np.diff(visit) != 0), len(code) - 1]
         ins = ends + 1
@@ -395,6 +412,7 @@ def build_tokens(fs: FeatureSet, i: int, max_len: int, max_visits: int) -> dict[
         age = np.insert(age, ins, age[ends])
         delta = np.insert(delta, ins, delta[ends])
         value = np.insert(value, ins, 1)
+        num = np.insert(num, ins, 0.0)
         visit = np.insert(visit, ins, visit[ends])
         rel = visit - visit[0] + 2
     else:
@@ -410,4 +428,5 @@ def build_tokens(fs: FeatureSet, i: int, max_len: int, max_visits: int) -> dict[
         "segment_ids": (2 - (pos % 2)).astype(np.int64),
         "time_ids": np.r_[np.ones(n_s, np.int64), delta].astype(np.int64),
         "value_ids": np.r_[np.ones(n_s, np.int64), value].astype(np.int64),
+        "value_num": np.r_[np.zeros(n_s, np.float32), num].astype(np.float32),
     }

@@ -171,6 +171,8 @@ class BehrtEmbeddings(nn.Module):
         self.position = nn.Embedding(config.max_visits, H)
         self.time = nn.Embedding(config.time_vocab_size, H)
         self.value = nn.Embedding(config.value_vocab_size, H)
+        # The value itself (standardised per code), not only its quantile bin: CDAI 11 and 22 differ.
+        self.value_num = nn.Linear(1, H, bias=False)
         self.LayerNorm = nn.LayerNorm(H, eps=config.layer_norm_eps)  # name lets transformers' init find it
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -182,6 +184,7 @@ class BehrtEmbeddings(nn.Module):
         position_ids: torch.Tensor,
         time_ids: torch.Tensor,
         value_ids: torch.Tensor,
+        value_num: torch.Tensor | None = None,
     ) -> torch.Tensor:
         x = (
             self.code(code_ids)
@@ -191,6 +194,8 @@ class BehrtEmbeddings(nn.Module):
             + self.time(time_ids)
             + self.value(value_ids)
         )  # (B, L, H)
+        if value_num is not None:  # (B, L) float, 0 where the token has no value
+            x = x + self.value_num(value_num.unsqueeze(-1).to(x.dtype))
         return self.dropout(self.LayerNorm(x))
 
 
@@ -302,6 +307,7 @@ class BehrtModel(PreTrainedModel):
         position_ids: torch.Tensor | None = None,
         time_ids: torch.Tensor | None = None,
         value_ids: torch.Tensor | None = None,
+        value_num: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states (B, L, H). Missing id tensors default to zeros (that embedding row only)."""
         zeros = torch.zeros_like(code_ids)
@@ -314,7 +320,7 @@ class BehrtModel(PreTrainedModel):
             "value_ids": zeros if value_ids is None else value_ids,
         }
         self._check_inputs(ids)
-        h = self.embeddings(**ids)  # (B, L, H)
+        h = self.embeddings(**ids, value_num=value_num)  # (B, L, H)
         # (B, L) 0/1 -> the 4-D mask the configured attention kernel expects; padded keys get no weight,
         # so appending PAD tokens leaves the real tokens' outputs unchanged.
         mask = create_bidirectional_mask(
@@ -333,6 +339,7 @@ class BehrtModel(PreTrainedModel):
         position_ids: torch.Tensor | None = None,
         time_ids: torch.Tensor | None = None,
         value_ids: torch.Tensor | None = None,
+        value_num: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Run the encoder and head on a :class:`Batch` (or the same tensors passed by name).
@@ -345,7 +352,7 @@ class BehrtModel(PreTrainedModel):
         if batch is not None:
             code_ids, attention_mask = batch.code_ids, batch.attention_mask
             age_ids, segment_ids, position_ids = batch.age_ids, batch.segment_ids, batch.position_ids
-            time_ids, value_ids = batch.time_ids, batch.value_ids
+            time_ids, value_ids, value_num = batch.time_ids, batch.value_ids, batch.value_num
             if labels is None and self.config.head != "mlm":
                 labels = batch.labels
         if code_ids is None:
@@ -353,7 +360,7 @@ class BehrtModel(PreTrainedModel):
         if attention_mask is None:
             attention_mask = (code_ids != PAD_ID).long()
         hidden = self.encode(
-            code_ids, attention_mask, age_ids, segment_ids, position_ids, time_ids, value_ids
+            code_ids, attention_mask, age_ids, segment_ids, position_ids, time_ids, value_ids, value_num
         )
         pooled = hidden[:, 0]  # (B, H) the CLS token
         if self.config.head == "mlm":
