@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import time
 from datetime import date
@@ -31,6 +30,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score  # noqa: E402
 
+from benchmarks.common import machine
 from ehrseq.models.text_classifier import TextClassifier, TextClassifierConfig, choose_thresholds  # noqa: E402
 from ehrseq.synth.reports import REPORT_LABELS, generate_reports  # noqa: E402
 
@@ -203,16 +203,13 @@ def main() -> None:
 
 def write_markdown(args: argparse.Namespace, results: list, rps: float, win: np.ndarray, fit_s: dict,
                    total_s: float, cfg: TextClassifierConfig) -> None:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
     lines = [
         "# Biopsy-report classifier benchmark",
         "",
         f"- date: {date.today().isoformat()}",
         "- command: `/work/main/.venv/bin/python -m benchmarks.text_biopsy"
         + (" --quick" if args.quick else "") + (f" --minilm {args.minilm}" if args.minilm else "") + "`",
-        f"- machine: {os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, "
-        f"torch threads {torch.get_num_threads()}, shared with other jobs",
+        f"- machine: {machine()}, torch threads {torch.get_num_threads()}, shared with other jobs",
         f"- data: synthetic reports, {args.n_train} train + {max(100, args.n_train // 4)} tuning per site "
         "(pooled: half of each site), "
         f"{args.n_test} test per site; bootstrap {args.n_boot} row resamples, 95 % percentile CIs",
