@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=3000)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--behrt-epochs", type=int, default=2)
-    ap.add_argument("--behrt-rows", type=int, default=3, help="train label rows per patient for BEHRT")
+    ap.add_argument("--behrt-rows", type=int, default=4, help="train label rows per patient for BEHRT")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-boot", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these sizes on 2 cores)")
@@ -100,7 +100,7 @@ def main() -> None:
     rnn_a = api.finetune(A, out=tmp / "rnn_a", target="cdai", model="rnn", preset="small", seed=a.seed, train=tr, n_bootstrap=0)
     res["RNN (GRU)"] = rnn_a.predictions["held_out"]
     speed["RNN (GRU)"] = rnn_a.metrics["train"]["sequences_per_second"]
-    btr = {"epochs": a.behrt_epochs, "progress": False, "patience": 1, "lr": 5e-4, "batch_size": 32}
+    btr = {"epochs": a.behrt_epochs, "progress": False, "patience": 2, "lr": 1e-3, "batch_size": 32}
     bkw = dict(target="cdai", model="behrt", preset="small", seed=a.seed, train=btr, n_bootstrap=0,
                featurizer={"max_len": 96}, max_train_rows_per_subject=a.behrt_rows)
     b0 = api.finetune(A, out=tmp / "behrt", **bkw)
