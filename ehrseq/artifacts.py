@@ -63,6 +63,13 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def _manifest_digest(manifest: dict[str, Any]) -> str:
+    """16 hex of sha256 over the manifest but the id and the creation time: file hashes and recorded
+    provenance (data and split hashes, versions) change the id; the same content saved twice keeps it."""
+    body = {k: v for k, v in manifest.items() if k not in ("artifact_id", "created")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
 @dataclass
 class Artifact:
     """A loaded artifact. ``state_dict`` holds CPU tensors."""
@@ -127,7 +134,6 @@ def save_artifact(
         files = {
             str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
         }
-        digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
         manifest = {
             "format_version": FORMAT_VERSION,
             "ehrseq_version": __version__,
@@ -138,8 +144,8 @@ def save_artifact(
             "data_hash": data_hash,
             "split_hash": split_hash,
             "files": files,
-            "artifact_id": digest[:16],
         }
+        manifest["artifact_id"] = _manifest_digest(manifest)
         _write_json(tmp / "manifest.json", manifest)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
@@ -172,6 +178,11 @@ def load_artifact(path: str | Path, *, verify: bool = True, expect_model_type: s
             f"({manifest.get('ehrseq_version')})"
         )
     if verify:
+        if manifest.get("artifact_id") != _manifest_digest(manifest):
+            raise ArtifactError(
+                f"{p}: manifest.json does not match its artifact_id (a provenance field such as data_hash was "
+                "edited); refusing to load it"
+            )
         listed = set(manifest["files"]) | {"manifest.json"}
         unlisted = sorted(str(f.relative_to(p)) for f in p.rglob("*") if f.is_file() and str(f.relative_to(p)) not in listed)
         if unlisted:

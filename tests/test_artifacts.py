@@ -104,6 +104,15 @@ def test_a_json_file_added_after_saving_is_refused(tmp_path):
         load_artifact(path)
 
 
+def test_an_edited_data_hash_in_the_manifest_is_refused(tmp_path):
+    path = _save(tmp_path / "a")
+    m = json.loads((path / "manifest.json").read_text())
+    m["data_hash"] = "0" * 16
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ArtifactError, match="manifest.json does not match its artifact_id"):
+        load_artifact(path)
+
+
 def test_missing_manifest_is_refused(tmp_path):
     path = _save(tmp_path / "art")
     (path / "manifest.json").unlink()
