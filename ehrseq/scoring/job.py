@@ -1,0 +1,395 @@
+"""The scoring job: shards, atomic writes, resume, the local and Ray engines, the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from ehrseq.artifacts import sha256_file
+from ehrseq.errors import DataValidationError
+from ehrseq.io.validate import (
+    ValidationPolicy,
+)
+from ehrseq.scoring.constants import JOB_FORMAT, META_KEY, QUARANTINE_FILE
+from ehrseq.scoring.predict import LabelSource, Scorer, _parse_prediction_time
+from ehrseq.scoring.reading import _EventStream, _QuarantineWriter, _raw_batches, _resolve_source
+from ehrseq.scoring.summary import QuarantineLimitError, ScoreSummary, ScoringError
+
+log = logging.getLogger(__name__)
+
+
+def _shards(frames: Iterator[pd.DataFrame], shard_rows: int) -> Iterator[tuple[int, pd.DataFrame]]:
+    """Cut the stream of whole-subject frames into shards: a shard closes at the first subject boundary where
+    it holds >= shard_rows canonical rows. The boundaries depend on the rows only, not on how frames arrive."""
+    buf: list[pd.DataFrame] = []
+    n = 0
+    i = 0
+    for frame in frames:
+        while len(frame):
+            sid = frame["subject_id"].to_numpy()
+            ends = np.r_[np.flatnonzero(sid[1:] != sid[:-1]) + 1, len(sid)]  # exclusive end of each subject
+            full = np.flatnonzero(n + ends >= shard_rows)
+            if not len(full):
+                buf.append(frame)
+                n += len(frame)
+                break
+            cut = int(ends[full[0]])
+            buf.append(frame.iloc[:cut])
+            yield i, pd.concat(buf, ignore_index=True)
+            i += 1
+            buf, n = [], 0
+            frame = frame.iloc[cut:].reset_index(drop=True)
+    if buf:
+        yield i, pd.concat(buf, ignore_index=True)
+
+
+# ============================================================================================ output files
+def shard_path(out: Path, i: int) -> Path:
+    return out / f"part-{i:05d}.parquet"
+
+
+def _write_shard(out: Path, i: int, table: pa.Table, stats: dict[str, Any]) -> Path:
+    """Write one shard atomically (temporary file, then os.replace); the footer records ``stats``."""
+    path = shard_path(out, i)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    meta = dict(table.schema.metadata or {})
+    meta[META_KEY] = json.dumps(stats, sort_keys=True).encode()
+    try:
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _shard_stats(path: Path) -> dict[str, Any] | None:
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return None
+    raw = meta.get(META_KEY)
+    return json.loads(raw) if raw else None
+
+
+def _score_and_write(scorer: Scorer, out: Path, i: int, events: pd.DataFrame, source: LabelSource,
+                     job_hash: str) -> dict[str, Any]:
+    """Score one shard of canonical events and write part-<i>.parquet; returns its stats (with timings)."""
+    table, tm = scorer.score_events(events, source)
+    t0 = time.perf_counter()
+    stats = {"job_hash": job_hash, "shard": i, "input_rows": int(len(events)),
+             "subjects": int(events["subject_id"].nunique()), "predictions": table.num_rows,
+             "subjects_scored": int(len(pc.unique(table["subject_id"]))) if table.num_rows else 0}
+    _write_shard(out, i, table, stats)
+    tm["write"] = time.perf_counter() - t0
+    return {**stats, "timings": tm}
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _file_sha256(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+# ================================================================================================ the job
+def score(
+    artifact: str | Path,
+    data: str | Path,
+    out: str | Path,
+    *,
+    prediction_time: str | None = None,
+    labels: str | Path | None = None,
+    batch_rows: int = 65_536,
+    shard_rows: int = 250_000,
+    max_quarantine_fraction: float = 0.01,
+    engine: Literal["local", "ray"] = "local",
+    resume: bool = True,
+    column_map: Mapping[str, str] | None = None,
+    policy: ValidationPolicy | None = None,
+    after_shard: Callable[[int, Path], None] | None = None,
+) -> ScoreSummary:
+    """Score ``data`` (MEDS root / Parquet files, or an EHR-extract directory) with a sequence-model artifact.
+
+    Prediction rows: one per row of the MEDS label file ``labels``; else one per subject at
+    ``prediction_time`` (ISO 8601); else the artifact target's default rows (cdai: each CDAI measurement
+    with a later one, as :func:`ehrseq.api.predict`). Writes ``out/part-NNNNN.parquet`` shards (input subject
+    order), ``out/_quarantine.parquet``, ``out/_job.json`` and, on success, ``out/_SUCCESS.json``.
+
+    batch_rows: raw rows read at a time. shard_rows: canonical event rows per output shard (a subject is never
+    split; part of the job identity). resume: skip shards already written by an interrupted run of the same
+    job (False: delete this job's earlier output first). after_shard(i, path): called after each shard is
+    written (progress reporting; tests use it to simulate a crash).
+    Raises ArtifactError (tampered / unsupported artifact), ScoringError (out holds another job, ray missing),
+    QuarantineLimitError (too many bad rows; finished shards are kept).
+    """
+    t_start = time.perf_counter()
+    if prediction_time is not None and labels is not None:
+        raise ValueError("pass either prediction_time or labels, not both")
+    if batch_rows < 1 or shard_rows < 1:
+        raise ValueError("batch_rows and shard_rows must be >= 1")
+    if not 0 <= max_quarantine_fraction <= 1:
+        raise ValueError("max_quarantine_fraction must be in [0, 1]")
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', not '{engine}'")
+    if engine == "ray":
+        _import_ray()
+    policy = policy or ValidationPolicy()
+    scorer = Scorer.load(artifact)
+    src = _resolve_source(data)
+    if prediction_time is not None:
+        _parse_prediction_time(prediction_time)
+        source = LabelSource("time", prediction_time=str(prediction_time))
+    elif labels is not None:
+        from ehrseq.io.meds import _parquet_files
+
+        lfiles = _parquet_files(labels)
+        types = {pq.read_schema(f).field("subject_id").type for f in lfiles
+                 if "subject_id" in pq.read_schema(f).names}
+        if not types or not all(pa.types.is_integer(t) for t in types):
+            raise DataValidationError("label file needs an integer subject_id column", file=str(labels),
+                                      column="subject_id", hint="MEDS label files store subject_id as int64")
+        source = LabelSource("labels", labels_files=tuple(str(f) for f in lfiles))
+    else:
+        source = LabelSource("default")
+
+    job = {
+        "format": JOB_FORMAT,
+        "artifact_sha256": scorer.artifact_sha256,
+        "artifact_id": scorer.artifact_id,
+        "data": src.fingerprint(),
+        "prediction_time": None if prediction_time is None else str(prediction_time),
+        "labels_sha256": _file_sha256([Path(f) for f in source.labels_files]) if source.labels_files else None,
+        "shard_rows": int(shard_rows),
+        "column_map": dict(column_map or {}),
+        "policy": asdict(policy),
+    }
+    job_hash = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]
+    out = Path(out)
+    done = _prepare_out(out, job, job_hash, resume)
+
+    summary = ScoreSummary(out=str(out), artifact_id=scorer.artifact_id, artifact_sha256=scorer.artifact_sha256,
+                           engine=engine)
+    timings: Counter[str] = Counter()
+    quarantine = _QuarantineWriter(out)
+
+    def check_budget() -> None:
+        total = max(src.total_rows, stream.rows_read)
+        if quarantine.count > max_quarantine_fraction * total:
+            dups = (f"; subject ids whose rows are not contiguous (DUPLICATE_SUBJECT): {stream.duplicate_ids}"
+                    if stream.duplicate_ids else "")
+            raise QuarantineLimitError(
+                f"{quarantine.count} of {total} input rows failed validation, more than max_quarantine_fraction="
+                f"{max_quarantine_fraction} ({dict(quarantine.reasons)}{dups}); stopped after {len(finished)} shard(s), "
+                f"which are kept in {out}. See {quarantine.final} (reason_code, source_file, source_row) and fix "
+                "the input, or raise the limit (--max-quarantine-fraction) and rerun to resume")
+
+    stream = _EventStream(quarantine, policy, check_budget)
+    finished: list[dict[str, Any]] = []
+    try:
+        shards = _shards(stream.frames(_raw_batches(src, batch_rows, column_map, policy)), shard_rows)
+        if engine == "local":
+            for i, events in shards:
+                if i in done:
+                    finished.append(done[i])
+                    summary.shards_skipped += 1
+                    continue
+                stats = _score_and_write(scorer, out, i, events, source, job_hash)
+                timings.update(stats.pop("timings"))
+                finished.append(stats)
+                if after_shard is not None:
+                    after_shard(i, shard_path(out, i))
+        else:
+            finished = _run_ray(shards, done, summary, timings, out, artifact, source, job_hash, after_shard)
+    finally:
+        quarantine.close()
+    timings["io"] += stream.seconds
+
+    summary.rows_read = stream.rows_read
+    summary.rows_quarantined = quarantine.count
+    summary.rows_accepted = stream.rows_read - quarantine.count
+    summary.quarantine_reasons = dict(sorted(quarantine.reasons.items()))
+    summary.subjects_read = stream.subjects
+    summary.shards = len(finished)
+    summary.predictions_written = sum(s["predictions"] for s in finished)
+    summary.subjects_scored = sum(s["subjects_scored"] for s in finished)
+    if source.labels_files:
+        total_labels = sum(pq.ParquetFile(f).metadata.num_rows for f in source.labels_files)
+        summary.label_rows_without_events = total_labels - summary.predictions_written
+        if summary.label_rows_without_events:
+            log.warning("%d label row(s) name subjects with no accepted events; they have no prediction",
+                        summary.label_rows_without_events)
+    for stale in sorted(out.glob("part-*.parquet")):  # shards beyond the last one belong to nobody: never here
+        if int(stale.stem.split("-")[1]) >= len(finished):
+            raise ScoringError(f"{stale} is not part of this job's output; remove it")
+    summary.seconds = round(time.perf_counter() - t_start, 3)
+    summary.timings = {k: round(v, 3) for k, v in sorted(timings.items())}
+    _atomic_json(out / "_SUCCESS.json", {**summary.to_dict(), "job_hash": job_hash})
+    log.info("scored %d subjects: %d predictions in %d shard(s), %d row(s) quarantined, %.1fs",
+             summary.subjects_scored, summary.predictions_written, summary.shards, summary.rows_quarantined,
+             summary.seconds)
+    return summary
+
+
+def _prepare_out(out: Path, job: dict[str, Any], job_hash: str, resume: bool) -> dict[int, dict[str, Any]]:
+    """Create or check ``out``; return the stats of shards already finished by this job (when resuming)."""
+    out.mkdir(parents=True, exist_ok=True)
+    jpath = out / "_job.json"
+    if jpath.exists():
+        old = json.loads(jpath.read_text())
+        if old.get("job_hash") != job_hash:
+            diff = sorted(k for k in set(old.get("job", {})) | set(job) if old.get("job", {}).get(k) != job.get(k))
+            raise ScoringError(
+                f"{out} holds the output of a different scoring job (differs in: {', '.join(diff) or 'format'}); "
+                "choose another --out, or delete it to start over")
+        if not resume:
+            for f in [*out.glob("part-*.parquet"), out / "_SUCCESS.json", out / QUARANTINE_FILE]:
+                f.unlink(missing_ok=True)
+    elif any(p.name.startswith("part-") for p in out.iterdir()):
+        raise ScoringError(f"{out} holds prediction shards but no _job.json; choose an empty --out")
+    _atomic_json(jpath, {"job_hash": job_hash, "job": job})
+    (out / "_SUCCESS.json").unlink(missing_ok=True)
+    for tmp in out.glob(".part-*.tmp-*"):  # left by a killed run
+        tmp.unlink()
+    done: dict[int, dict[str, Any]] = {}
+    for p in sorted(out.glob("part-*.parquet")):
+        st = _shard_stats(p)
+        if st and st.get("job_hash") == job_hash:
+            done[int(st["shard"])] = st
+    return done
+
+
+# ================================================================================================== ray
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as e:
+        raise ScoringError("engine 'ray' needs Ray Data: pip install 'ehrseq[ray]'") from e
+    return ray
+
+
+class RayShardScorer:
+    """Ray Data callable class: holds the model once per actor; each input row names a staged shard."""
+
+    def __init__(self, artifact: str, source: LabelSource, out: str, job_hash: str) -> None:
+        torch.set_num_threads(1)
+        self.scorer = Scorer.load(artifact)
+        self.source, self.out, self.job_hash = source, Path(out), job_hash
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        res = []
+        for i, path in zip(batch["shard"], batch["path"]):
+            events = pq.read_table(str(path)).to_pandas()
+            events["time"] = events["time"].astype("datetime64[us]")
+            res.append(json.dumps(_score_and_write(self.scorer, self.out, int(i), events, self.source,
+                                                   self.job_hash)))
+            Path(str(path)).unlink()
+        return {"shard": np.asarray(batch["shard"], np.int64), "stats": np.asarray(res, dtype=object)}
+
+
+def _run_ray(shards: Iterator[tuple[int, pd.DataFrame]], done: dict[int, dict[str, Any]], summary: ScoreSummary,
+             timings: Counter[str], out: Path, artifact: str | Path, source: LabelSource, job_hash: str,
+             after_shard: Callable[[int, Path], None] | None) -> list[dict[str, Any]]:
+    """Stage the shards' canonical events to out/_staging, then score them with Ray Data map_batches.
+
+    The read/validate/shard pass is sequential (it carries subjects across batches) and stays in the driver;
+    featurize + forward + write run in one actor with a fractional CPU so reads are not starved on small
+    machines.
+    """
+    ray = _import_ray()
+    staging = out / "_staging"
+    staging.mkdir(exist_ok=True)
+    items = []
+    n = 0
+    for i, events in shards:
+        n = i + 1
+        if i in done:
+            summary.shards_skipped += 1
+            continue
+        p = staging / f"events-{i:05d}.parquet"
+        t0 = time.perf_counter()
+        pq.write_table(pa.Table.from_pandas(events, preserve_index=False), p)
+        timings["stage"] += time.perf_counter() - t0
+        items.append({"shard": i, "path": str(p)})
+    new: dict[int, dict[str, Any]] = {}
+    if items:
+        started = not ray.is_initialized()
+        if started:
+            ray.init(num_cpus=max(os.cpu_count() or 1, 1), include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        try:
+            ctx = ray.data.DataContext.get_current()
+            ctx.execution_options.preserve_order = True
+            ctx.enable_progress_bars = False
+            ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+                RayShardScorer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.5,
+                fn_constructor_kwargs={"artifact": str(Path(artifact).resolve()), "source": source,
+                                       "out": str(out.resolve()), "job_hash": job_hash})
+            for row in ds.iter_rows():
+                st = json.loads(row["stats"])
+                timings.update(st.pop("timings"))
+                new[int(row["shard"])] = st
+                if after_shard is not None:
+                    after_shard(int(row["shard"]), shard_path(out, int(row["shard"])))
+        finally:
+            if started:
+                ray.shutdown()
+    shutil.rmtree(staging, ignore_errors=True)
+    return [done[i] if i in done else new[i] for i in range(n)]
+
+
+
+
+# =================================================================================================== CLI
+def add_score_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``ehrseq score`` options to ``parser`` (the lead wires ``run_score`` as its handler)."""
+    parser.add_argument("--artifact", required=True, help="artifact directory written by `ehrseq finetune`")
+    parser.add_argument("--data", required=True, help="MEDS root / Parquet file(s), or an EHR-extract directory")
+    parser.add_argument("--out", required=True, help="output directory (part-NNNNN.parquet shards)")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--prediction-time", help="score every subject at this ISO 8601 time")
+    when.add_argument("--labels", help="MEDS label file (subject_id, prediction_time): one prediction per row")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="ray needs pip install 'ehrseq[ray]'")
+    parser.add_argument("--batch-rows", type=int, default=65_536, help="raw rows read at a time")
+    parser.add_argument("--shard-rows", type=int, default=250_000, help="event rows per output shard")
+    parser.add_argument("--max-quarantine-fraction", type=float, default=0.01,
+                        help="abort when more than this share of rows fails validation")
+    parser.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="start over instead of skipping shards an interrupted run already wrote")
+    return parser
+
+
+def run_score(args: argparse.Namespace) -> int:
+    """Run :func:`score` from parsed ``ehrseq score`` arguments; prints the summary as JSON."""
+    s = score(args.artifact, args.data, args.out, prediction_time=args.prediction_time, labels=args.labels,
+              batch_rows=args.batch_rows, shard_rows=args.shard_rows,
+              max_quarantine_fraction=args.max_quarantine_fraction, engine=args.engine, resume=args.resume)
+    print(json.dumps(s.to_dict(), indent=2))
+    return 0

@@ -1,0 +1,320 @@
+"""Streaming MEDS input with per-row validation: accepted canonical events, quarantined rows."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ehrseq.errors import DataValidationError
+from ehrseq.io.validate import (
+    CANONICAL_COLUMNS,
+    ValidationPolicy,
+    ValidationReport,
+    coerce_events,
+    tidy_events,
+)
+from ehrseq.scoring.constants import _F32_MAX, QUARANTINE_FILE, QUARANTINE_SCHEMA
+from ehrseq.scoring.summary import ScoringError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Source:
+    """A resolved input: MEDS Parquet files (streamed) or an extract directory (read whole)."""
+
+    kind: Literal["meds", "extract"]
+    root: Path
+    files: list[Path]
+    total_rows: int
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"kind": self.kind, "files": [[str(f.relative_to(self.root)) if f != self.root else f.name,
+                                              f.stat().st_size] for f in self.files],
+                "rows": self.total_rows}
+
+
+def _resolve_source(data: str | Path) -> _Source:
+    p = Path(data)
+    if not p.exists():
+        raise DataValidationError("path does not exist", file=str(p), hint="pass a MEDS root or an EHR-extract directory")
+    if p.is_dir() and any((p / f"patients.{ext}").exists() for ext in ("csv", "parquet")):
+        files = sorted(f for f in p.iterdir() if f.suffix in (".csv", ".parquet"))
+        return _Source("extract", p, files, -1)
+    from ehrseq.io.meds import _parquet_files
+
+    files = _parquet_files(p)
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return _Source("meds", p if p.is_dir() else p.parent, files, total)
+
+
+def _raw_batches(src: _Source, batch_rows: int, column_map: Mapping[str, str] | None,
+                 policy: ValidationPolicy) -> Iterator[tuple[str, int, pd.DataFrame]]:
+    """(source file, first row number, raw frame with MEDS column names) in file order."""
+    if src.kind == "extract":
+        from ehrseq.io.extract import read_extract
+
+        try:
+            events = read_extract(src.root, policy=policy).events
+        except DataValidationError as e:
+            raise ScoringError(f"the extract failed validation as a whole ({e}); fix it, or convert it to MEDS "
+                               "Parquet to score with row-level quarantine") from e
+        src.total_rows = len(events)
+        for a in range(0, len(events), batch_rows):
+            yield src.root.name, a, events.iloc[a:a + batch_rows].reset_index(drop=True)
+        return
+    cmap = dict(column_map or {})
+    inverse = {v: k for k, v in cmap.items()}
+    for f in src.files:
+        pf = pq.ParquetFile(f)
+        names = pf.schema_arrow.names
+        want = [inverse.get(c, c) for c in CANONICAL_COLUMNS]
+        cols = [c for c in want if c in names]
+        row = 0
+        rel = str(f.relative_to(src.root)) if f != src.root else f.name
+        for b in pf.iter_batches(batch_size=batch_rows, columns=cols):
+            df = b.to_pandas().rename(columns=cmap)
+            yield rel, row, df
+            row += b.num_rows
+
+
+def check_rows(df: pd.DataFrame, policy: ValidationPolicy) -> tuple[np.ndarray, np.ndarray]:
+    """Light per-row validation of raw MEDS rows, before canonicalisation.
+
+    Returns ``(reason, subject_id)``: reason is an object array holding a reason code or None (row is fine),
+    subject_id a float64 array of the readable ids (NaN where unreadable). Never looks at text_value.
+    """
+    n = len(df)
+    reason = np.full(n, None, dtype=object)
+    for col in ("subject_id", "time", "code", "numeric_value"):
+        if col not in df.columns:
+            from ehrseq.io.validate import missing_column_error
+
+            raise missing_column_error(col, [str(c) for c in df.columns], file=None, n_rows=n)
+
+    def mark(bad: np.ndarray, code: str) -> None:
+        reason[bad & (reason == None)] = code  # noqa: E711  (elementwise)
+
+    s = df["subject_id"]
+    if pd.api.types.is_bool_dtype(s.dtype):
+        sid = np.full(n, np.nan)
+    elif pd.api.types.is_numeric_dtype(s.dtype):
+        sid = s.to_numpy(dtype="float64", na_value=np.nan)
+    else:
+        sid = pd.to_numeric(s.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v),
+                            errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(sid) | (sid != np.round(sid)) | (np.abs(sid) >= 2.0**63)
+    sid = np.where(bad, np.nan, sid)
+    mark(bad, "BAD_SUBJECT_ID")
+
+    code = df["code"]
+    blank = code.isna().to_numpy(dtype=bool) | code.astype(object).map(
+        lambda v: not isinstance(v, str) or not v.strip()).to_numpy(dtype=bool)
+    mark(blank, "NULL_CODE")
+
+    t = df["time"]
+    if not (pd.api.types.is_datetime64_any_dtype(t.dtype)):
+        from ehrseq.io.validate import parse_time_column
+
+        try:
+            parse_time_column(t, column="time", file=None, policy=policy, report=ValidationReport())
+        except DataValidationError:
+            parsed = pd.to_datetime(t.astype(object), format="ISO8601", errors="coerce", utc=True)
+            mark(parsed.isna().to_numpy() & t.notna().to_numpy(), "BAD_TIME")
+
+    v = df["numeric_value"]
+    if pd.api.types.is_numeric_dtype(v.dtype) and not pd.api.types.is_bool_dtype(v.dtype):
+        num = v.to_numpy(dtype="float64", na_value=np.nan)
+    else:
+        txt = v.astype(object).map(lambda x: (x.strip() or None) if isinstance(x, str) else x)
+        num = pd.to_numeric(txt, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        mark(np.isnan(num) & txt.notna().to_numpy(), "BAD_VALUE")
+    mark(np.isinf(num), "NONFINITE_VALUE")
+    with np.errstate(invalid="ignore"):
+        mark(np.isfinite(num) & (np.abs(num) > _F32_MAX), "BAD_VALUE")
+    return reason, sid
+
+
+_COLUMN_REASON = {"subject_id": "BAD_SUBJECT_ID", "code": "NULL_CODE", "time": "BAD_TIME", "numeric_value": "BAD_VALUE"}
+
+
+class _SeenIds:
+    """A compact set of int64 ids (sorted numpy array + a small unsorted tail): 8 bytes per id."""
+
+    def __init__(self) -> None:
+        self._sorted = np.zeros(0, np.int64)
+        self._tail: list[np.ndarray] = []
+        self._n_tail = 0
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        hit = np.isin(ids, self._sorted)
+        for t in self._tail:
+            hit |= np.isin(ids, t)
+        return hit
+
+    def add(self, ids: np.ndarray) -> None:
+        self._tail.append(np.asarray(ids, np.int64))
+        self._n_tail += len(ids)
+        if self._n_tail > max(4096, len(self._sorted) // 8):
+            self._sorted = np.union1d(self._sorted, np.concatenate(self._tail))
+            self._tail, self._n_tail = [], 0
+
+
+class _EventStream:
+    """Raw batches -> quarantine + canonical frames of whole subjects, in input order.
+
+    A subject's rows must be contiguous in the input; a later run of an id already seen is quarantined as
+    DUPLICATE_SUBJECT (its first run is scored).
+    """
+
+    def __init__(self, quarantine: _QuarantineWriter, policy: ValidationPolicy, budget: Callable[[], None]) -> None:
+        self.q, self.policy, self.budget = quarantine, policy, budget
+        self.seen = _SeenIds()
+        self.open_id: int | None = None  # subject of the held-back rows
+        self.carry: list[pd.DataFrame] = []
+        self.rows_read = 0
+        self.subjects = 0
+        self.seconds = 0.0
+        self.duplicate_ids: list[int] = []  # first few ids quarantined as DUPLICATE_SUBJECT (for messages)
+
+    def frames(self, batches: Iterator[tuple[str, int, pd.DataFrame]]) -> Iterator[pd.DataFrame]:
+        t0 = time.perf_counter()
+        for file, row0, raw in batches:
+            if len(raw) == 0:
+                continue
+            self.rows_read += len(raw)
+            frame = self._accept(file, row0, raw)
+            self.budget()
+            if frame is not None and len(frame):
+                done = self._complete(frame)
+                if done is not None:
+                    self.seconds += time.perf_counter() - t0
+                    yield done
+                    t0 = time.perf_counter()
+        if self.carry:
+            frame = pd.concat(self.carry, ignore_index=True)
+            self.carry = []
+            out = self._tidy(frame)
+            self.seconds += time.perf_counter() - t0
+            if len(out):
+                yield out
+        else:
+            self.seconds += time.perf_counter() - t0
+
+    def _accept(self, file: str, row0: int, raw: pd.DataFrame) -> pd.DataFrame | None:
+        """Quarantine bad rows of one raw batch; return the good rows coerced to canonical dtypes."""
+        raw = raw.reset_index(drop=True)
+        reason, sid_f = check_rows(raw, self.policy)
+        rows = np.arange(row0, row0 + len(raw), dtype=np.int64)
+        good = reason == None  # noqa: E711
+        # Runs of subject ids among the good rows; a run of an id seen before is a duplicate subject.
+        gi = np.flatnonzero(good)
+        sid = sid_f[gi].astype(np.int64)
+        if len(sid):
+            starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
+            run_id = sid[starts]
+            cont = self.open_id is not None and run_id[0] == self.open_id
+            dup = self.seen.contains(run_id)
+            first = np.zeros(len(run_id), bool)
+            _, first_pos = np.unique(run_id, return_index=True)
+            first[first_pos] = True
+            dup |= ~first  # an id with two runs inside this batch
+            if cont:
+                dup[0] = False
+            if dup.any():
+                lens = np.diff(np.r_[starts, len(sid)])
+                dup_rows = gi[np.repeat(dup, lens)]
+                reason[dup_rows] = "DUPLICATE_SUBJECT"
+                ids = pd.unique(run_id[dup])[:5].tolist()
+                self.duplicate_ids += [i for i in ids if i not in self.duplicate_ids][:5 - len(self.duplicate_ids)]
+                log.warning("subject id(s) %s reappear after their rows were read (input not grouped by "
+                            "subject); the later rows are quarantined as DUPLICATE_SUBJECT", ids)
+            self.seen.add(run_id[~dup])
+            new_subjects = run_id[~dup]
+            self.subjects += len(new_subjects) - int(cont)
+            good = reason == None  # noqa: E711
+        bad = ~good
+        if bad.any():
+            self.q.add(sid_f[bad], reason[bad], file, rows[bad])
+        if not good.any():
+            return None
+        ok = raw.loc[good].reset_index(drop=True)
+        try:
+            frame, _ = coerce_events(ok, file=file, policy=self.policy, report=ValidationReport())
+        except DataValidationError:
+            frame = self._coerce_by_subject(ok, file, rows[good])
+        if frame is not None and len(frame):
+            self.open_id = int(frame["subject_id"].iloc[-1])
+        return frame
+
+    def _coerce_by_subject(self, ok: pd.DataFrame, file: str, rows: np.ndarray) -> pd.DataFrame | None:
+        """A batch-level check failed that the row checks missed: coerce subject by subject, quarantine failures."""
+        ids = pd.to_numeric(ok["subject_id"]).to_numpy(np.float64).astype(np.int64)
+        parts = []
+        for s in pd.unique(ids):
+            m = ids == s
+            try:
+                part, _ = coerce_events(ok.loc[m].reset_index(drop=True), file=file, policy=self.policy,
+                                        report=ValidationReport())
+                parts.append(part)
+            except DataValidationError as e:
+                code = _COLUMN_REASON.get(e.column or "", "INVALID_SUBJECT_ROWS")
+                self.q.add(ids[m].astype(np.float64), np.full(int(m.sum()), code, dtype=object), file, rows[m])
+        return pd.concat(parts, ignore_index=True) if parts else None
+
+    def _complete(self, frame: pd.DataFrame) -> pd.DataFrame | None:
+        """Hold back the last subject (it may continue in the next batch); return the finished subjects."""
+        if self.carry:
+            frame = pd.concat([*self.carry, frame], ignore_index=True)
+        last = frame["subject_id"].iloc[-1]
+        held = (frame["subject_id"] == last).to_numpy()
+        self.carry = [frame.loc[held].reset_index(drop=True)]
+        ready = frame.loc[~held]
+        if len(ready) == 0:
+            return None
+        return self._tidy(ready.reset_index(drop=True))
+
+    def _tidy(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """tidy_events (non-finite, duplicate rows, empty subjects, sort), keeping the input subject order."""
+        order = {s: i for i, s in enumerate(pd.unique(frame["subject_id"]))}
+        try:
+            out, _ = tidy_events(frame, file=None, policy=self.policy, report=ValidationReport())
+        except DataValidationError as e:  # check_rows catches what tidy_events rejects; keep the message clear
+            raise ScoringError(f"validation failed after the row checks: {e}") from e
+        rank = out["subject_id"].map(order).to_numpy(np.int64)
+        return out.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
+
+
+class _QuarantineWriter:
+    """Streams quarantined rows to a temporary Parquet file; ``close`` moves it to ``out/_quarantine.parquet``."""
+
+    def __init__(self, out: Path) -> None:
+        self.final = out / QUARANTINE_FILE
+        self.tmp = out / f".{QUARANTINE_FILE}.tmp"
+        self.writer = pq.ParquetWriter(self.tmp, QUARANTINE_SCHEMA)
+        self.count = 0
+        self.reasons: Counter[str] = Counter()
+
+    def add(self, sid: np.ndarray, reason: np.ndarray, file: str, rows: np.ndarray) -> None:
+        ok = np.isfinite(sid)
+        ids = pa.array(np.where(ok, sid, 0).astype(np.int64), mask=~ok)
+        self.writer.write_table(pa.table([ids, pa.array(reason.astype(str)), pa.array([file] * len(rows)),
+                                          pa.array(rows, pa.int64())], schema=QUARANTINE_SCHEMA))
+        self.count += len(rows)
+        self.reasons.update(reason.tolist())
+
+    def close(self) -> None:
+        self.writer.close()
+        os.replace(self.tmp, self.final)
