@@ -59,7 +59,7 @@ def _labels(df: pd.DataFrame) -> list[str]:
     return [c[len("y_prob_"):] for c in df.columns if c.startswith("y_prob_")]
 
 
-def _spec(task: Task, df: pd.DataFrame, labels: Sequence[str] | None) -> tuple[Any, Any, dict[str, M.MetricFn]]:
+def task_spec(task: Task, df: pd.DataFrame, labels: Sequence[str] | None) -> tuple[Any, Any, dict[str, M.MetricFn]]:
     """(y_true column(s), y_pred column(s), headline metrics) for a task."""
     if task == "binary":
         pred = "y_prob" if "y_prob" in df.columns else "y_pred"
@@ -204,7 +204,7 @@ def build_report(
         min_group_size: subgroups with fewer distinct patients are suppressed.
         n_boot, alpha, seed: patient-bootstrap settings for every CI (percentile, level 1 - alpha).
     """
-    yt, yp, fns = _spec(task, predictions, labels)
+    yt, yp, fns = task_spec(task, predictions, labels)
     _check(predictions, [subject_col, *_flat(yt), *_flat(yp)], "predictions")
     df = _with_age_band(predictions, subgroup_columns)
     kw = {"subject_col": subject_col, "n_boot": n_boot, "alpha": alpha, "seed": seed}
