@@ -208,7 +208,8 @@ def subsample_rows(labels: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
 def make_dataset(fs: FeatureSet, targets: np.ndarray | None, fz: Featurizer, model: str) -> SequenceDataset:
     """A dataset building only the view ``model`` reads: steps for the RNN, tokens for BEHRT."""
     return SequenceDataset(fs, targets, max_len=fz.config.max_len, max_visits=fz.config.max_visits,
-                           max_steps=fz.config.max_visits, tokens=model == "behrt", steps=model == "rnn")
+                           max_steps=fz.config.max_visits, tokens=model == "behrt", steps=model == "rnn",
+                           positions=fz.config.positions)
 
 
 def behrt_from_pretrained(art: Artifact, head: str, num_labels: int) -> torch.nn.Module:

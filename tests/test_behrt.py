@@ -299,3 +299,35 @@ def test_masking_is_deterministic_given_a_generator() -> None:
     assert torch.equal(a[0], c[0]) and torch.equal(a[1], c[1])
     assert not torch.equal(a[1], d[1])
     assert torch.equal(b.code_ids, make_batch(n=8, length=32).code_ids)  # input untouched
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_pooling_ignores_padding_and_agrees_between_batch_and_single_rows(pooling: str) -> None:
+    b, m = make_batch(n=4, length=14, seed=3), tiny("binary", pooling=pooling)
+    padded = rows(b, slice(None), pad_to=25)
+    with torch.no_grad():
+        o, p = m(b), m(padded)
+        torch.testing.assert_close(p.logits, o.logits, atol=1e-5, rtol=0)
+        for i in range(4):
+            torch.testing.assert_close(m(rows(b, slice(i, i + 1))).embeddings[0], o.embeddings[i], atol=1e-5, rtol=0)
+        hidden = m.encode(b.code_ids, b.attention_mask, b.age_ids, b.segment_ids, b.position_ids, b.time_ids,
+                          b.value_ids)
+    n = b.attention_mask.sum(1)
+    if pooling == "last":  # the hidden state of each row's last real token, not of a PAD
+        want = hidden[torch.arange(4), n - 1]
+    else:
+        want = torch.stack([hidden[i, : n[i]].mean(0) for i in range(4)])
+    torch.testing.assert_close(o.embeddings, want, atol=1e-5, rtol=0)
+    assert not torch.allclose(o.embeddings, hidden[:, 0])  # not the CLS state
+    with pytest.raises(ValueError, match="pooling"):
+        behrt_tiny(vocab_size=VOCAB, pooling="max")
+
+
+def test_embed_matches_the_forward_representation_including_token_values() -> None:
+    """The embedding export (used by DeepSurv) reads the same inputs as the classifier, value channel included."""
+    b, m = make_batch(n=3, length=12, seed=4), tiny("binary", pooling="last")
+    num = torch.randn(b.code_ids.shape, generator=torch.Generator().manual_seed(0)) * b.attention_mask
+    b = dataclasses.replace(b, value_num=num)
+    with torch.no_grad():
+        torch.testing.assert_close(m.embed(b), m(b).embeddings, atol=1e-6, rtol=0)
+        assert not torch.allclose(m.embed(b), m.embed(dataclasses.replace(b, value_num=None)))

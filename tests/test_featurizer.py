@@ -233,6 +233,10 @@ def test_tokens_of_a_hand_built_patient(make_events):
     ]
     assert tok["position_ids"].tolist() == [1, 1, 2, 2, 2, 2, 3, 3, 3]
     assert tok["segment_ids"].tolist() == [1, 1, 2, 2, 2, 2, 1, 1, 1]
+    # counted back from prediction time, the most recent visit is position 2 whatever the history length
+    back = build_tokens(fs, 0, max_len=64, max_visits=64, positions="last")
+    assert back["position_ids"].tolist() == [1, 1, 3, 3, 3, 3, 2, 2, 2]
+    assert back["code_ids"].tolist() == tok["code_ids"].tolist()
     assert set(tok["age_ids"].tolist()) == {60}  # 59 whole years -> id 59 + 1
     assert fs.step_cut[0] - fs.step_start[0] == 3  # three distinct event times up to prediction_time
 
@@ -324,3 +328,18 @@ def test_collate_pads_with_pad_id_and_masks_padding(cohort, labels, fitted):
         assert b.attention_mask[r, :n].eq(1).all() and b.attention_mask[r, n:].eq(0).all()
         assert int(b.visit_mask[r].sum()) == len(it["steps"])
     assert b.subject_id.tolist() == rows["subject_id"].tolist()
+
+
+def test_positions_option_is_checked_and_reaches_the_dataset(cohort, splits, labels):
+    with pytest.raises(ValueError, match="positions"):
+        FeaturizerConfig(positions="middle")
+    f = Featurizer(FeaturizerConfig(positions="last")).fit(cohort.events, splits)
+    f2 = Featurizer.from_dict(json.loads(json.dumps(f.to_dict())))
+    assert f2.config.positions == "last"
+    rows = labels.groupby("subject_id").tail(1).head(10).reset_index(drop=True)
+    fs = f2.transform(cohort.events, rows)
+    ds = SequenceDataset(fs, max_len=64, positions=f2.config.positions)
+    for i in range(len(rows)):
+        pos, code = ds[i]["position_ids"], ds[i]["code_ids"]
+        last_sep = np.flatnonzero(code == SEP_ID)[-1]
+        assert pos[last_sep] == 2  # the most recent visit, closed by the last SEP

@@ -31,12 +31,14 @@ class SequenceDataset(Dataset):
         max_steps: int = 64,
         tokens: bool = True,
         steps: bool = True,
+        positions: str = "first",
     ) -> None:
         if targets is not None and len(targets) != len(fs):
             raise ValueError(f"targets has {len(targets)} rows but the feature set has {len(fs)}")
         self.fs = fs
         self.targets = None if targets is None else np.asarray(targets, np.float32).reshape(len(fs), -1)
         self.max_len, self.max_visits, self.max_steps = max_len, max_visits, max_steps
+        self.positions = positions  # BEHRT visit numbering, see build_tokens
         self.subject_ids = fs.labels["subject_id"].to_numpy(np.int64)
         self.tokens, self.steps = tokens, steps  # which views to build (the RNN needs no tokens, BEHRT no steps)
 
@@ -45,7 +47,7 @@ class SequenceDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         fs = self.fs
-        item = build_tokens(fs, i, self.max_len, self.max_visits) if self.tokens else {"code_ids": _CLS_ONLY}
+        item = build_tokens(fs, i, self.max_len, self.max_visits, self.positions) if self.tokens else {"code_ids": _CLS_ONLY}
         if self.steps:
             lo, hi = int(fs.step_start[i]), int(fs.step_cut[i])
             item["steps"] = fs.step_x[max(lo, hi - self.max_steps):hi]

@@ -37,6 +37,9 @@ class FeaturizerConfig:
     min_count: int = 5  # codes seen fewer times in train map to UNK
     max_len: int = 256  # tokens per sequence, CLS and static included
     max_visits: int = 64  # position ids are clipped here (BEHRT) / most recent steps kept (RNN)
+    # BEHRT visit positions: "first" counts from the oldest visit kept (the paper); "last" counts back from
+    # prediction time (most recent visit = 2), so "the latest visit" is one learned embedding, not a search.
+    positions: str = "first"
     max_age: int = 120
     n_value_bins: int = 5
     time_bin_edges_days: tuple[float, ...] = (1, 7, 30, 90, 180, 365)
@@ -44,6 +47,10 @@ class FeaturizerConfig:
     static_numeric_codes: tuple[str, ...] = (codes.RF, codes.ANTI_CCP)
     top_step_codes: int = 48  # multi-hot codes per step (most frequent non-numeric codes in train)
     birth_code: str = codes.BIRTH
+
+    def __post_init__(self) -> None:
+        if self.positions not in ("first", "last"):
+            raise ValueError(f"featurizer.positions must be 'first' or 'last', got {self.positions!r}")
 
 
 @dataclass
@@ -390,8 +397,14 @@ def _cuts(ev_sid: np.ndarray, ev_t: np.ndarray, lab_sid: np.ndarray, lab_t: np.n
     return lab_pos - labs_before[lab_pos]
 
 
-def build_tokens(fs: FeatureSet, i: int, max_len: int, max_visits: int) -> dict[str, np.ndarray]:
-    """The BEHRT token view of label row ``i``: most recent events that fit, SEP after each visit."""
+def build_tokens(
+    fs: FeatureSet, i: int, max_len: int, max_visits: int, positions: str = "first"
+) -> dict[str, np.ndarray]:
+    """The BEHRT token view of label row ``i``: most recent events that fit, SEP after each visit.
+
+    Visit positions start at 2 (1 is CLS and the static tokens): ``positions="first"`` numbers visits from the
+    oldest one kept, ``"last"`` from the most recent one backwards. Both clip at ``max_visits - 1``.
+    """
     lo, hi = int(fs.tok_start[i]), int(fs.tok_cut[i])
     stat = fs.static_tokens[i]
     budget = max_len - 1 - len(stat)
@@ -414,7 +427,7 @@ def build_tokens(fs: FeatureSet, i: int, max_len: int, max_visits: int) -> dict[
         value = np.insert(value, ins, 1)
         num = np.insert(num, ins, 0.0)
         visit = np.insert(visit, ins, visit[ends])
-        rel = visit - visit[0] + 2
+        rel = (visit - visit[0] if positions == "first" else visit[-1] - visit) + 2
     else:
         rel = np.zeros(0, np.int64)
     n_s = len(stat) + 1

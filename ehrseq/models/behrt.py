@@ -12,7 +12,8 @@ One patient is a token sequence ``[CLS] v1 codes... [SEP] v2 codes... [SEP] ...`
     value     quantile bin of the token's numeric value (0 = none)        value_ids     (B, L)
 
 followed by LayerNorm and dropout, then a stack of BERT encoder layers (transformers' ``BertEncoder``). The
-patient representation is the final hidden state at the CLS token (index 0), shape (B, H).
+patient representation (B, H) is chosen by ``config.pooling``: the final hidden state at the CLS token (index 0,
+the paper's choice), at the last real token (the SEP closing the most recent visit), or the masked mean.
 
 Heads (``config.head``)::
 
@@ -47,6 +48,7 @@ from ehrseq.models.outputs import ModelOutput
 
 HEADS = ("mlm", "binary", "multilabel", "regression")
 N_SEGMENTS = 3  # 0 = padding, 1 and 2 alternate by visit
+POOLINGS = ("cls", "last", "mean")
 
 
 class BehrtConfig(PretrainedConfig):
@@ -63,6 +65,7 @@ class BehrtConfig(PretrainedConfig):
     head:                    one of "mlm", "binary", "multilabel", "regression"
     num_labels:              K for the "multilabel" head (binary and regression always output 1)
     pos_weight:              BCE positive-class weight: a float, or one per label for "multilabel"
+    pooling:                 patient representation: "cls", "last" (last real token) or "mean" (masked mean)
     """
 
     model_type = "ehrseq_behrt"
@@ -84,6 +87,7 @@ class BehrtConfig(PretrainedConfig):
     layer_norm_eps: float = 1e-12
     head: str = "mlm"
     pos_weight: float | list[float] | None = None
+    pooling: str = "cls"
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -93,6 +97,8 @@ class BehrtConfig(PretrainedConfig):
         """Raise ValueError on an unknown head or a hidden size the heads cannot split."""
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
@@ -347,7 +353,7 @@ class BehrtModel(PreTrainedModel):
         labels: "mlm" (B, L) int64 target code ids, -100 where not predicted (see ``ehrseq.models.masking``);
                 "binary"/"regression" (B,) or (B, 1); "multilabel" (B, K). With a Batch and no ``labels``,
                 non-MLM heads use ``batch.labels``.
-        Returns ModelOutput(logits, loss or None, embeddings = CLS hidden state (B, H)).
+        Returns ModelOutput(logits, loss or None, embeddings = pooled hidden state (B, H)).
         """
         if batch is not None:
             code_ids, attention_mask = batch.code_ids, batch.attention_mask
@@ -362,13 +368,23 @@ class BehrtModel(PreTrainedModel):
         hidden = self.encode(
             code_ids, attention_mask, age_ids, segment_ids, position_ids, time_ids, value_ids, value_num
         )
-        pooled = hidden[:, 0]  # (B, H) the CLS token
+        pooled = self._pool(hidden, attention_mask)  # (B, H)
         if self.config.head == "mlm":
             logits = self.mlm_head(hidden)  # (B, L, vocab)
         else:
             logits = self.classifier(pooled)  # (B, out_dim)
         loss = None if labels is None else self._loss(logits, labels)
         return ModelOutput(logits=logits, loss=loss, embeddings=pooled)
+
+    def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, H) -> (B, H) by ``config.pooling``; padding never contributes."""
+        if self.config.pooling == "cls":
+            return hidden[:, 0]
+        m = attention_mask.to(hidden.dtype)  # (B, L), right padding
+        if self.config.pooling == "last":
+            last = (m.sum(1).long() - 1).clamp(min=0)  # index of the last real token
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return (hidden * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1.0)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         head = self.config.head
@@ -395,7 +411,7 @@ class BehrtModel(PreTrainedModel):
         return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
 
     def embed(self, batch: Batch) -> torch.Tensor:
-        """The patient representation (B, H): the CLS hidden state, whatever the head.
+        """The patient representation (B, H) the classifier reads (``config.pooling``), whatever the head.
 
         Gradients flow (so a downstream model such as DeepSurv can fine-tune through it); wrap the call in
         ``torch.no_grad()`` and call ``.eval()`` first to use BEHRT as a frozen feature extractor.
@@ -408,5 +424,6 @@ class BehrtModel(PreTrainedModel):
             batch.position_ids,
             batch.time_ids,
             batch.value_ids,
+            batch.value_num,
         )
-        return hidden[:, 0]
+        return self._pool(hidden, batch.attention_mask)
