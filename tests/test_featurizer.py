@@ -273,19 +273,27 @@ def test_truncation_keeps_the_cls_token_and_the_most_recent_events(cohort, label
     fs = f.transform(cohort.events, rows)
     assert fs.counts["truncated_rows"] > 0
     timed = cohort.events.loc[cohort.events["time"].notna() & (cohort.events["code"] != codes.BIRTH)]
-    n_truncated = 0
+    n_truncated = n_pinned = 0
     for i, (sid, p) in enumerate(zip(rows["subject_id"], rows["prediction_time"], strict=True)):
-        short = build_tokens(fs, i, cfg.max_len, cfg.max_visits)["code_ids"]
+        view = build_tokens(fs, i, cfg.max_len, cfg.max_visits)
+        short = view["code_ids"]
         full = build_tokens(fs, i, 10_000, cfg.max_visits)["code_ids"]
-        n_truncated += len(full) > cfg.max_len
         assert len(short) <= cfg.max_len
         assert short[0] == CLS_ID
         last_code = timed.loc[(timed["subject_id"] == sid) & (timed["time"] <= p), "code"].iloc[-1]
         assert short[-1] == SEP_ID and short[-2] == f.code_to_id.get(last_code, UNK_ID)
-        n_head = 1 + len(fs.static_tokens[i])
+        n_head = int((view["position_ids"] == 1).sum())  # CLS, static tokens, pinned baseline labs
         tail = short[n_head:]
         np.testing.assert_array_equal(tail, full[len(full) - len(tail):])  # the most recent events, in order
+        pinned = short[1 + len(fs.static_tokens[i]):n_head]
+        n_truncated += len(tail) < len(full) - 1 - len(fs.static_tokens[i])
+        # a pinned token is a baseline serology code whose first event was cut from the window
+        assert set(pinned.tolist()) <= {f.code_to_id[c] for c in (codes.RF, codes.ANTI_CCP)}
+        for c in pinned:
+            assert c in full and c not in tail
+        n_pinned += len(pinned)
     assert fs.counts["truncated_rows"] == n_truncated
+    assert n_pinned > 0
 
 
 def test_one_sep_per_visit_day_in_the_kept_window(cohort, labels, fitted):
@@ -294,7 +302,8 @@ def test_one_sep_per_visit_day_in_the_kept_window(cohort, labels, fitted):
     timed = cohort.events.loc[cohort.events["time"].notna() & (cohort.events["code"] != codes.BIRTH)]
     for max_len in (12, 40, 256):
         for i, (sid, p) in enumerate(zip(rows["subject_id"], rows["prediction_time"], strict=True)):
-            tok = build_tokens(fs, i, max_len, 64)["code_ids"][1 + len(fs.static_tokens[i]):]
+            view = build_tokens(fs, i, max_len, 64)
+            tok = view["code_ids"][int((view["position_ids"] == 1).sum()):]
             n_sep = int((tok == SEP_ID).sum())
             kept = len(tok) - n_sep
             hist = timed.loc[(timed["subject_id"] == sid) & (timed["time"] <= p), "time"]

@@ -40,6 +40,9 @@ class FeaturizerConfig:
     # BEHRT visit positions: "first" counts from the oldest visit kept (the paper); "last" counts back from
     # prediction time (most recent visit = 2), so "the latest visit" is one learned embedding, not a search.
     positions: str = "first"
+    # BEHRT: a static numeric code's first measurement (RF, anti-CCP at baseline) is kept in the header when
+    # truncation would drop it, so long histories do not lose the baseline serology the RNN sees as static.
+    pin_static_numeric: bool = True
     max_age: int = 120
     n_value_bins: int = 5
     time_bin_edges_days: tuple[float, ...] = (1, 7, 30, 90, 180, 365)
@@ -76,6 +79,7 @@ class FeatureSet:
     step_cut: np.ndarray
     static_x: np.ndarray  # (n_rows, S) float32
     counts: dict[str, int] = field(default_factory=dict)
+    tok_pin: np.ndarray | None = None  # (n_rows, P) stream index of each pinned code's first event, -1 = none
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -225,7 +229,8 @@ class Featurizer:
         step_cut = _cuts(step_sid, step_t, lab_sid, lab_t)
         static_x = self._static(ev, labels, static, age_pred)
 
-        budget = cfg.max_len - 1 - np.array([len(s) for s in static_tokens])
+        tok_pin = self._pins(code_id, sid, lab_sid, tok_cut)
+        budget = cfg.max_len - 1 - np.array([len(s) for s in static_tokens]) - (tok_pin >= 0).sum(1)
         last = np.maximum(tok_cut - 1, 0)
         n_visits_hist = np.where(n_hist > 0, visit_no[last] - visit_no[np.minimum(tok_start, last)] + 1, 0) if len(visit_no) else n_hist
         counts = {
@@ -240,8 +245,25 @@ class Featurizer:
             tok_code=code_id, tok_age=age_id, tok_visit=visit_no.astype(np.int64), tok_delta=delta_id.astype(np.int64),
             tok_value=value_id, tok_num=tok_num, tok_start=tok_start, tok_cut=tok_cut, static_tokens=static_tokens,
             age_at_pred=age_pred_id, step_x=step_x, step_start=step_start, step_cut=step_cut, static_x=static_x,
-            counts=counts,
+            counts=counts, tok_pin=tok_pin,
         )
+
+    def _pins(self, code_id: np.ndarray, sid: np.ndarray, lab_sid: np.ndarray, tok_cut: np.ndarray) -> np.ndarray:
+        """(n_rows, P): per label row, the stream index of the subject's first event of each pinned code, if it
+        lies before the row's cut (at or before prediction_time); else -1. The stream is sorted by subject."""
+        ids = [self.code_to_id[c] for c in self.static_numeric_codes_ if c in self.code_to_id]
+        if not self.config.pin_static_numeric:
+            ids = []
+        out = np.full((len(lab_sid), len(ids)), -1, np.int64)
+        for j, cid in enumerate(ids):
+            idx = np.flatnonzero(code_id == cid)
+            if not len(idx):
+                continue
+            first = idx[np.r_[True, sid[idx][1:] != sid[idx][:-1]]]  # first event of that code per subject
+            k = np.minimum(np.searchsorted(sid[first], lab_sid), len(first) - 1)
+            cand = np.where(sid[first][k] == lab_sid, first[k], -1)
+            out[:, j] = np.where((cand >= 0) & (cand < tok_cut), cand, -1)
+        return out
 
     def _value_ids(self, code_inv: np.ndarray, uniq: list[str], values: np.ndarray) -> np.ndarray:
         """1 = no value; 2.. = quantile bin of the value within its code."""
@@ -339,7 +361,7 @@ class Featurizer:
     def from_dict(cls, d: dict[str, Any]) -> Featurizer:
         if d.get("format") != FORMAT:
             raise ValueError(f"featurizer format '{d.get('format')}' is not '{FORMAT}'; refit with this ehrseq")
-        cfg = dict(d["config"])
+        cfg = {"pin_static_numeric": False, **d["config"]}  # written before pinning existed: keep its layout
         for k in ("time_bin_edges_days", "numeric_codes", "static_numeric_codes"):
             if cfg.get(k) is not None:
                 cfg[k] = tuple(cfg[k])
@@ -407,7 +429,8 @@ def build_tokens(
     """
     lo, hi = int(fs.tok_start[i]), int(fs.tok_cut[i])
     stat = fs.static_tokens[i]
-    budget = max_len - 1 - len(stat)
+    pins = fs.tok_pin[i][fs.tok_pin[i] >= 0] if fs.tok_pin is not None and fs.tok_pin.shape[1] else np.zeros(0, np.int64)
+    budget = max_len - 1 - len(stat) - len(pins)
     start = max(lo, hi - budget)
     while start < hi:
         v = fs.tok_visit[start:hi]
@@ -431,15 +454,17 @@ def build_tokens(
     else:
         rel = np.zeros(0, np.int64)
     n_s = len(stat) + 1
-    head_age = np.full(n_s, fs.age_at_pred[i], np.int64)
-    codes_ = np.r_[CLS_ID, stat, code].astype(np.int64)
-    pos = np.minimum(np.r_[np.ones(n_s, np.int64), rel], max_visits - 1)
+    pinned = np.sort(pins[pins < start])  # truncated away: they join the header (position 1) with their values
+    head_age = np.r_[np.full(n_s, fs.age_at_pred[i], np.int64), fs.tok_age[pinned]]
+    n_h = n_s + len(pinned)
+    codes_ = np.r_[CLS_ID, stat, fs.tok_code[pinned], code].astype(np.int64)
+    pos = np.minimum(np.r_[np.ones(n_h, np.int64), rel], max_visits - 1)
     return {
         "code_ids": codes_,
         "age_ids": np.r_[head_age, age].astype(np.int64),
         "position_ids": pos.astype(np.int64),
         "segment_ids": (2 - (pos % 2)).astype(np.int64),
-        "time_ids": np.r_[np.ones(n_s, np.int64), delta].astype(np.int64),
-        "value_ids": np.r_[np.ones(n_s, np.int64), value].astype(np.int64),
-        "value_num": np.r_[np.zeros(n_s, np.float32), num].astype(np.float32),
+        "time_ids": np.r_[np.ones(n_h, np.int64), delta].astype(np.int64),
+        "value_ids": np.r_[np.ones(n_s, np.int64), fs.tok_value[pinned], value].astype(np.int64),
+        "value_num": np.r_[np.zeros(n_s, np.float32), fs.tok_num[pinned], num].astype(np.float32),
     }
