@@ -108,3 +108,21 @@ def test_missing_file_is_a_file_not_found_error(tmp_path):
 def test_a_yaml_that_is_not_a_mapping_is_refused(tmp_path):
     with pytest.raises(ValueError, match="mapping"):
         load_config(_yaml(tmp_path, "- a\n- b\n"))
+
+
+def test_learning_rate_schedules_warm_up_then_decay() -> None:
+    from ehrseq.train.trainer import lr_factor
+
+    total = 100
+    warm = [lr_factor(k, total, "linear", 0.1) for k in range(10)]
+    assert warm == sorted(warm) and warm[0] == pytest.approx(0.1) and warm[-1] == pytest.approx(1.0)
+    assert lr_factor(55, total, "linear", 0.1) == pytest.approx(0.5)
+    assert lr_factor(total, total, "linear", 0.1) == 0.0
+    assert lr_factor(55, total, "cosine", 0.1) == pytest.approx(0.5)
+    assert lr_factor(99, total, "cosine", 0.0) < 0.01
+    assert {lr_factor(k, total, "constant", 0.0) for k in range(total)} == {1.0}
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="step")
+    with pytest.raises(ValueError, match="warmup"):
+        TrainConfig(warmup=1.0)
+    assert load_config(None, train={"schedule": "cosine", "warmup": 0.05}).train.schedule == "cosine"

@@ -25,6 +25,18 @@ from ehrseq.data.dataset import collate
 from ehrseq.errors import EhrseqError
 
 log = logging.getLogger(__name__)
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
+    """Multiplier of the base learning rate at optimiser ``step`` (0-based) of ``total``."""
+    n_warm = int(warmup * total)
+    if step < n_warm:
+        return (step + 1) / n_warm
+    if schedule == "constant":
+        return 1.0
+    frac = (step - n_warm) / max(total - n_warm, 1)
+    return max(0.0, 1.0 - frac) if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,16 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     max_train_seconds: float | None = None
+    # learning-rate schedule over all cfg.epochs: "constant", or "linear" / "cosine" decay to 0 after a linear
+    # warm-up over the first ``warmup`` share of steps (what BERT-style encoders are usually trained with)
+    schedule: str = "constant"
+    warmup: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"train.warmup must be in [0, 1), got {self.warmup}")
 
 
 @dataclass
@@ -69,6 +91,10 @@ def train(
         raise EhrseqError("the training split has no labelled rows; check the split and the target")
     torch.manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total_steps = cfg.epochs * math.ceil(len(train_ds) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: lr_factor(k, total_steps, cfg.schedule, cfg.warmup)
+    )
     step = loss_fn or (lambda m, b: m(b).loss)
     best, best_loss, best_epoch, bad = None, math.inf, -1, 0
     history: list[dict[str, float]] = []
@@ -90,6 +116,7 @@ def train(
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            sched.step()
             total += loss.item() * len(batch)
             n += len(batch)
             bar.set_postfix(loss=f"{total / n:.4f}")
