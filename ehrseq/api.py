@@ -188,6 +188,7 @@ def model_from_artifact(art: Artifact) -> torch.nn.Module:
     elif kind == "behrt":
         from ehrseq.models.behrt import BehrtConfig, BehrtModel
 
+        mc.setdefault("pooling", "cls")  # artifacts written before pooling was an option read the CLS token
         m = BehrtModel(BehrtConfig(**{k: v for k, v in mc.items() if k not in ("transformers_version", "architectures")}))
     else:
         raise ArtifactError(f"{art.path}: model_type '{kind}' is not a sequence model")
@@ -212,12 +213,17 @@ def make_dataset(fs: FeatureSet, targets: np.ndarray | None, fz: Featurizer, mod
                            positions=fz.config.positions)
 
 
-def behrt_from_pretrained(art: Artifact, head: str, num_labels: int) -> torch.nn.Module:
-    """A BEHRT with a fresh ``head`` whose embeddings and encoder come from an MLM-pretraining artifact."""
+def behrt_from_pretrained(art: Artifact, head: str, num_labels: int,
+                          overrides: dict[str, Any] | None = None) -> torch.nn.Module:
+    """A BEHRT with a fresh ``head`` whose embeddings and encoder come from an MLM-pretraining artifact.
+
+    ``overrides`` (the fine-tuning config's model_overrides) may change what has no weights: pooling, dropout.
+    """
     from ehrseq.models.behrt import BehrtConfig, BehrtModel
 
     mc = {k: v for k, v in art.config["model"].items() if k not in ("transformers_version", "architectures")}
-    mc.update(head=head, num_labels=num_labels, pos_weight=None)
+    mc.setdefault("pooling", "cls")
+    mc.update(head=head, num_labels=num_labels, pos_weight=None, **(overrides or {}))
     model = BehrtModel(BehrtConfig(**mc))
     body = {k: v for k, v in art.state_dict.items() if k.startswith(("embeddings.", "encoder."))}
     missing, unexpected = model.load_state_dict(body, strict=False)
@@ -296,7 +302,7 @@ def finetune(
         raise TargetError(f"no '{cfg.target}' label rows in the train split")
     head = {"binary": "binary", "regression": "regression", "multilabel": "multilabel"}[task]
     if from_pretrain:
-        model = behrt_from_pretrained(init_art, head, parts["train"].targets.shape[1])
+        model = behrt_from_pretrained(init_art, head, parts["train"].targets.shape[1], dict(cfg.model_overrides))
     elif init_art is not None:
         model = model_from_artifact(init_art)
     else:

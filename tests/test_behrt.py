@@ -250,7 +250,7 @@ def test_presets_and_config_validation() -> None:
         12,
         512,
     )
-    assert behrt_small().hidden_size == 128
+    assert behrt_small().hidden_size == 64
     assert behrt_tiny(hidden_size=16).hidden_size == 16
     assert BehrtConfig.model_type == "ehrseq_behrt"
     with pytest.raises(ValueError, match="head"):

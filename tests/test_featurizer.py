@@ -352,3 +352,12 @@ def test_positions_option_is_checked_and_reaches_the_dataset(cohort, splits, lab
         pos, code = ds[i]["position_ids"], ds[i]["code_ids"]
         last_sep = np.flatnonzero(code == SEP_ID)[-1]
         assert pos[last_sep] == 2  # the most recent visit, closed by the last SEP
+
+
+def test_featurizers_saved_before_positions_and_pinning_keep_their_token_layout(fitted):
+    d = json.loads(json.dumps(fitted.to_dict()))
+    for key in ("positions", "pin_static_numeric"):
+        del d["config"][key]
+    old = Featurizer.from_dict(d)
+    assert old.config.positions == "first" and old.config.pin_static_numeric is False
+    assert fitted.config.positions == "last" and fitted.config.pin_static_numeric is True  # new defaults

@@ -6,14 +6,17 @@ One patient is a token sequence ``[CLS] v1 codes... [SEP] v2 codes... [SEP] ...`
     code      what happened (diagnosis, drug, lab, ...)                  code_ids      (B, L)
     age       whole years of age at the token's visit                     age_ids       (B, L)
     segment   1/2 alternating by visit, 0 for padding                     segment_ids   (B, L)
-    position  visit index (1 = first visit), so all codes of a visit      position_ids  (B, L)
-              share one position: BEHRT has no per-token position
+    position  visit index, so all codes of a visit share one position     position_ids  (B, L)
+              (BEHRT has no per-token position); counted back from the
+              prediction time by default (2 = latest visit, 1 = CLS and
+              header), or from the first visit as in the paper
     time      bin of days since the previous visit                        time_ids      (B, L)
     value     quantile bin of the token's numeric value (0 = none)        value_ids     (B, L)
 
 followed by LayerNorm and dropout, then a stack of BERT encoder layers (transformers' ``BertEncoder``). The
-patient representation (B, H) is chosen by ``config.pooling``: the final hidden state at the CLS token (index 0,
-the paper's choice), at the last real token (the SEP closing the most recent visit), or the masked mean.
+patient representation (B, H) is chosen by ``config.pooling``: the final hidden state at the last real token (the
+SEP closing the most recent visit; the default), at the CLS token (index 0, the paper's choice), or the masked
+mean.
 
 Heads (``config.head``)::
 
@@ -87,7 +90,7 @@ class BehrtConfig(PretrainedConfig):
     layer_norm_eps: float = 1e-12
     head: str = "mlm"
     pos_weight: float | list[float] | None = None
-    pooling: str = "cls"
+    pooling: str = "last"
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -146,9 +149,13 @@ def behrt_tiny(**overrides: Any) -> BehrtConfig:
 
 
 def behrt_small(**overrides: Any) -> BehrtConfig:
-    """A CPU-trainable model for cohorts of a few thousand patients."""
+    """A CPU-trainable model for cohorts of a few thousand patients.
+
+    Chosen on the CDAI benchmark: hidden 64 x 2 layers matched hidden 128 x 4 layers (AUROC 0.843 vs 0.843)
+    at 4x the training speed, which buys training on every label row instead of a subsample.
+    """
     kw: dict[str, Any] = dict(
-        hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128
     )
     return BehrtConfig(**(kw | overrides))
 
