@@ -135,3 +135,39 @@ def test_config_options_are_checked_and_old_artifacts_keep_mean_pooling() -> Non
     assert old.pooling == "mean" and old.input_mask == 0.0
     small = TextClassifierConfig.from_preset("small")
     assert small.pooling == "max" and small.input_mask > 0
+
+
+def test_unlabeled_reports_join_the_vocabulary_but_not_the_supervised_loss(data: dict[str, pd.DataFrame]) -> None:
+    site_a = data["train"].loc[data["train"].site == "A"].iloc[:40]
+    tuning = data["tuning"].iloc[:20]
+    site_b = generate_reports(60, seed=5, site="B")
+    cfg = _tiny(epochs=1, mlm_epochs=1, vocab_size=2000)
+    plain = TextClassifier(cfg).fit(site_a, tuning)
+    adapted = TextClassifier(cfg).fit(site_a, tuning, unlabeled=site_b.text.tolist())
+    # site-B shorthand never written at site A gets whole-word pieces only when B's text is seen
+    b_words = "gcs c/w inflam bx"
+    assert len(adapted.tokenizer_.tokenize(b_words)) < len(plain.tokenizer_.tokenize(b_words))
+    # labels of the unlabeled reports are never read: dropping the columns changes nothing
+    again = TextClassifier(cfg).fit(site_a, tuning, unlabeled=site_b[["report_id", "text"]])
+    np.testing.assert_array_equal(adapted.predict_proba(tuning), again.predict_proba(tuning))
+    with pytest.raises(DataValidationError, match="report_id"):
+        TextClassifier(cfg).fit(site_a, tuning, unlabeled=site_b.assign(text=[""] + site_b.text.tolist()[1:]))
+
+
+def test_token_dropout_is_seeded_and_keeps_special_tokens() -> None:
+    import torch
+
+    from ehrseq.models.text_classifier import _drop_tokens
+
+    ids = torch.tensor([[2, 10, 11, 12, 13, 14, 3, 0], [2, 20, 21, 3, 0, 0, 0, 0]])
+    att = (ids != 0).long()
+    batch = {"input_ids": ids, "attention_mask": att, "sample_map": torch.tensor([0, 1])}
+    special = torch.tensor([0, 2, 3])
+    a = _drop_tokens(batch, 0.5, special, 0, torch.Generator().manual_seed(0))
+    b = _drop_tokens(batch, 0.5, special, 0, torch.Generator().manual_seed(0))
+    assert torch.equal(a["input_ids"], b["input_ids"])
+    for row, mask in zip(a["input_ids"], a["attention_mask"], strict=True):
+        kept = row[mask.bool()].tolist()
+        assert kept[0] == 2 and kept[-1] == 3  # [CLS] ... [SEP] survive
+    assert int(a["attention_mask"].sum()) < int(att.sum())
+    assert torch.equal(_drop_tokens(batch, 0.0, special, 0, torch.Generator())["input_ids"][:, :7], ids[:, :7])

@@ -55,7 +55,8 @@ PRESETS: dict[str, dict[str, Any]] = {
              "stride": 32, "lr": 3e-3, "epochs": 10, "mlm_epochs": 2, "pooling": "mean", "input_mask": 0.0},
     # small: chosen on cross-site (train A, test B) AUROC, see benchmarks/results/text_biopsy.md
     "small": {"vocab_size": 2000, "dim": 64, "n_layers": 2, "n_heads": 4, "hidden_dim": 256, "max_length": 256,
-              "stride": 64, "lr": 2e-3, "epochs": 3, "mlm_epochs": 1, "pooling": "max", "input_mask": 0.25},
+              "stride": 64, "lr": 2e-3, "epochs": 3, "mlm_epochs": 1, "pooling": "max", "input_mask": 0.15,
+              "input_drop": 0.1},
 }
 
 
@@ -69,7 +70,10 @@ class TextClassifierConfig:
     ``pooling`` turns a window's token states into one vector (masked mean, masked max, [CLS], or mean and
     max concatenated). ``input_mask`` replaces that share of the (non-special) tokens of each fine-tuning
     batch by [MASK]: the model cannot lean on any one phrase, which is what carried it across sites (a site
-    with other abbreviations and layout). ``pos_weight`` weights positives by n_neg / n_pos in the loss.
+    with other abbreviations and layout). ``input_drop`` deletes that share of the tokens instead, so the
+    model also sees terser sentences than its training site writes (with ``input_mask`` 0.15 it raised
+    cross-site macro AUROC by 0.004 to 0.021 over masking alone on each of 3 seeds). ``pos_weight`` weights
+    positives by n_neg / n_pos in the loss.
     """
 
     pretrained: str | None = None
@@ -92,6 +96,7 @@ class TextClassifierConfig:
     threshold_metric: str = "f1"  # "f1" or "youden"
     pooling: str = "max"  # token pooling per window: "mean", "max", "cls" or "mean_max"
     input_mask: float = 0.25  # share of tokens replaced by [MASK] in fine-tuning batches (augmentation)
+    input_drop: float = 0.0  # share of tokens deleted from fine-tuning windows (augmentation: terser text)
     pos_weight: bool = False  # weight positives by n_neg / n_pos per label (clipped to [1, 10])
     seed: int = 0
     labels: tuple[str, ...] = field(default_factory=lambda: tuple(BIOPSY_LABELS))
@@ -203,19 +208,32 @@ class TextClassifier:
         self.history_: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, train_df: pd.DataFrame, tuning_df: pd.DataFrame) -> TextClassifier:
-        """Train on ``train_df`` (text + label columns), pick the epoch and thresholds on ``tuning_df``."""
+    def fit(
+        self, train_df: pd.DataFrame, tuning_df: pd.DataFrame, unlabeled: TextInput | None = None
+    ) -> TextClassifier:
+        """Train on ``train_df`` (text + label columns), pick the epoch and thresholds on ``tuning_df``.
+
+        ``unlabeled``: more reports without labels. With the from-scratch encoder they join the WordPiece
+        vocabulary and the masked-LM domain pre-training; they never enter the supervised loss. Keep the reports
+        you will evaluate on out of them. Caution: adding a *new site's* unlabelled reports lowered cross-site
+        AUROC on the synthetic benchmark (0.957 -> 0.921 with 1 MLM epoch, 0.900 with 3): masked-LM learns
+        from context, and "giant cells absent" shares its context with "giant cells present", so the new
+        site's own negations are pulled next to the positives the labels taught. Use it for more reports of
+        the site the labels come from.
+        """
         cfg = self.config
         seed_everything(cfg.seed)
         train_texts, y_train = self._check_labelled(train_df, "train_df")
         tune_texts, y_tune = self._check_labelled(tuning_df, "tuning_df")
+        extra = texts_and_ids(unlabeled)[0] if unlabeled is not None else []
         if cfg.pretrained is None:
             self.tokenizer_ = train_wordpiece(
-                train_texts, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency
+                train_texts + extra, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency
             )
             train_w = self.windows(train_texts)
             mlm = self._scratch_encoder()
-            encoder = self._pretrain_mlm(mlm, train_w) if cfg.mlm_epochs > 0 else mlm.distilbert
+            corpus = self.windows(train_texts + extra) if extra else train_w
+            encoder = self._pretrain_mlm(mlm, corpus) if cfg.mlm_epochs > 0 else mlm.distilbert
         else:
             self.tokenizer_, encoder = _load_pretrained(cfg.pretrained)
             train_w = self.windows(train_texts)
@@ -291,6 +309,8 @@ class TextClassifier:
             net.train()
             for rows in torch.randperm(n, generator=gen).split(cfg.batch_size):
                 batch = self._batch(train_w, by_report, rows.tolist())
+                if cfg.input_drop > 0:
+                    batch = _drop_tokens(batch, cfg.input_drop, special, self.tokenizer_.pad_token_id, gen)
                 if cfg.input_mask > 0 and self.tokenizer_.mask_token_id is not None:
                     ids = batch["input_ids"]
                     maskable = batch["attention_mask"].bool() & ~torch.isin(ids, special)
@@ -405,6 +425,16 @@ def _load_pretrained(name: str) -> tuple[PreTrainedTokenizerBase, PreTrainedMode
         where = "local directory" if local else "hub model (is a hub or its cache reachable? HF_HUB_OFFLINE?)"
         raise ArtifactError(f"could not load pretrained {where} '{name}': {type(e).__name__}") from e
     return tok, enc
+
+
+def _drop_tokens(
+    batch: dict[str, torch.Tensor], p: float, special: torch.Tensor, pad_id: int, gen: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Delete a share ``p`` of each window's non-special tokens (the rest close up); re-pad the batch."""
+    ids, att = batch["input_ids"], batch["attention_mask"].bool()
+    keep = att & ~((torch.rand(ids.shape, generator=gen) < p) & ~torch.isin(ids, special))
+    new_ids, new_att = _pad([row[k].tolist() for row, k in zip(ids, keep)], pad_id)
+    return {**batch, "input_ids": new_ids, "attention_mask": new_att}
 
 
 def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
