@@ -171,3 +171,22 @@ def test_token_dropout_is_seeded_and_keeps_special_tokens() -> None:
         assert kept[0] == 2 and kept[-1] == 3  # [CLS] ... [SEP] survive
     assert int(a["attention_mask"].sum()) < int(att.sum())
     assert torch.equal(_drop_tokens(batch, 0.0, special, 0, torch.Generator())["input_ids"][:, :7], ids[:, :7])
+
+
+def test_an_ensemble_averages_members_that_are_single_models_with_successive_seeds(
+    data: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    train, tuning = data["train"].iloc[:40], data["tuning"].iloc[:20]
+    ens = TextClassifier(_tiny(epochs=1, mlm_epochs=1, ensemble=2)).fit(train, tuning)
+    single = TextClassifier(_tiny(epochs=1, mlm_epochs=1, seed=1)).fit(train, tuning)
+    np.testing.assert_allclose(ens.predict_proba(tuning, member=1), single.predict_proba(tuning), atol=1e-6)
+    members = [ens.predict_proba(tuning, member=k) for k in (0, 1)]
+    assert not np.allclose(members[0], members[1])
+    np.testing.assert_allclose(ens.predict_proba(tuning), np.mean(members, 0), atol=1e-12)
+    again = TextClassifier.load(ens.save(tmp_path / "ens"))
+    assert len(again.nets_) == 2
+    np.testing.assert_array_equal(again.predict_proba(tuning), ens.predict_proba(tuning))
+    tokens, scores = integrated_gradients(again, tuning.text.iloc[0], "gca", steps=4)
+    assert len(tokens) == len(scores) and np.isfinite(scores).all()
+    with pytest.raises(ValueError, match="ensemble"):
+        TextClassifierConfig(ensemble=0)
