@@ -108,7 +108,7 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
     from ehrseq.pretrain import pretrain
 
     m = pretrain(_load(a), out=a.out, config=a.config, preset=a.preset, seed=a.seed,
-                 train=_train_overrides(a) or None, mask_prob=a.mask_prob)
+                 train=_train_overrides(a) or None, mask_prob=a.mask_prob, prefixes_per_subject=a.prefixes)
     print(f"best tuning MLM loss {m['train']['best_tuning_mlm_loss']:.4f} at epoch {m['train']['best_epoch']}")
     print(f"artifact: {a.out}")
     return 0
@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("pretrain", help="masked-code pretraining of BEHRT on the train split")
     _common_model_args(pr)
     pr.add_argument("--mask-prob", type=float, default=0.15)
+    pr.add_argument("--prefixes", type=int, default=1,
+                    help="sequences per train patient: the whole history plus k-1 cut at earlier visit days")
     pr.set_defaults(func=cmd_pretrain)
 
     e = sub.add_parser("evaluate", help="report (JSON, Markdown, HTML) for an artifact on a dataset")

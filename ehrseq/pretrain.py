@@ -1,7 +1,9 @@
 """Masked-code pretraining of BEHRT on every training-split sequence (``ehrseq pretrain``).
 
-Each train subject contributes one sequence: its whole history (prediction_time = its last event). 15% of
-eligible codes are selected, 80/10/10 masked / random / kept (see :mod:`ehrseq.models.masking`).
+Each train subject contributes its whole history (prediction_time = its last event) and, with
+``prefixes_per_subject`` k > 1, up to k - 1 more sequences cut at earlier visit days drawn with the seed: the
+featurizer keeps the most recent ``max_len`` tokens, so a long history is otherwise seen only by its end.
+15% of eligible codes are selected, 80/10/10 masked / random / kept (see :mod:`ehrseq.models.masking`).
 The artifact holds the MLM model and the featurizer; ``finetune --model behrt --init`` loads its encoder.
 """
 
@@ -11,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -24,14 +27,24 @@ from ehrseq.utils import frame_hash, seed_everything
 PRETRAIN_TARGET = "masked_codes"
 
 
-def whole_history_labels(events: pd.DataFrame, subject_ids) -> pd.DataFrame:
-    ev = events.loc[events["subject_id"].isin(subject_ids) & events["time"].notna()]
-    last = ev.groupby("subject_id")["time"].max()
-    return pd.DataFrame({"subject_id": last.index.to_numpy(), "prediction_time": last.to_numpy()})
+def whole_history_labels(events: pd.DataFrame, subject_ids, prefixes_per_subject: int = 1,
+                         seed: int = 0) -> pd.DataFrame:
+    """Pretraining rows: each subject's last event time, plus up to k - 1 earlier visit-day ends drawn with
+    ``seed`` (the last event of each drawn day, so a cut never splits a visit)."""
+    ev = events.loc[events["subject_id"].isin(subject_ids) & events["time"].notna(), ["subject_id", "time"]]
+    day_end = ev.groupby([ev["subject_id"], ev["time"].dt.floor("D")])["time"].max().reset_index(level=1, drop=True)
+    ends = day_end.reset_index().rename(columns={"time": "prediction_time"})
+    if prefixes_per_subject < 1:
+        raise ValueError(f"prefixes_per_subject must be >= 1, got {prefixes_per_subject}")
+    last = (ends.groupby("subject_id")["prediction_time"].transform("max") == ends["prediction_time"]).to_numpy()
+    key = np.where(last, -1.0, np.random.default_rng(seed).random(len(ends)))  # the last day ranks first
+    rank = pd.Series(key).groupby(ends["subject_id"].to_numpy()).rank(method="first").to_numpy()
+    keep = rank <= prefixes_per_subject
+    return ends.loc[keep].sort_values(["subject_id", "prediction_time"]).reset_index(drop=True)
 
 
 def pretrain(data: Any, *, out: str | Path | None = None, config: FinetuneConfig | str | Path | None = None,
-             mask_prob: float = 0.15, **overrides: Any) -> dict[str, Any]:
+             mask_prob: float = 0.15, prefixes_per_subject: int = 1, **overrides: Any) -> dict[str, Any]:
     from ehrseq.api import build_model, load_data, make_dataset, model_config_dict, resolve_splits
     from ehrseq.models.masking import mask_codes
     from ehrseq.train.trainer import train
@@ -43,7 +56,8 @@ def pretrain(data: Any, *, out: str | Path | None = None, config: FinetuneConfig
     fz = Featurizer(cfg.featurizer).fit(d.events, splits)
     parts = {}
     for name in ("train", "tuning"):
-        lab = whole_history_labels(d.events, ids_in(splits, name))
+        k = prefixes_per_subject if name == "train" else 1  # tuning loss: one whole history per subject
+        lab = whole_history_labels(d.events, ids_in(splits, name), k, cfg.seed)
         parts[name] = make_dataset(fz.transform(d.events, lab), None, fz, "behrt")
     model = build_model("behrt", "mlm", 1, fz, cfg.preset, dict(cfg.model_overrides), None)
     vocab = len(fz.vocab_)
@@ -61,7 +75,8 @@ def pretrain(data: Any, *, out: str | Path | None = None, config: FinetuneConfig
         save_artifact(
             out, state_dict=model.state_dict(),
             config={"model_type": "behrt", "target": PRETRAIN_TARGET, "task": "mlm", "label_names": None,
-                    "model": model_config_dict(model), "finetune": config_to_dict(cfg), "mask_prob": mask_prob},
+                    "model": model_config_dict(model), "finetune": config_to_dict(cfg), "mask_prob": mask_prob,
+                    "prefixes_per_subject": prefixes_per_subject},
             featurizer=fz.to_dict(), metrics=metrics,
             data_hash=frame_hash(d.events, ["subject_id", "time", "code", "numeric_value"]),
             split_hash=frame_hash(splits.sort_values("subject_id")),

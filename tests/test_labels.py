@@ -140,3 +140,24 @@ def test_next_visit_dx_on_the_synthetic_cohort_has_diagnoses(cohort):
     out = next_visit_dx_labels(cohort.events)
     # RA is coded at every synthetic visit, so every next visit has at least one diagnosis
     assert (out["codes"].map(len) > 0).all()
+
+
+def test_pretraining_prefixes_end_at_visit_days_and_always_include_the_whole_history(make_events):
+    from ehrseq.pretrain import whole_history_labels
+
+    days = [f"2020-0{m}-01" for m in range(1, 8)]
+    rows = [(1, f"{d} 09:00:00", "LAB//CRP", 3.0) for d in days] + [(1, f"{d} 11:00:00", "DX//X", None) for d in days]
+    rows += [(2, "2021-05-05 10:00:00", "DX//Y", None), (3, None, "SEX//F", None)]
+    ev = make_events(rows)
+    one = whole_history_labels(ev, [1, 2, 3])
+    assert one["subject_id"].tolist() == [1, 2]  # no timed event, no sequence
+    assert one["prediction_time"].tolist() == [pd.Timestamp("2020-07-01 11:00"), pd.Timestamp("2021-05-05 10:00")]
+    four = whole_history_labels(ev, [1, 2], prefixes_per_subject=4, seed=0)
+    s1 = four.loc[four["subject_id"] == 1, "prediction_time"]
+    assert len(s1) == 4 and s1.max() == pd.Timestamp("2020-07-01 11:00")  # the whole history is always kept
+    assert set(s1.dt.hour) == {11}  # a cut never splits a visit day
+    assert (four["subject_id"] == 2).sum() == 1  # one visit day: one sequence
+    pd.testing.assert_frame_equal(four, whole_history_labels(ev, [1, 2], prefixes_per_subject=4, seed=0))
+    assert not four.equals(whole_history_labels(ev, [1, 2], prefixes_per_subject=4, seed=5))
+    with pytest.raises(ValueError, match="prefixes_per_subject"):
+        whole_history_labels(ev, [1], prefixes_per_subject=0)
