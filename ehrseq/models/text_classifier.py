@@ -43,6 +43,7 @@ from ehrseq.codes import BIOPSY_LABELS
 from ehrseq.errors import ArtifactError, DataValidationError
 from ehrseq.featurize.text import load_tokenizer, texts_and_ids, train_wordpiece
 from ehrseq.models.outputs import ModelOutput
+from ehrseq.train.trainer import lr_factor
 from ehrseq.utils import seed_everything
 
 MODEL_TYPE = "text_classifier"
@@ -236,21 +237,20 @@ class TextClassifier:
             self.tokenizer_ = train_wordpiece(
                 train_texts + extra, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency
             )
-        train_w = None
-        tune_w = None
+        windows = None  # (train, tuning, MLM corpus), tokenised once, when the tokenizer exists
         self.nets_, self.history_ = [], []
         for k in range(cfg.ensemble):
             seed = cfg.seed + k
             seed_everything(seed)
-            if cfg.pretrained is None:
-                train_w = train_w or self.windows(train_texts)
-                mlm = self._scratch_encoder()
-                corpus = self.windows(train_texts + extra) if extra else train_w
-                encoder = self._pretrain_mlm(mlm, corpus, seed) if cfg.mlm_epochs > 0 else mlm.distilbert
-            else:
+            if cfg.pretrained is not None:  # every member starts from the pretrained weights
                 self.tokenizer_, encoder = _load_pretrained(cfg.pretrained)
-                train_w = train_w or self.windows(train_texts)
-            tune_w = tune_w or self.windows(tune_texts)
+            if windows is None:
+                train_w = self.windows(train_texts)
+                windows = (train_w, self.windows(tune_texts), self.windows(train_texts + extra) if extra else train_w)
+            train_w, tune_w, corpus = windows
+            if cfg.pretrained is None:
+                mlm = self._scratch_encoder()
+                encoder = self._pretrain_mlm(mlm, corpus, seed) if cfg.mlm_epochs > 0 else mlm.distilbert
             net = TextClassifierNet(encoder, len(cfg.labels), cfg.dropout, cfg.pooling)
             if cfg.pos_weight:
                 pos = y_train.sum(0)
@@ -498,14 +498,7 @@ def _optimiser(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW with a linear warm-up over ``warmup`` of the steps, then linear decay to zero."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    n_warm = max(1, int(warmup * steps))
-
-    def factor(step: int) -> float:
-        if step < n_warm:
-            return (step + 1) / n_warm
-        return max(0.0, (steps - step) / max(1, steps - n_warm))
-
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, steps, "linear", warmup))
 
 
 def _step(loss: torch.Tensor, model: nn.Module, opt: torch.optim.Optimizer, sched: Any) -> None:

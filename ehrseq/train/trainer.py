@@ -29,8 +29,10 @@ SCHEDULES = ("constant", "linear", "cosine")
 
 
 def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
-    """Multiplier of the base learning rate at optimiser ``step`` (0-based) of ``total``."""
-    n_warm = int(warmup * total)
+    """Multiplier of the base learning rate at optimiser ``step`` (0-based) of ``total``.
+
+    The warm-up spans ``warmup`` of the steps, at least one (whose factor is 1: no warm-up in effect)."""
+    n_warm = max(1, int(warmup * total))
     if step < n_warm:
         return (step + 1) / n_warm
     if schedule == "constant":
