@@ -188,8 +188,7 @@ def model_from_artifact(art: Artifact) -> torch.nn.Module:
     elif kind == "behrt":
         from ehrseq.models.behrt import BehrtConfig, BehrtModel
 
-        mc.setdefault("pooling", "cls")  # artifacts written before pooling was an option read the CLS token
-        m = BehrtModel(BehrtConfig(**{k: v for k, v in mc.items() if k not in ("transformers_version", "architectures")}))
+        m = BehrtModel(BehrtConfig(**_saved_behrt_config(mc)))
     else:
         raise ArtifactError(f"{art.path}: model_type '{kind}' is not a sequence model")
     missing, unexpected = m.load_state_dict(art.state_dict, strict=False)
@@ -213,6 +212,13 @@ def make_dataset(fs: FeatureSet, targets: np.ndarray | None, fz: Featurizer, mod
                            positions=fz.config.positions)
 
 
+def _saved_behrt_config(mc: dict[str, Any]) -> dict[str, Any]:
+    """BehrtConfig keyword arguments from an artifact's model config (transformers' bookkeeping keys dropped).
+
+    Artifacts written before pooling was an option read the CLS token."""
+    return {"pooling": "cls", **{k: v for k, v in mc.items() if k not in ("transformers_version", "architectures")}}
+
+
 def behrt_from_pretrained(art: Artifact, head: str, num_labels: int,
                           overrides: dict[str, Any] | None = None) -> torch.nn.Module:
     """A BEHRT with a fresh ``head`` whose embeddings and encoder come from an MLM-pretraining artifact.
@@ -221,8 +227,7 @@ def behrt_from_pretrained(art: Artifact, head: str, num_labels: int,
     """
     from ehrseq.models.behrt import BehrtConfig, BehrtModel
 
-    mc = {k: v for k, v in art.config["model"].items() if k not in ("transformers_version", "architectures")}
-    mc.setdefault("pooling", "cls")
+    mc = _saved_behrt_config(art.config["model"])
     mc.update(head=head, num_labels=num_labels, pos_weight=None, **(overrides or {}))
     model = BehrtModel(BehrtConfig(**mc))
     body = {k: v for k, v in art.state_dict.items() if k.startswith(("embeddings.", "encoder."))}

@@ -31,11 +31,11 @@ def whole_history_labels(events: pd.DataFrame, subject_ids, prefixes_per_subject
                          seed: int = 0) -> pd.DataFrame:
     """Pretraining rows: each subject's last event time, plus up to k - 1 earlier visit-day ends drawn with
     ``seed`` (the last event of each drawn day, so a cut never splits a visit)."""
+    if prefixes_per_subject < 1:
+        raise ValueError(f"prefixes_per_subject must be >= 1, got {prefixes_per_subject}")
     ev = events.loc[events["subject_id"].isin(subject_ids) & events["time"].notna(), ["subject_id", "time"]]
     day_end = ev.groupby([ev["subject_id"], ev["time"].dt.floor("D")])["time"].max().reset_index(level=1, drop=True)
     ends = day_end.reset_index().rename(columns={"time": "prediction_time"})
-    if prefixes_per_subject < 1:
-        raise ValueError(f"prefixes_per_subject must be >= 1, got {prefixes_per_subject}")
     last = (ends.groupby("subject_id")["prediction_time"].transform("max") == ends["prediction_time"]).to_numpy()
     key = np.where(last, -1.0, np.random.default_rng(seed).random(len(ends)))  # the last day ranks first
     rank = pd.Series(key).groupby(ends["subject_id"].to_numpy()).rank(method="first").to_numpy()

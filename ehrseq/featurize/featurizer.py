@@ -252,9 +252,8 @@ class Featurizer:
     def _pins(self, code_id: np.ndarray, sid: np.ndarray, lab_sid: np.ndarray, tok_cut: np.ndarray) -> np.ndarray:
         """(n_rows, P): per label row, the stream index of the subject's first event of each pinned code, if it
         lies before the row's cut (at or before prediction_time); else -1. The stream is sorted by subject."""
-        ids = [self.code_to_id[c] for c in self.static_numeric_codes_ if c in self.code_to_id]
-        if not self.config.pin_static_numeric:
-            ids = []
+        ids = [self.code_to_id[c] for c in self.static_numeric_codes_ if c in self.code_to_id] \
+            if self.config.pin_static_numeric else []
         out = np.full((len(lab_sid), len(ids)), -1, np.int64)
         for j, cid in enumerate(ids):
             idx = np.flatnonzero(code_id == cid)
@@ -431,7 +430,7 @@ def build_tokens(
     """
     lo, hi = int(fs.tok_start[i]), int(fs.tok_cut[i])
     stat = fs.static_tokens[i]
-    pins = fs.tok_pin[i][fs.tok_pin[i] >= 0] if fs.tok_pin is not None and fs.tok_pin.shape[1] else np.zeros(0, np.int64)
+    pins = fs.tok_pin[i][fs.tok_pin[i] >= 0] if fs.tok_pin is not None else np.zeros(0, np.int64)
     budget = max_len - 1 - len(stat) - len(pins)
     start = max(lo, hi - budget)
     while start < hi:
