@@ -26,6 +26,13 @@ def _kv(items: list[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+def _positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return n
+
+
 def _train_overrides(a: argparse.Namespace) -> dict[str, Any]:
     t: dict[str, Any] = {}
     for k in ("epochs", "batch_size", "lr", "patience"):
@@ -200,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("pretrain", help="masked-code pretraining of BEHRT on the train split")
     _common_model_args(pr)
     pr.add_argument("--mask-prob", type=float, default=0.15)
-    pr.add_argument("--prefixes", type=int, default=1,
+    pr.add_argument("--prefixes", type=_positive_int, default=1,
                     help="sequences per train patient: the whole history plus k-1 cut at earlier visit days")
     pr.set_defaults(func=cmd_pretrain)
 

@@ -147,3 +147,33 @@ def test_biopsy_finetune_then_evaluate(tmp_path):
     assert rep["meta"]["task"] == "multilabel"
     assert "gca" in json.dumps(rep["per_label"])
     assert rep["overall"]["macro_auroc"]["estimate"] is not None
+
+
+def test_pretrain_with_prefixes_then_finetune_behrt_with_a_weightless_override(cohort, tmp_path):
+    from ehrseq.artifacts import load_artifact
+
+    mlm = tmp_path / "mlm"
+    rc = main(["pretrain", "--data", str(cohort / "meds"), "--out", str(mlm), "--preset", "tiny", "--epochs", "1",
+               "--no-progress", "--prefixes", "3"])
+    assert rc == 0
+    pre = load_artifact(mlm)
+    assert pre.config["prefixes_per_subject"] == 3
+    cfg = tmp_path / "behrt.yaml"
+    cfg.write_text("model: behrt\nmodel_overrides:\n  pooling: mean\n")  # carries no weights: allowed on --init
+    out = tmp_path / "behrt"
+    rc = main(["finetune", "--target", "cdai", "--config", str(cfg), "--init", str(mlm), "--data",
+               str(cohort / "meds"), "--out", str(out), "--preset", "tiny", "--epochs", "1", "--no-progress",
+               "--n-bootstrap", "20"])
+    assert rc == 0
+    art = load_artifact(out)
+    assert art.config["model"]["pooling"] == "mean"
+    with pytest.raises(SystemExit):  # argparse: a clear usage error, before any work
+        main(["pretrain", "--data", str(cohort / "meds"), "--out", str(tmp_path / "x"), "--prefixes", "0"])
+
+
+def test_behrt_artifacts_saved_before_pooling_existed_read_the_cls_token():
+    from ehrseq.api import _saved_behrt_config
+
+    old = _saved_behrt_config({"vocab_size": 40, "transformers_version": "4.0", "architectures": ["BehrtModel"]})
+    assert old == {"pooling": "cls", "vocab_size": 40}
+    assert _saved_behrt_config({"pooling": "last"})["pooling"] == "last"
