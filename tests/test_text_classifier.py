@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +192,38 @@ def test_an_ensemble_averages_members_that_are_single_models_with_successive_see
     assert len(tokens) == len(scores) and np.isfinite(scores).all()
     with pytest.raises(ValueError, match="ensemble"):
         TextClassifierConfig(ensemble=0)
+
+
+def test_self_training_reads_the_new_sites_text_only_and_keeps_the_vocabulary(
+    data: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    site_a = data["train"].loc[data["train"].site == "A"].iloc[:40]
+    tuning = data["tuning"].iloc[:20]
+    site_b = generate_reports(30, seed=6, site="B")
+    cfg = _tiny(epochs=1, mlm_epochs=1, ensemble=2)
+    plain = TextClassifier(cfg).fit(site_a, tuning)
+    adapted = TextClassifier(cfg).fit(site_a, tuning, adapt_to=site_b)
+    # the vocabulary is the labelled site's: the new site's text reaches the model only through its scores
+    assert adapted.tokenizer_.get_vocab() == plain.tokenizer_.get_vocab()
+    rounds = [h for h in adapted.history_ if h.get("self_train_round")]
+    assert [(h["member"], h["self_train_round"]) for h in rounds] == [(0, 1), (1, 1)]
+    assert not np.allclose(adapted.predict_proba(site_b), plain.predict_proba(site_b))
+    # the new site's labels are never read, and the same seed gives the same model
+    again = TextClassifier(cfg).fit(site_a, tuning, adapt_to=site_b.text.tolist())
+    np.testing.assert_array_equal(again.predict_proba(site_b), adapted.predict_proba(site_b))
+    # adapting a fitted model afterwards (a copy: the benchmark's way) is the same as adapting inside fit
+    later = copy.deepcopy(plain).adapt(site_a, tuning, site_b)
+    np.testing.assert_array_equal(later.predict_proba(site_b), adapted.predict_proba(site_b))
+    np.testing.assert_array_equal(later.thresholds_, adapted.thresholds_)
+    # zero rounds is the plain fit
+    off = TextClassifier(replace(cfg, self_train_rounds=0)).fit(site_a, tuning, adapt_to=site_b)
+    np.testing.assert_array_equal(off.predict_proba(site_b), plain.predict_proba(site_b))
+    loaded = TextClassifier.load(adapted.save(tmp_path / "adapted"))
+    assert loaded.config.self_train_rounds == 1
+    np.testing.assert_array_equal(loaded.predict_proba(site_b), adapted.predict_proba(site_b))
+    with pytest.raises(DataValidationError, match="adapt_to"):
+        TextClassifier(cfg).fit(site_a, tuning, adapt_to=[])
+    with pytest.raises(DataValidationError, match="report_id"):
+        TextClassifier(cfg).fit(site_a, tuning, adapt_to=site_b.assign(text=[""] + site_b.text.tolist()[1:]))
+    with pytest.raises(ValueError, match="self_train_rounds"):
+        TextClassifierConfig(self_train_rounds=-1)

@@ -77,7 +77,8 @@ class TextClassifierConfig:
     positives by n_neg / n_pos in the loss. ``ensemble`` trains that many members (each its own masked-LM
     pre-training and fine-tuning, seeds ``seed``, ``seed + 1``, ...) on one shared vocabulary and averages
     their probabilities: it costs that many times the training and inference time and steadied cross-site
-    AUROC, which moves by a few hundredths between single seeds.
+    AUROC, which moves by a few hundredths between single seeds. ``self_train_rounds`` rounds of
+    self-training run when :meth:`TextClassifier.fit` gets ``adapt_to`` reports (see there).
     """
 
     pretrained: str | None = None
@@ -103,6 +104,7 @@ class TextClassifierConfig:
     input_drop: float = 0.0  # share of tokens deleted from fine-tuning windows (augmentation: terser text)
     pos_weight: bool = False  # weight positives by n_neg / n_pos per label (clipped to [1, 10])
     ensemble: int = 1  # members trained with seeds seed, seed + 1, ...; their probabilities are averaged
+    self_train_rounds: int = 1  # rounds of self-training on fit(..., adapt_to=reports); no effect without them
     seed: int = 0
     labels: tuple[str, ...] = field(default_factory=lambda: tuple(BIOPSY_LABELS))
 
@@ -116,6 +118,8 @@ class TextClassifierConfig:
             raise ValueError("stride must be in [0, max_length - 2)")
         if self.ensemble < 1:
             raise ValueError("ensemble must be >= 1")
+        if self.self_train_rounds < 0:
+            raise ValueError("self_train_rounds must be >= 0")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> TextClassifierConfig:
@@ -216,7 +220,11 @@ class TextClassifier:
 
     # ------------------------------------------------------------------ fitting
     def fit(
-        self, train_df: pd.DataFrame, tuning_df: pd.DataFrame, unlabeled: TextInput | None = None
+        self,
+        train_df: pd.DataFrame,
+        tuning_df: pd.DataFrame,
+        unlabeled: TextInput | None = None,
+        adapt_to: TextInput | None = None,
     ) -> TextClassifier:
         """Train on ``train_df`` (text + label columns), pick the epoch and thresholds on ``tuning_df``.
 
@@ -227,6 +235,14 @@ class TextClassifier:
         from context, and "giant cells absent" shares its context with "giant cells present", so the new
         site's own negations are pulled next to the positives the labels taught. Use it for more reports of
         the site the labels come from.
+
+        ``adapt_to``: unlabelled reports of the site the model will be used at (self-training, for a new
+        centre). After the supervised fit, the model scores them; each member then goes on fine-tuning on the
+        labelled reports plus these, with the scores sharpened (``p^2 / (p^2 + (1 - p)^2)``) as soft targets,
+        for ``self_train_rounds`` rounds of ``epochs`` epochs. The epoch and the thresholds are still chosen
+        on ``tuning_df`` (the labelled site). They never enter the vocabulary or the masked-LM, so the new
+        site's negations are learnt through the labels the model gives them. Keep the reports you will
+        evaluate on out of them.
         """
         cfg = self.config
         seed_everything(cfg.seed)
@@ -257,8 +273,40 @@ class TextClassifier:
                 net.pos_weight = torch.from_numpy(np.clip((len(y_train) - pos) / np.maximum(pos, 1), 1, 10))
             self.nets_.append(net)
             self._finetune(net, train_w, y_train, tune_w, y_tune, seed, member=k)
+        if adapt_to is not None and cfg.self_train_rounds > 0:
+            self._self_train(train_texts, y_train, _adapt_texts(adapt_to), tune_w, y_tune)
         self.thresholds_ = choose_thresholds(y_tune, self._proba(tune_w, len(tune_texts)), cfg.threshold_metric)
         return self
+
+    def adapt(self, train_df: pd.DataFrame, tuning_df: pd.DataFrame, adapt_to: TextInput) -> TextClassifier:
+        """Self-train this fitted classifier towards a new site: what ``fit(..., adapt_to=...)`` does after
+        its supervised part (``train_df`` / ``tuning_df`` as given to :meth:`fit`). Thresholds are re-chosen
+        on ``tuning_df``. Runs ``config.self_train_rounds`` rounds (at least one)."""
+        self._check_fitted()
+        train_texts, y_train = self._check_labelled(train_df, "train_df")
+        tune_texts, y_tune = self._check_labelled(tuning_df, "tuning_df")
+        tune_w = self.windows(tune_texts)
+        self._self_train(train_texts, y_train, _adapt_texts(adapt_to), tune_w, y_tune,
+                         rounds=max(1, self.config.self_train_rounds))
+        self.config.self_train_rounds = max(1, self.config.self_train_rounds)
+        self.thresholds_ = choose_thresholds(y_tune, self._proba(tune_w, len(tune_texts)),
+                                             self.config.threshold_metric)
+        return self
+
+    def _self_train(self, train_texts: list[str], y_train: np.ndarray, target: list[str], tune_w: Windows,
+                    y_tune: np.ndarray, rounds: int | None = None) -> None:
+        """Rounds of: score ``target`` with the (ensemble) model, sharpen, fine-tune every member on both."""
+        target_w = self.windows(target)
+        both_w = self.windows(train_texts + target)
+        done = max((h.get("self_train_round", 0) for h in self.history_), default=0)
+        for r in range(done + 1, done + 1 + (self.config.self_train_rounds if rounds is None else rounds)):
+            p = self._proba(target_w, len(target))
+            soft = (p**2 / (p**2 + (1 - p) ** 2)).astype(np.float32)  # temperature 1/2: surer, never hard
+            y_both = np.concatenate([y_train, soft])
+            for k, net in enumerate(self.nets_):
+                seed = self.config.seed + k + 1000 * r
+                seed_everything(seed)
+                self._finetune(net, both_w, y_both, tune_w, y_tune, seed, member=k, self_train_round=r)
 
     @property
     def net_(self) -> TextClassifierNet | None:
@@ -316,7 +364,7 @@ class TextClassifier:
         return mlm.distilbert
 
     def _finetune(self, net: TextClassifierNet, train_w: Windows, y: np.ndarray, tune_w: Windows,
-                  y_tune: np.ndarray, seed: int, member: int = 0) -> None:
+                  y_tune: np.ndarray, seed: int, member: int = 0, self_train_round: int = 0) -> None:
         cfg = self.config
         gen = torch.Generator().manual_seed(seed + 2)
         n = len(y)
@@ -340,7 +388,8 @@ class TextClassifier:
                 _step(out.loss, net, opt, sched)
             p = self._proba(tune_w, len(y_tune), [net])
             tune_loss = float(_bce(p, y_tune))
-            self.history_.append({"member": member, "epoch": epoch + 1, "tuning_bce": tune_loss})
+            self.history_.append({"member": member, "epoch": epoch + 1, "tuning_bce": tune_loss,
+                                  **({"self_train_round": self_train_round} if self_train_round else {})})
             if tune_loss < best:
                 best, best_state = tune_loss, copy.deepcopy(net.state_dict())
         if best_state is not None:
@@ -463,6 +512,13 @@ def _load_pretrained(name: str) -> tuple[PreTrainedTokenizerBase, PreTrainedMode
         where = "local directory" if local else "hub model (is a hub or its cache reachable? HF_HUB_OFFLINE?)"
         raise ArtifactError(f"could not load pretrained {where} '{name}': {type(e).__name__}") from e
     return tok, enc
+
+
+def _adapt_texts(adapt_to: TextInput) -> list[str]:
+    texts = texts_and_ids(adapt_to)[0]
+    if not texts:
+        raise DataValidationError("adapt_to holds no reports; pass the new site's report texts", file="adapt_to")
+    return texts
 
 
 def _drop_tokens(
