@@ -434,16 +434,29 @@ def biopsy_frame(d: LoadedData) -> pd.DataFrame:
 def _finetune_text(d: LoadedData, cfg: FinetuneConfig, out: str | Path | None) -> FinetuneResult:
     from ehrseq.models.text_classifier import TextClassifierConfig, finetune_biopsy
 
-    df = biopsy_frame(d)
+    every = biopsy_frame(d)
     splits = resolve_splits(d, cfg)
-    if cfg.sites:
-        df = df.loc[df["site"].isin(cfg.sites)]
+    df = every.loc[every["site"].isin(cfg.sites)] if cfg.sites else every
     part = {n: df.loc[df["subject_id"].isin(ids_in(splits, n))].reset_index(drop=True) for n in ("train", "tuning", "held_out")}
     for name, p in part.items():
         if p.empty:
             raise TargetError(f"no labelled biopsy reports in the {name} split; the biopsy target needs reports in "
                               "train, tuning and held_out")
+    adapt = adapt_held_out = None
+    if cfg.adapt_sites:
+        overlap = set(cfg.adapt_sites) & set(cfg.sites)
+        if overlap or not cfg.sites:
+            raise TargetError(f"adapt_sites {list(cfg.adapt_sites)} must be other sites than the labelled ones: "
+                              "set sites (e.g. --sites A --adapt-sites B)")
+        new = every.loc[every["site"].isin(cfg.adapt_sites)]
+        adapt = new.loc[new["subject_id"].isin(ids_in(splits, "train")), "text"]  # labels are never read
+        adapt_held_out = new.loc[new["subject_id"].isin(ids_in(splits, "held_out"))].reset_index(drop=True)
+        if adapt.empty:
+            raise TargetError(f"no reports of site(s) {list(cfg.adapt_sites)} in the train split to adapt to")
     preset = cfg.preset if cfg.preset in ("tiny", "small") else "small"
     tcfg = TextClassifierConfig.from_preset(preset, seed=cfg.seed, **dict(cfg.model_overrides))
-    ho = finetune_biopsy(part["train"], part["tuning"], part["held_out"], out, tcfg)
-    return FinetuneResult(Path(out) if out else None, {"held_out": ho}, {})
+    metrics = finetune_biopsy(part["train"], part["tuning"], part["held_out"], out, tcfg, adapt_to=adapt,
+                              also_evaluate=None if adapt_held_out is None or adapt_held_out.empty else
+                              {"held_out_adapt_sites": adapt_held_out})
+    extra = {k: metrics.pop(k) for k in list(metrics) if k == "held_out_adapt_sites"}
+    return FinetuneResult(Path(out) if out else None, {"held_out": metrics, **extra}, {})

@@ -92,7 +92,8 @@ def cmd_finetune(a: argparse.Namespace) -> int:
 
     res = finetune(
         _load(a), out=a.out, config=a.config, init=a.init, target=a.target, model=a.model, preset=a.preset,
-        seed=a.seed, train=_train_overrides(a) or None, sites=a.sites, train_fraction=a.train_fraction,
+        seed=a.seed, train=_train_overrides(a) or None, sites=a.sites, adapt_sites=a.adapt_sites,
+        train_fraction=a.train_fraction,
         split=_split_overrides(a), event_code=a.event, cdai_threshold=a.threshold, n_bootstrap=a.n_bootstrap,
     )
     _print_metrics(res.metrics, fmt)
@@ -101,14 +102,15 @@ def cmd_finetune(a: argparse.Namespace) -> int:
 
 
 def _print_metrics(metrics: dict[str, Any], fmt) -> None:
-    for split in ("tuning", "held_out"):
+    for split in ("tuning", "held_out", "held_out_adapt_sites"):
         m = metrics.get(split)
         if not isinstance(m, dict):
             continue
         figs = [f"{k}={fmt(v)}" for k, v in m.items() if isinstance(v, dict) and "value" in v]
         figs += [f"{k}: auroc={v['auroc']:.3f} f1={v['f1']:.3f}" for k, v in m.items()
                  if isinstance(v, dict) and isinstance(v.get("auroc"), float)]  # text: per label
-        print(f"{split:9s} n={m.get('n_rows', m.get('split_sizes', {}).get(split))}  " + "  ".join(figs))
+        n = m.get("n_rows", m.get("n", m.get("split_sizes", {}).get(split)))
+        print(f"{split:9s} n={n}  " + "  ".join(figs))
 
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
@@ -196,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "for survival: a sequence artifact whose embeddings join the features")
     f.add_argument("--train-fraction", type=float, help="share of train-split patients to use (e.g. 0.1)")
     f.add_argument("--sites", nargs="*", help="restrict to these sites (e.g. B)")
+    f.add_argument("--adapt-sites", nargs="*", help="biopsy: self-train towards these sites on their train-split "
+                                                    "reports, labels unread (with --sites A --adapt-sites B)")
     f.add_argument("--split", choices=["data", "random", "site", "temporal"], help="split strategy (default: the data's)")
     f.add_argument("--held-out-sites", nargs="*", help="with --split site")
     f.add_argument("--cutoff", help="with --split temporal: first-event date at/after which subjects are held out")

@@ -39,6 +39,7 @@ class FinetuneConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     seed: int = 0
     sites: tuple[str, ...] = ()  # restrict training and evaluation to these sites (empty: all)
+    adapt_sites: tuple[str, ...] = ()  # biopsy: self-train towards these sites on their unlabelled reports
     train_fraction: float = 1.0  # share of train-split patients used (transfer learning)
     cdai_threshold: float = codes.CDAI_CONTROLLED_MAX
     event_code: str = codes.FLARE  # survival

@@ -10,6 +10,7 @@ import pytest
 
 from ehrseq import api, codes
 from ehrseq.cli import main
+from ehrseq.errors import TargetError
 
 FAST = ["--preset", "tiny", "--epochs", "2", "--no-progress", "--n-bootstrap", "20"]
 
@@ -147,6 +148,29 @@ def test_biopsy_finetune_then_evaluate(tmp_path):
     assert rep["meta"]["task"] == "multilabel"
     assert "gca" in json.dumps(rep["per_label"])
     assert rep["overall"]["macro_auroc"]["estimate"] is not None
+
+
+def test_biopsy_finetune_at_one_site_self_trained_towards_another(tmp_path, capsys):
+    from ehrseq.artifacts import load_artifact
+
+    c = tmp_path / "bx"
+    assert main(["synth", "--n-patients", "300", "--seed", "3", "--biopsy-rate", "0.6", "--no-extract",
+                 "--out", str(c)]) == 0
+    cfg = tmp_path / "bx.yaml"
+    cfg.write_text("target: biopsy\nmodel: text\npreset: tiny\nmodel_overrides:\n  epochs: 1\n  mlm_epochs: 1\n")
+    out = tmp_path / "art"
+    rc = main(["finetune", "--config", str(cfg), "--data", str(c / "meds"), "--out", str(out),
+               "--sites", "A", "--adapt-sites", "B"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "held_out_adapt_sites" in printed  # site B's held-out reports are scored with their labels
+    art = load_artifact(out)
+    assert art.metrics["split_sizes"]["adapt_to"] > 0
+    assert 0.0 <= art.metrics["held_out_adapt_sites"]["macro"]["auroc"] <= 1.0
+    assert any(h.get("self_train_round") == 1 for h in art.extras["history"])
+    with pytest.raises(TargetError, match="other sites"):
+        api.finetune(c / "meds", config=cfg, sites=["A"], adapt_sites=["A"], out=tmp_path / "no")
+    assert not (tmp_path / "no").exists()  # refused before any training or writing
 
 
 def test_pretrain_with_prefixes_then_finetune_behrt_with_a_weightless_override(cohort, tmp_path):

@@ -627,17 +627,28 @@ def finetune_biopsy(
     held_out_df: pd.DataFrame,
     out_dir: str | Path,
     config: TextClassifierConfig | None = None,
+    adapt_to: TextInput | None = None,
+    also_evaluate: dict[str, pd.DataFrame] | None = None,
 ) -> dict[str, Any]:
     """Fit on train, choose thresholds on tuning, evaluate on held_out, save the artifact; return metrics.
 
     Used by ``ehrseq finetune --target biopsy``. The metrics dict is also written as the artifact's
-    ``metrics.json`` and carries ``artifact_id`` and ``artifact_path``.
+    ``metrics.json`` and carries ``artifact_id`` and ``artifact_path``. ``adapt_to``: unlabelled reports of a
+    new site (self-training, see :meth:`TextClassifier.fit`); ``also_evaluate``: more labelled frames, each
+    scored under its name (e.g. the new site's held-out reports).
     """
-    model = TextClassifier(config).fit(train_df, tuning_df)
+    model = TextClassifier(config).fit(train_df, tuning_df, adapt_to=adapt_to)
     texts, _ = texts_and_ids(held_out_df)
-    y = held_out_df[list(model.config.labels)].to_numpy()
-    metrics = multilabel_metrics(y, model.predict_proba(held_out_df), model.thresholds_, model.config.labels)
+    labels = list(model.config.labels)
+    metrics = multilabel_metrics(held_out_df[labels].to_numpy(), model.predict_proba(held_out_df),
+                                 model.thresholds_, model.config.labels)
     metrics["split_sizes"] = {"train": len(train_df), "tuning": len(tuning_df), "held_out": len(texts)}
+    if adapt_to is not None:
+        metrics["split_sizes"]["adapt_to"] = len(texts_and_ids(adapt_to)[0])
+    for name, frame in (also_evaluate or {}).items():
+        metrics[name] = multilabel_metrics(frame[labels].to_numpy(), model.predict_proba(frame),
+                                           model.thresholds_, model.config.labels)
+        metrics[name]["n"] = len(frame)
     path = model.save(out_dir, metrics=metrics)
     metrics["artifact_path"] = str(path)
     metrics["artifact_id"] = load_artifact(path).artifact_id
