@@ -13,6 +13,10 @@ directory (loaded with ``local_files_only=True``) or a hub model (which works on
 reachable). Per-label decision thresholds are chosen on the
 tuning split (max F1 or Youden's J) and stored in the artifact with the weights (safetensors), the config and
 the tokenizer. The loop is plain PyTorch (``transformers.Trainer`` would need ``accelerate``).
+
+For use at another centre, ``fit(..., adapt_to=reports)`` (or :meth:`TextClassifier.adapt`) self-trains the
+model on that centre's unlabelled reports: its own sharpened scores become soft targets next to the labelled
+reports, so words the labelled site never writes ("GCs", "inflam") are learnt from the reports they occur in.
 """
 
 from __future__ import annotations
@@ -104,7 +108,7 @@ class TextClassifierConfig:
     input_drop: float = 0.0  # share of tokens deleted from fine-tuning windows (augmentation: terser text)
     pos_weight: bool = False  # weight positives by n_neg / n_pos per label (clipped to [1, 10])
     ensemble: int = 1  # members trained with seeds seed, seed + 1, ...; their probabilities are averaged
-    self_train_rounds: int = 1  # rounds of self-training on fit(..., adapt_to=reports); no effect without them
+    self_train_rounds: int = 2  # rounds of self-training on fit(..., adapt_to=reports); no effect without them
     seed: int = 0
     labels: tuple[str, ...] = field(default_factory=lambda: tuple(BIOPSY_LABELS))
 
