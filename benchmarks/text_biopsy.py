@@ -38,7 +38,12 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score  # noqa: E402
 
 from benchmarks.common import machine
-from ehrseq.models.text_classifier import TextClassifier, TextClassifierConfig, choose_thresholds  # noqa: E402
+from ehrseq.models.text_classifier import (  # noqa: E402
+    TextClassifier,
+    TextClassifierConfig,
+    choose_thresholds,
+    sharpen,
+)
 from ehrseq.synth.reports import REPORT_LABELS, generate_reports  # noqa: E402
 
 LABELS = list(REPORT_LABELS)
@@ -86,8 +91,12 @@ def rule_scores(texts: list[str]) -> np.ndarray:
 class TfidfLogReg:
     """Word 1-2 gram TF-IDF + one logistic regression per label; thresholds chosen on tuning."""
 
+    @staticmethod
+    def _vectorizer() -> TfidfVectorizer:
+        return TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+
     def fit(self, train: pd.DataFrame, tuning: pd.DataFrame) -> TfidfLogReg:
-        self.vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+        self.vec = self._vectorizer()
         x = self.vec.fit_transform(train.text)
         self.models = [LogisticRegression(C=10.0, max_iter=2000).fit(x, train[lab]) for lab in LABELS]
         self.thresholds_ = choose_thresholds(tuning[LABELS].to_numpy(), self.predict_proba(tuning.text))
@@ -102,14 +111,13 @@ class TfidfLogReg:
         (1-p)^2)), refit on the labelled rows plus each target row twice (as 1 with weight q, as 0 with 1-q).
         The vocabulary is refitted on labelled + target text, so words only the new site writes can count."""
         p = self.predict_proba(target)  # the fitted site-A model
-        self.vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit(
-            pd.concat([train.text, target]))
+        self.vec = self._vectorizer().fit(pd.concat([train.text, target]))
         x_train, x_target = self.vec.transform(train.text), self.vec.transform(target)
         x = sp.vstack([x_train, x_target, x_target])
         for r in range(rounds):
             if r:
                 p = self.predict_proba(target)
-            q = p**2 / (p**2 + (1 - p) ** 2)
+            q = sharpen(p)
             self.models = [
                 LogisticRegression(C=10.0, max_iter=2000).fit(
                     x, np.concatenate([train[lab], np.ones(len(q)), np.zeros(len(q))]),

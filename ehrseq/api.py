@@ -442,7 +442,7 @@ def _finetune_text(d: LoadedData, cfg: FinetuneConfig, out: str | Path | None) -
         if p.empty:
             raise TargetError(f"no labelled biopsy reports in the {name} split; the biopsy target needs reports in "
                               "train, tuning and held_out")
-    adapt = adapt_held_out = None
+    adapt, also = None, {}
     if cfg.adapt_sites:
         overlap = set(cfg.adapt_sites) & set(cfg.sites)
         if overlap or not cfg.sites:
@@ -450,13 +450,14 @@ def _finetune_text(d: LoadedData, cfg: FinetuneConfig, out: str | Path | None) -
                               "set sites (e.g. --sites A --adapt-sites B)")
         new = every.loc[every["site"].isin(cfg.adapt_sites)]
         adapt = new.loc[new["subject_id"].isin(ids_in(splits, "train")), "text"]  # labels are never read
-        adapt_held_out = new.loc[new["subject_id"].isin(ids_in(splits, "held_out"))].reset_index(drop=True)
+        new_held_out = new.loc[new["subject_id"].isin(ids_in(splits, "held_out"))].reset_index(drop=True)
+        if not new_held_out.empty:  # the new site's labelled held-out reports, scored next to held_out
+            also["held_out_adapt_sites"] = new_held_out
         if adapt.empty:
             raise TargetError(f"no reports of site(s) {list(cfg.adapt_sites)} in the train split to adapt to")
     preset = cfg.preset if cfg.preset in ("tiny", "small") else "small"
     tcfg = TextClassifierConfig.from_preset(preset, seed=cfg.seed, **dict(cfg.model_overrides))
     metrics = finetune_biopsy(part["train"], part["tuning"], part["held_out"], out, tcfg, adapt_to=adapt,
-                              also_evaluate=None if adapt_held_out is None or adapt_held_out.empty else
-                              {"held_out_adapt_sites": adapt_held_out})
-    extra = {k: metrics.pop(k) for k in list(metrics) if k == "held_out_adapt_sites"}
+                              also_evaluate=also)
+    extra = {name: metrics.pop(name) for name in also}
     return FinetuneResult(Path(out) if out else None, {"held_out": metrics, **extra}, {})

@@ -278,7 +278,7 @@ class TextClassifier:
             self.nets_.append(net)
             self._finetune(net, train_w, y_train, tune_w, y_tune, seed, member=k)
         if adapt_to is not None and cfg.self_train_rounds > 0:
-            self._self_train(train_texts, y_train, _adapt_texts(adapt_to), tune_w, y_tune)
+            self._self_train(train_w, y_train, _adapt_texts(adapt_to), tune_w, y_tune)
         self.thresholds_ = choose_thresholds(y_tune, self._proba(tune_w, len(tune_texts)), cfg.threshold_metric)
         return self
 
@@ -289,24 +289,23 @@ class TextClassifier:
         self._check_fitted()
         train_texts, y_train = self._check_labelled(train_df, "train_df")
         tune_texts, y_tune = self._check_labelled(tuning_df, "tuning_df")
-        tune_w = self.windows(tune_texts)
-        self._self_train(train_texts, y_train, _adapt_texts(adapt_to), tune_w, y_tune,
-                         rounds=max(1, self.config.self_train_rounds))
+        target = _adapt_texts(adapt_to)
         self.config.self_train_rounds = max(1, self.config.self_train_rounds)
+        tune_w = self.windows(tune_texts)
+        self._self_train(self.windows(train_texts), y_train, target, tune_w, y_tune)
         self.thresholds_ = choose_thresholds(y_tune, self._proba(tune_w, len(tune_texts)),
                                              self.config.threshold_metric)
         return self
 
-    def _self_train(self, train_texts: list[str], y_train: np.ndarray, target: list[str], tune_w: Windows,
-                    y_tune: np.ndarray, rounds: int | None = None) -> None:
+    def _self_train(self, train_w: Windows, y_train: np.ndarray, target: list[str], tune_w: Windows,
+                    y_tune: np.ndarray) -> None:
         """Rounds of: score ``target`` with the (ensemble) model, sharpen, fine-tune every member on both."""
         target_w = self.windows(target)
-        both_w = self.windows(train_texts + target)
+        both_w = Windows(ids=train_w.ids + target_w.ids, report=np.concatenate([train_w.report,
+                                                                               target_w.report + len(y_train)]))
         done = max((h.get("self_train_round", 0) for h in self.history_), default=0)
-        for r in range(done + 1, done + 1 + (self.config.self_train_rounds if rounds is None else rounds)):
-            p = self._proba(target_w, len(target))
-            soft = (p**2 / (p**2 + (1 - p) ** 2)).astype(np.float32)  # temperature 1/2: surer, never hard
-            y_both = np.concatenate([y_train, soft])
+        for r in range(done + 1, done + 1 + self.config.self_train_rounds):
+            y_both = np.concatenate([y_train, sharpen(self._proba(target_w, len(target))).astype(np.float32)])
             for k, net in enumerate(self.nets_):
                 seed = self.config.seed + k + 1000 * r
                 seed_everything(seed)
@@ -518,6 +517,11 @@ def _load_pretrained(name: str) -> tuple[PreTrainedTokenizerBase, PreTrainedMode
     return tok, enc
 
 
+def sharpen(p: np.ndarray) -> np.ndarray:
+    """Self-training targets: ``p^2 / (p^2 + (1 - p)^2)``, i.e. temperature 1/2 (surer, never hard)."""
+    return p**2 / (p**2 + (1 - p) ** 2)
+
+
 def _adapt_texts(adapt_to: TextInput) -> list[str]:
     texts = texts_and_ids(adapt_to)[0]
     if not texts:
@@ -642,17 +646,18 @@ def finetune_biopsy(
     scored under its name (e.g. the new site's held-out reports).
     """
     model = TextClassifier(config).fit(train_df, tuning_df, adapt_to=adapt_to)
-    texts, _ = texts_and_ids(held_out_df)
-    labels = list(model.config.labels)
-    metrics = multilabel_metrics(held_out_df[labels].to_numpy(), model.predict_proba(held_out_df),
-                                 model.thresholds_, model.config.labels)
-    metrics["split_sizes"] = {"train": len(train_df), "tuning": len(tuning_df), "held_out": len(texts)}
+    labels = model.config.labels
+
+    def score(frame: pd.DataFrame) -> dict[str, Any]:
+        return multilabel_metrics(frame[list(labels)].to_numpy(), model.predict_proba(frame), model.thresholds_,
+                                  labels)
+
+    metrics = score(held_out_df)
+    metrics["split_sizes"] = {"train": len(train_df), "tuning": len(tuning_df), "held_out": len(held_out_df)}
     if adapt_to is not None:
-        metrics["split_sizes"]["adapt_to"] = len(texts_and_ids(adapt_to)[0])
+        metrics["split_sizes"]["adapt_to"] = len(adapt_to)  # fit has checked every one of them
     for name, frame in (also_evaluate or {}).items():
-        metrics[name] = multilabel_metrics(frame[labels].to_numpy(), model.predict_proba(frame),
-                                           model.thresholds_, model.config.labels)
-        metrics[name]["n"] = len(frame)
+        metrics[name] = {**score(frame), "n": len(frame)}
     path = model.save(out_dir, metrics=metrics)
     metrics["artifact_path"] = str(path)
     metrics["artifact_id"] = load_artifact(path).artifact_id
