@@ -221,8 +221,11 @@ def test_self_training_reads_the_new_sites_text_only_and_keeps_the_vocabulary(
     loaded = TextClassifier.load(adapted.save(tmp_path / "adapted"))
     assert loaded.config.self_train_rounds == 2
     np.testing.assert_array_equal(loaded.predict_proba(site_b), adapted.predict_proba(site_b))
-    with pytest.raises(DataValidationError, match="adapt_to"):
-        TextClassifier(cfg).fit(site_a, tuning, adapt_to=[])
+    before, nets = plain.predict_proba(site_b), plain.nets_
+    with pytest.raises(DataValidationError, match="adapt_to"):  # refused before any training
+        plain.fit(site_a, tuning, adapt_to=[])
+    assert plain.nets_ is nets
+    np.testing.assert_array_equal(plain.predict_proba(site_b), before)
     with pytest.raises(DataValidationError, match="report_id"):
         TextClassifier(cfg).fit(site_a, tuning, adapt_to=site_b.assign(text=[""] + site_b.text.tolist()[1:]))
     with pytest.raises(ValueError, match="self_train_rounds"):

@@ -253,6 +253,7 @@ class TextClassifier:
         train_texts, y_train = self._check_labelled(train_df, "train_df")
         tune_texts, y_tune = self._check_labelled(tuning_df, "tuning_df")
         extra = texts_and_ids(unlabeled)[0] if unlabeled is not None else []
+        target = _adapt_texts(adapt_to) if adapt_to is not None and cfg.self_train_rounds > 0 else None
         if cfg.pretrained is None:
             self.tokenizer_ = train_wordpiece(
                 train_texts + extra, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency
@@ -277,8 +278,8 @@ class TextClassifier:
                 net.pos_weight = torch.from_numpy(np.clip((len(y_train) - pos) / np.maximum(pos, 1), 1, 10))
             self.nets_.append(net)
             self._finetune(net, train_w, y_train, tune_w, y_tune, seed, member=k)
-        if adapt_to is not None and cfg.self_train_rounds > 0:
-            self._self_train(train_w, y_train, _adapt_texts(adapt_to), tune_w, y_tune)
+        if target is not None:
+            self._self_train(train_w, y_train, target, tune_w, y_tune)
         self.thresholds_ = choose_thresholds(y_tune, self._proba(tune_w, len(tune_texts)), cfg.threshold_metric)
         return self
 
