@@ -5,7 +5,7 @@
     python -m benchmarks.text_ablation --name ensemble --set ensemble=3        # about 1-3 min per member
     python -m benchmarks.text_ablation --name self-train --adapt-b 2000        # self-training on site B
 
-Same reports as ``benchmarks.text_biopsy`` (2000 site-A train, 500 tuning, 600 test per site, seeds 11/12/13),
+Same reports as ``benchmarks.text_biopsy`` (by default 2000 site-A train, 500 tuning; 600 test per site; seeds 11/12/13),
 the ``small`` preset with ``--set key=value`` overrides. The ablation figures in
 ``benchmarks/results/text_biopsy.md`` ("Against the target") come from these commands.
 """
@@ -35,13 +35,15 @@ def main() -> None:
                     help="TextClassifierConfig override (value read as JSON), e.g. input_drop=0.1")
     ap.add_argument("--unlabelled-b", type=int, default=0,
                     help="add this many unlabelled site-B train reports to the vocabulary and masked-LM")
+    ap.add_argument("--n-train", type=int, default=2000, help="labelled site-A training reports")
+    ap.add_argument("--n-tuning", type=int, default=500, help="labelled site-A tuning reports")
     ap.add_argument("--adapt-b", type=int, default=0,
                     help="self-train on this many unlabelled site-B train reports (fit(..., adapt_to=...))")
     a = ap.parse_args()
     torch.set_num_threads(1)
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in a.set)}
     labels = list(REPORT_LABELS)
-    train, tuning = generate_reports(2000, seed=11, site="A"), generate_reports(500, seed=12, site="A")
+    train, tuning = generate_reports(a.n_train, seed=11, site="A"), generate_reports(a.n_tuning, seed=12, site="A")
     tests = {"within": generate_reports(600, seed=13, site="A"), "cross": generate_reports(600, seed=13, site="B")}
     unlabelled = generate_reports(a.unlabelled_b, seed=11, site="B").text.tolist() if a.unlabelled_b else None
     adapt = generate_reports(a.adapt_b, seed=11, site="B").text.tolist() if a.adapt_b else None
