@@ -11,12 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ehrseq import codes
+from ehrseq import codes, schemas
 from ehrseq.errors import DataValidationError
 from ehrseq.io import TABLES, ValidationPolicy, load_schema, read_extract, validate_events, write_extract
-from ehrseq.io.extract import SCHEMA_DIR
 
-EXAMPLES = SCHEMA_DIR / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "data_schemas" / "examples"
 
 
 def copy_examples(tmp_path: Path, *tables: str) -> Path:
@@ -34,8 +33,9 @@ def edit(path: Path, row: int, column: str, value: str) -> None:
 
 
 def test_schema_files_are_valid_draft_2020_12():
-    for table in TABLES:
-        schema = json.loads((SCHEMA_DIR / f"{table}.schema.json").read_text())
+    assert set(TABLES) < set(schemas.SCHEMA_NAMES)
+    for table in schemas.SCHEMA_NAMES:
+        schema = json.loads(schemas.schema_file(table).read_text())
         jsonschema.Draft202012Validator.check_schema(schema)
         assert schema["$schema"].endswith("2020-12/schema") and "subject_id" in schema["required"]
         assert all("description" in p for p in schema["properties"].values())
@@ -56,6 +56,41 @@ def test_example_files_pass_jsonschema_row_by_row():
                 typed[col] = (None if cell == "" else int(cell) if "integer" in types
                               else float(cell) if "number" in types else cell)
             validator.validate(typed)
+
+
+def test_schemas_have_one_source_of_truth_in_the_package():
+    # data_schemas/ is for people (README, examples); a second copy of a schema there would drift.
+    assert not list(EXAMPLES.parent.glob("*.json"))
+    assert all(schemas.schema_file(name).is_file() for name in schemas.SCHEMA_NAMES)
+
+
+def custom_schema_dir(tmp_path: Path, table: str, column: str, **spec: object) -> Path:
+    """A schema_dir holding the shipped schema of ``table`` with ``spec`` merged into one column."""
+    out = tmp_path / f"schemas_{column}"
+    out.mkdir()
+    schema = json.loads(schemas.schema_file(table).read_text())
+    schema["properties"][column].update(spec)
+    (out / f"{table}.schema.json").write_text(json.dumps(schema))
+    return out
+
+
+def test_a_custom_schema_with_a_keyword_the_loader_would_skip_is_refused(tmp_path):
+    extract = copy_examples(tmp_path, "patients")
+    custom = custom_schema_dir(tmp_path, "patients", "site", maxLength=0)  # every example site breaks it
+    with pytest.raises(DataValidationError, match=r"patients.schema.json, column 'site'.*maxLength"):
+        read_extract(extract, schema_dir=custom)
+    custom = custom_schema_dir(tmp_path, "patients", "death_date", format="date-time")
+    with pytest.raises(DataValidationError, match=r"column 'death_date'.*format other than 'date'"):
+        read_extract(extract, schema_dir=custom)
+
+
+def test_an_invalid_custom_schema_names_the_file_and_key(tmp_path):
+    extract = copy_examples(tmp_path, "patients")
+    custom = custom_schema_dir(tmp_path, "patients", "sex", type="text")
+    with pytest.raises(DataValidationError, match=r"patients.schema.json.*draft 2020-12.*properties/sex/type"):
+        read_extract(extract, schema_dir=custom)
+    with pytest.raises(DataValidationError, match=r"visits.schema.json: schema file does not exist"):
+        load_schema("visits", str(custom))
 
 
 def test_example_files_pass_the_loader_with_the_documented_codes():

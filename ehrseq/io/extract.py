@@ -13,23 +13,25 @@ they become (see :mod:`ehrseq.codes`)::
     reports           NOTE//TA_BIOPSY, text_value = text (label columns -> EventsResult.report_labels)
     outcomes          EVENT//<EVENT>
 
-Each table is described by a JSON Schema (draft 2020-12) in ``data_schemas/<table>.schema.json``; the
-loader reads the schema and applies its ``required``, ``type``, ``format: date``, ``enum``, ``pattern``,
-``minimum`` and ``maximum`` keywords to whole columns at once (never row by row).
+Each table is described by a JSON Schema (draft 2020-12), ``ehrseq/schemas/<table>.schema.json`` (shipped
+in the package, see :mod:`ehrseq.schemas`); the loader applies its ``required``, ``type``, ``format: date``,
+``enum``, ``pattern``, ``minLength``, ``minimum`` and ``maximum`` keywords to whole columns at once (never row
+by row). A schema (e.g. from ``schema_dir``) that uses any other validation keyword is refused, since the
+loader would not apply it.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ehrseq import codes
+from ehrseq import codes, schemas
 from ehrseq.errors import DataValidationError, first_ids
 from ehrseq.io.meds import EventsResult
 from ehrseq.io.validate import (
@@ -44,7 +46,6 @@ from ehrseq.io.validate import (
     to_text,
 )
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "data_schemas"
 TABLES: tuple[str, ...] = ("patients", "visits", "diagnoses", "labs", "medications", "disease_activity",
                            "reports", "outcomes")
 # table -> (date column, code prefix, column holding the code's value)
@@ -60,11 +61,17 @@ _EVENT_TABLES: dict[str, tuple[str, str, str]] = {
 
 
 @cache
-def load_schema(table: str, schema_dir: str | None = None) -> dict:
-    """The JSON Schema (as a dict) of one extract table."""
+def load_schema(table: str, schema_dir: str | Path | None = None) -> dict[str, Any]:
+    """The JSON Schema (as a dict) of one extract table: the shipped one, or ``<schema_dir>/<table>.schema.json``.
+
+    Raises :class:`DataValidationError` naming the file and key when the schema is invalid or uses a keyword
+    the column-wise loader (:func:`check_table`) does not apply. The dict is cached: do not modify it.
+    """
     if table not in TABLES:
         raise KeyError(f"unknown extract table {table!r}; tables: {', '.join(TABLES)}")
-    return json.loads((Path(schema_dir or SCHEMA_DIR) / f"{table}.schema.json").read_text())
+    schema = schemas.load(table, schema_dir)
+    schemas.check_table_schema(schema, file=str(schemas.schema_file(table, schema_dir)))
+    return schema
 
 
 def _word(s: pd.Series) -> pd.Series:
@@ -147,7 +154,8 @@ def check_table(
             if bad.any():
                 raise DataValidationError(f"has values outside the schema (expected {rule})", file=file,
                                           column=col, n_rows=int(bad.sum()), subject_ids=first_ids(sid[bad]),
-                                          hint="See data_schemas/README.md for the allowed values.")
+                                          hint=f"See the schema {Path(file).stem}.schema.json "
+                                          "(ehrseq.io.load_schema) for the allowed values.")
         if "integer" in types and "number" not in types:
             v = v.round().astype("Int64")
         out[col] = v.reset_index(drop=True)
@@ -380,5 +388,5 @@ def _reports_table(r: pd.DataFrame, labels: pd.DataFrame | None) -> pd.DataFrame
     return pd.DataFrame(cols)
 
 
-__all__ = ["TABLES", "SCHEMA_DIR", "load_schema", "check_table", "read_extract_tables", "read_extract",
+__all__ = ["TABLES", "load_schema", "check_table", "read_extract_tables", "read_extract",
            "write_extract"]
