@@ -5,11 +5,15 @@
     res = api.finetune("runs/cohort/meds", target="cdai", out="runs/cdai_rnn")
     print(res.metrics["held_out"]["auroc"])
     preds = api.predict("runs/cdai_rnn", "runs/cohort/meds")       # subject_id, prediction_time, ...
+
+A task of one's own: ``api.finetune(data, labels="labels/")`` (a MEDS label file or directory, or a label
+frame) or ``api.finetune(data, task="configs/tasks/mimic/in_hospital_mortality.yaml")`` (an ACES task file).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,48 +22,33 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ehrseq import codes
 from ehrseq.artifacts import Artifact, load_artifact, save_artifact
 from ehrseq.config import FinetuneConfig, config_to_dict, load_config
 from ehrseq.data.dataset import SequenceDataset
+from ehrseq.data.loading import LoadedData, biopsy_frame, load_data
 from ehrseq.errors import ArtifactError, DataValidationError, TargetError
-from ehrseq.featurize.featurizer import FeatureSet, Featurizer
-from ehrseq.labels import TASK_OF_TARGET, make_labels
+from ehrseq.featurize.featurizer import Featurizer
 from ehrseq.pretrain import PRETRAIN_TARGET
+from ehrseq.registry import (
+    SEQUENCE_MODELS,
+    behrt_from_pretrained,
+    build_model,
+    head_for,
+    make_dataset,
+    model_config_dict,
+    model_from_artifact,
+)
+from ehrseq.scoring.predict import artifact_task
 from ehrseq.split import PatientSplitter, assert_disjoint, ids_in, subjects_table
+from ehrseq.tasks.label_files import TaskLabels
+from ehrseq.tasks.resolve import builtin_params, rebuild_labels, resolve_task
+from ehrseq.tasks.spec import TaskSpec
 from ehrseq.utils import frame_hash, seed_everything
 
 log = logging.getLogger(__name__)
-SEQUENCE_MODELS = ("rnn", "behrt")
-
-
-# --------------------------------------------------------------------------- data
-@dataclass
-class LoadedData:
-    events: pd.DataFrame
-    splits: pd.DataFrame | None
-    report_labels: pd.DataFrame | None
-    source: str
-
-
-def load_data(path: str | Path, *, column_map: dict[str, str] | None = None) -> LoadedData:
-    """Read a MEDS root, a MEDS Parquet file/directory, or an EHR-extract directory."""
-    from ehrseq.io import read_extract, read_meds, read_subject_splits
-
-    p = Path(path)
-    if not p.exists():
-        raise DataValidationError("path does not exist", file=str(p), hint="pass a MEDS root or an EHR-extract directory")
-    if p.is_dir() and any((p / f"patients.{ext}").exists() for ext in ("csv", "parquet")):
-        res = read_extract(p)
-        return LoadedData(res.events, None, getattr(res, "report_labels", None), "extract")
-    res = read_meds(p, column_map=column_map)
-    splits = None
-    if (p / "metadata" / "subject_splits.parquet").exists():
-        splits = read_subject_splits(p)
-    labels = None
-    if (p / "truth" / "biopsy_labels.parquet").exists():
-        labels = pd.read_parquet(p / "truth" / "biopsy_labels.parquet")
-    return LoadedData(res.events, splits, labels, "meds")
+__all__ = ["LoadedData", "load_data", "biopsy_frame", "synthesize", "finetune", "predict", "predict_meds",
+           "FinetuneResult", "Prediction", "artifact_task",
+           "build_model", "make_dataset", "model_config_dict", "model_from_artifact", "SEQUENCE_MODELS"]
 
 
 def synthesize(n_patients: int = 2000, *, out: str | Path, n_sites: int = 2, seed: int = 0, extract: bool = True,
@@ -85,6 +74,7 @@ def synthesize(n_patients: int = 2000, *, out: str | Path, n_sites: int = 2, see
 
 
 def resolve_splits(data: LoadedData, cfg: FinetuneConfig) -> pd.DataFrame:
+    """The patient split of a run: the data's own subject_splits, or one drawn by ``cfg.split``."""
     s = cfg.split
     if s.strategy == "data":
         if data.splits is not None:
@@ -121,81 +111,23 @@ def _restrict(events: pd.DataFrame, splits: pd.DataFrame, cfg: FinetuneConfig) -
 
 
 # ------------------------------------------------------------------------- targets
-def target_arrays(target: str, labels: pd.DataFrame, label_names: list[str] | None) -> np.ndarray:
-    if target == "cdai":
-        return labels["boolean_value"].to_numpy(np.float32)[:, None]
-    if target == "cdai_value":
-        return labels["float_value"].to_numpy(np.float32)[:, None]
-    if target == "next_visit_dx":
+def target_arrays(spec: TaskSpec, frame: pd.DataFrame, label_names: list[str] | None) -> np.ndarray:
+    """(N, K) float32 training targets of a task's label rows (multiclass: the class index, K = 1)."""
+    if spec.kind == "binary":
+        return frame["boolean_value"].to_numpy(np.float32)[:, None]
+    if spec.kind == "regression":
+        return frame["float_value"].to_numpy(np.float32)[:, None]
+    if spec.kind == "multiclass":
+        return frame["integer_value"].to_numpy(np.float32)[:, None]
+    if spec.kind == "multilabel":
         pos = {c: i for i, c in enumerate(label_names or [])}
-        y = np.zeros((len(labels), len(pos)), np.float32)
-        for r, cs in enumerate(labels["codes"]):
+        y = np.zeros((len(frame), len(pos)), np.float32)
+        for r, cs in enumerate(frame["codes"]):
             for c in cs:
                 if c in pos:
                     y[r, pos[c]] = 1.0
         return y
-    raise TargetError(f"target '{target}' has no array form for sequence models")
-
-
-def _labels_for(target: str, events: pd.DataFrame, cfg: FinetuneConfig) -> pd.DataFrame:
-    kw: dict[str, Any] = {}
-    if target == "cdai":
-        kw["threshold"] = cfg.cdai_threshold
-    if target == "survival":
-        kw.update(event_code=cfg.event_code, landmark_visit=cfg.landmark_visit)
-    return make_labels(target, events, **kw)
-
-
-# --------------------------------------------------------------------------- models
-def build_model(model: str, head: str, num_labels: int, fz: Featurizer, preset: str, overrides: dict[str, Any],
-                pos_weight: float | None) -> torch.nn.Module:
-    if model == "rnn":
-        from ehrseq.models.rnn_forecaster import RNN_PRESETS, RNNConfig, RNNForecaster
-
-        if preset not in RNN_PRESETS:
-            raise ValueError(f"unknown rnn preset '{preset}'; choose {list(RNN_PRESETS)}")
-        cfg = RNNConfig(fz.n_step_features, fz.n_static_features, head=head, num_labels=num_labels,
-                        pos_weight=pos_weight, **RNN_PRESETS[preset](**overrides))
-        return RNNForecaster(cfg)
-    if model == "behrt":
-        from ehrseq.models.behrt import BehrtModel, behrt_base, behrt_small, behrt_tiny
-
-        presets = {"tiny": behrt_tiny, "small": behrt_small, "base": behrt_base}
-        if preset not in presets:
-            raise ValueError(f"unknown behrt preset '{preset}'; choose {list(presets)}")
-        bc = presets[preset](
-            vocab_size=len(fz.vocab_), time_vocab_size=fz.n_time_bins, value_vocab_size=fz.n_value_ids,
-            max_visits=fz.config.max_visits + 1, max_position_embeddings=fz.config.max_len + 1,
-            age_vocab_size=fz.config.max_age + 1, head=head, num_labels=num_labels, pos_weight=pos_weight,
-            **overrides,
-        )
-        return BehrtModel(bc)
-    raise ValueError(f"unknown model '{model}'; sequence models are {SEQUENCE_MODELS}")
-
-
-def model_config_dict(model: torch.nn.Module) -> dict[str, Any]:
-    cfg = model.config
-    return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(vars(cfg))
-
-
-def model_from_artifact(art: Artifact) -> torch.nn.Module:
-    kind = art.config["model_type"]
-    mc = dict(art.config["model"])
-    if kind == "rnn":
-        from ehrseq.models.rnn_forecaster import RNNConfig, RNNForecaster
-
-        m: torch.nn.Module = RNNForecaster(RNNConfig(**mc))
-    elif kind == "behrt":
-        from ehrseq.models.behrt import BehrtConfig, BehrtModel
-
-        m = BehrtModel(BehrtConfig(**_saved_behrt_config(mc)))
-    else:
-        raise ArtifactError(f"{art.path}: model_type '{kind}' is not a sequence model")
-    missing, unexpected = m.load_state_dict(art.state_dict, strict=False)
-    if missing or unexpected:
-        raise ArtifactError(f"{art.path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    m.eval()
-    return m
+    raise TargetError(f"a '{spec.kind}' task has no array form for sequence models")
 
 
 def subsample_rows(labels: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
@@ -203,38 +135,6 @@ def subsample_rows(labels: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
     key = np.random.default_rng(seed).random(len(labels))
     rank = pd.Series(key).groupby(labels["subject_id"].to_numpy()).rank(method="first").to_numpy()
     return labels.loc[rank <= k].reset_index(drop=True)
-
-
-def make_dataset(fs: FeatureSet, targets: np.ndarray | None, fz: Featurizer, model: str) -> SequenceDataset:
-    """A dataset building only the view ``model`` reads: steps for the RNN, tokens for BEHRT."""
-    return SequenceDataset(fs, targets, max_len=fz.config.max_len, max_visits=fz.config.max_visits,
-                           max_steps=fz.config.max_visits, tokens=model == "behrt", steps=model == "rnn",
-                           positions=fz.config.positions)
-
-
-def _saved_behrt_config(mc: dict[str, Any]) -> dict[str, Any]:
-    """BehrtConfig keyword arguments from an artifact's model config (transformers' bookkeeping keys dropped).
-
-    Artifacts written before pooling was an option read the CLS token."""
-    return {"pooling": "cls", **{k: v for k, v in mc.items() if k not in ("transformers_version", "architectures")}}
-
-
-def behrt_from_pretrained(art: Artifact, head: str, num_labels: int,
-                          overrides: dict[str, Any] | None = None) -> torch.nn.Module:
-    """A BEHRT with a fresh ``head`` whose embeddings and encoder come from an MLM-pretraining artifact.
-
-    ``overrides`` (the fine-tuning config's model_overrides) may change what has no weights: pooling, dropout.
-    """
-    from ehrseq.models.behrt import BehrtConfig, BehrtModel
-
-    mc = _saved_behrt_config(art.config["model"])
-    mc.update(head=head, num_labels=num_labels, pos_weight=None, **(overrides or {}))
-    model = BehrtModel(BehrtConfig(**mc))
-    body = {k: v for k, v in art.state_dict.items() if k.startswith(("embeddings.", "encoder."))}
-    missing, unexpected = model.load_state_dict(body, strict=False)
-    if unexpected or any(k.startswith(("embeddings.", "encoder.")) for k in missing):
-        raise ArtifactError(f"{art.path}: pretrained weights do not fit this BEHRT configuration")
-    return model
 
 
 # ------------------------------------------------------------------------ finetune
@@ -247,83 +147,145 @@ class FinetuneResult:
     featurizer: Featurizer | None = None
 
 
+def _task_overrides(overrides: dict[str, Any], labels: Any, task: Any) -> Any:
+    """Label files and task files given to the API: paths go into the config, frames/TaskLabels stay objects."""
+    obj = None
+    if labels is not None:
+        if isinstance(labels, (str, Path)):
+            overrides["labels"] = str(labels)
+        else:
+            obj = labels
+    if task is not None:
+        overrides["task"] = str(task)
+    return obj
+
+
+def _check_task_choice(cfg: FinetuneConfig, has_label_object: bool) -> None:
+    chosen = [n for n, v in (("labels", cfg.labels or has_label_object), ("task", cfg.task)) if v]
+    if len(chosen) > 1:
+        raise TargetError("pass either a label file (--labels) or a task file (--task), not both")
+    if chosen and cfg.target not in ("cdai",):
+        raise TargetError(f"target '{cfg.target}' and --{chosen[0]} both name the task: keep one")
+    if chosen and cfg.model == "text":
+        raise TargetError("the text classifier trains on biopsy reports (--target biopsy); label and task files "
+                          "train the sequence models (rnn, behrt) and deepsurv")
+
+
 def finetune(
     data: str | Path | LoadedData,
     *,
     out: str | Path | None = None,
     config: FinetuneConfig | str | Path | None = None,
     init: str | Path | None = None,
+    labels: str | Path | pd.DataFrame | TaskLabels | None = None,
+    task: str | Path | None = None,
+    column_map: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> FinetuneResult:
-    """Fit a model for ``target`` on the train split, early-stop on tuning, evaluate tuning and held_out.
+    """Fit a model for a task on the train split, early-stop on tuning, evaluate tuning and held_out.
 
-    ``init``: an artifact to start from (transfer learning): its featurizer is reused frozen and its weights
-    are the starting point. Overrides are FinetuneConfig fields (target=..., model=..., train_fraction=...).
+    The task is ``labels`` (a MEDS label file or directory, a label frame, or TaskLabels), else ``task`` (an
+    ACES task file), else the built-in ``target`` override (default ``cdai``). ``init``: an artifact to start
+    from (transfer learning or BEHRT pretraining): its featurizer is reused frozen and its weights are the
+    starting point. Other overrides are FinetuneConfig fields (model=..., train={"epochs": 3}, ...).
+    ``column_map`` renames the columns of a MEDS export as it is read.
     """
-    cfg = load_config(config, **overrides)
+    label_obj = _task_overrides(overrides, labels, task)
+    cfg = load_config(config, **overrides)  # config errors come before any data is read
+    _check_task_choice(cfg, label_obj is not None)
     seed_everything(cfg.seed)
-    d = data if isinstance(data, LoadedData) else load_data(data)
-    if cfg.target == "biopsy" or cfg.model == "text":
+    d = data if isinstance(data, LoadedData) else load_data(data, column_map=column_map)
+    has_task = cfg.labels is not None or cfg.task is not None or label_obj is not None
+    if not has_task and (cfg.target == "biopsy" or cfg.model == "text"):
         return _finetune_text(d, cfg, out)
     splits = resolve_splits(d, cfg)
     events, splits = _restrict(d.events, splits, cfg)
-    if cfg.target == "survival" or cfg.model == "deepsurv":
+    tl, match = resolve_task(events, labels=label_obj if label_obj is not None else cfg.labels, task=cfg.task,
+                             predicates=cfg.predicates, label_kind=cfg.label_kind, target=cfg.target,
+                             params=builtin_params(cfg.target, config_to_dict(cfg)),
+                             max_unmatched_fraction=cfg.max_unmatched_label_fraction)
+    if tl.spec.kind == "survival" or cfg.model == "deepsurv":
+        if tl.spec.kind != "survival":
+            raise TargetError(f"deepsurv fits time-to-event tasks; this task is '{tl.spec.kind}'")
         from ehrseq.survival_task import finetune_survival
 
-        return finetune_survival(events, splits, cfg, out, embeddings_from=init)
+        return finetune_survival(events, splits, cfg, out, tl, embeddings_from=init, label_match=match)
     if cfg.model not in SEQUENCE_MODELS:
-        raise ValueError(f"model '{cfg.model}' cannot do target '{cfg.target}'; use one of {SEQUENCE_MODELS}")
-    task = TASK_OF_TARGET.get(cfg.target)
-    if task is None:
-        raise TargetError(f"unknown target '{cfg.target}'; choose cdai, cdai_value, next_visit_dx, survival, biopsy")
-    labels = _labels_for(cfg.target, events, cfg)
+        raise TargetError(f"model '{cfg.model}' cannot fit a '{tl.spec.kind}' task; use one of "
+                          f"{', '.join(SEQUENCE_MODELS)}")
+    return _finetune_sequence(events, splits, cfg, out, tl, match, init)
 
+
+def _label_names(tl: TaskLabels, splits: pd.DataFrame, cfg: FinetuneConfig) -> list[str] | None:
+    if tl.spec.kind == "multiclass":
+        return list(tl.spec.classes or ())
+    if tl.spec.kind != "multilabel":
+        return None
+    tr = tl.frame.loc[tl.frame["subject_id"].isin(ids_in(splits, "train")), "codes"].explode().value_counts()
+    names = sorted(str(c) for c in tr.index[tr >= cfg.min_label_count])
+    if not names:
+        raise TargetError("no diagnosis code occurs often enough at next visits in the train split "
+                          "(min_label_count in the config)")
+    return names
+
+
+def _check_init(init_art: Artifact, spec: TaskSpec, model: str) -> bool:
+    """True when ``init`` is a pretraining artifact; refuses one trained for another task or model."""
+    from_pretrain = init_art.config.get("target") == PRETRAIN_TARGET
+    if not from_pretrain:
+        was = init_art.config.get("task_spec") or {"name": init_art.config.get("target")}
+        if was.get("name") != spec.name:
+            raise ArtifactError(f"--init artifact was trained for '{was.get('name')}', not '{spec.name}'")
+    if init_art.config["model_type"] != model:
+        raise ArtifactError(f"--init artifact holds a '{init_art.config['model_type']}' model, not '{model}'")
+    return from_pretrain
+
+
+def _finetune_sequence(events: pd.DataFrame, splits: pd.DataFrame, cfg: FinetuneConfig, out: str | Path | None,
+                       tl: TaskLabels, match: dict[str, int], init: str | Path | None) -> FinetuneResult:
+    spec = tl.spec
+    head = head_for(spec.kind)
     init_art = load_artifact(init) if init else None
-    from_pretrain = init_art is not None and init_art.config.get("target") == PRETRAIN_TARGET
+    from_pretrain = _check_init(init_art, spec, cfg.model) if init_art is not None else False
     if init_art is not None:
-        if not from_pretrain and init_art.config.get("target") != cfg.target:
-            raise ArtifactError(f"--init artifact was trained for '{init_art.config.get('target')}', not '{cfg.target}'")
-        if init_art.config["model_type"] != cfg.model:
-            raise ArtifactError(f"--init artifact holds a '{init_art.config['model_type']}' model, not '{cfg.model}'")
         fz = Featurizer.from_dict(init_art.featurizer)  # frozen: the vocabulary the weights were trained on
         label_names = None if from_pretrain else init_art.config.get("label_names")
     else:
         fz = Featurizer(cfg.featurizer).fit(events, splits)
         label_names = None
-    if cfg.target == "next_visit_dx" and label_names is None:
-        tr = labels.loc[labels["subject_id"].isin(ids_in(splits, "train")), "codes"].explode().value_counts()
-        label_names = sorted(str(c) for c in tr.index[tr >= cfg.min_label_count])
-        if not label_names:
-            raise TargetError("no diagnosis code occurs often enough at next visits in the train split")
+    if label_names is None:
+        label_names = _label_names(tl, splits, cfg)
 
     parts: dict[str, SequenceDataset] = {}
     for name in ("train", "tuning", "held_out"):
-        lab = labels.loc[labels["subject_id"].isin(ids_in(splits, name))].reset_index(drop=True)
+        lab = tl.subset(ids_in(splits, name)).frame
         if name == "train" and cfg.max_train_rows_per_subject:
             lab = subsample_rows(lab, cfg.max_train_rows_per_subject, cfg.seed)
         fs = fz.transform(events, lab)
-        parts[name] = make_dataset(fs, target_arrays(cfg.target, lab, label_names), fz, cfg.model)
+        parts[name] = make_dataset(fs, target_arrays(spec, lab, label_names), fz, cfg.model)
     if len(parts["train"]) == 0:
-        raise TargetError(f"no '{cfg.target}' label rows in the train split")
-    head = {"binary": "binary", "regression": "regression", "multilabel": "multilabel"}[task]
+        raise TargetError(f"no '{spec.name}' label rows in the train split")
+    _check_trainable(spec, parts["train"], label_names)
+    n_out = len(label_names) if head in ("multilabel", "multiclass") else 1
     if from_pretrain:
-        model = behrt_from_pretrained(init_art, head, parts["train"].targets.shape[1], dict(cfg.model_overrides))
+        model = behrt_from_pretrained(init_art, head, n_out, dict(cfg.model_overrides))
     elif init_art is not None:
         model = model_from_artifact(init_art)
     else:
-        model = build_model(cfg.model, head, parts["train"].targets.shape[1], fz, cfg.preset, dict(cfg.model_overrides), None)
+        model = build_model(cfg.model, head, n_out, fz, cfg.preset, dict(cfg.model_overrides), None)
+    from ehrseq.evaluate.summary import summarize
     from ehrseq.train.trainer import train
 
     torch.manual_seed(cfg.seed)
     result = train(model, parts["train"], parts["tuning"], replace(cfg.train, seed=cfg.seed))
-    from ehrseq.evaluate.summary import summarize
-
     metrics: dict[str, Any] = {"train": {"best_epoch": result.best_epoch, "history": result.history,
-                                         "sequences_per_second": result.sequences_per_second}}
+                                         "sequences_per_second": result.sequences_per_second},
+                               "label_match": match}
     preds = {}
+    eval_head = "multilabel" if head == "multiclass" else head
     for name in ("tuning", "held_out"):
         preds[name] = predictions_frame(model, parts[name], head, label_names)
-        metrics[name] = summarize(preds[name], head, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
+        metrics[name] = summarize(preds[name], eval_head, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
     extras = post_hoc(head, preds, metrics)
     artifact = None
     if out is not None:
@@ -332,8 +294,8 @@ def finetune(
             extras=extras,
             state_dict=model.state_dict(),
             config={
-                "model_type": cfg.model, "target": cfg.target, "task": head, "label_names": label_names,
-                "model": model_config_dict(model), "finetune": config_to_dict(cfg),
+                "model_type": cfg.model, "target": spec.name, "task": head, "task_spec": spec.to_dict(),
+                "label_names": label_names, "model": model_config_dict(model), "finetune": config_to_dict(cfg),
                 "init": str(init) if init else None,
             },
             featurizer=fz.to_dict(),
@@ -342,6 +304,16 @@ def finetune(
             split_hash=frame_hash(splits.sort_values("subject_id")),
         )
     return FinetuneResult(artifact, metrics, preds, model, fz)
+
+
+def _check_trainable(spec: TaskSpec, train: SequenceDataset, label_names: list[str] | None) -> None:
+    """Refuse, before any training, a train split whose labels cannot teach the task (one class only)."""
+    y = train.targets
+    if spec.kind == "binary" and len(np.unique(y)) < 2:
+        raise TargetError(f"every '{spec.name}' label in the train split is {bool(y[0, 0])}: a classifier needs "
+                          "both classes (check the task definition or the split)")
+    if spec.kind == "multiclass" and len(np.unique(y)) < 2:
+        raise TargetError(f"the train split of '{spec.name}' holds one class only; a classifier needs two or more")
 
 
 def post_hoc(head: str, preds: dict[str, pd.DataFrame], metrics: dict[str, Any]) -> dict[str, Any]:
@@ -376,15 +348,20 @@ def post_hoc(head: str, preds: dict[str, pd.DataFrame], metrics: dict[str, Any])
 
 
 def predictions_frame(model: torch.nn.Module, ds: SequenceDataset, head: str, label_names: list[str] | None) -> pd.DataFrame:
+    """subject_id, prediction_time and y_true / y_prob (binary), y_pred (regression), or y_true_<name> /
+    y_prob_<name> per label (multilabel) or per class (multiclass, one-hot truth)."""
     from ehrseq.models.heads import to_prediction
     from ehrseq.train.trainer import predict_logits
 
     logits = predict_logits(model, ds)
     pred = to_prediction(head, torch.from_numpy(logits)).numpy()
     df = ds.fs.labels[["subject_id", "prediction_time"]].copy()
-    if head == "multilabel":
+    if head in ("multilabel", "multiclass"):
+        truth = ds.targets
+        if head == "multiclass" and truth is not None:
+            truth = np.eye(len(label_names or []), dtype=np.float32)[truth[:, 0].astype(int)]
         for j, n in enumerate(label_names or []):
-            df[f"y_true_{n}"] = ds.targets[:, j] if ds.targets is not None else np.nan
+            df[f"y_true_{n}"] = truth[:, j] if truth is not None else np.nan
             df[f"y_prob_{n}"] = pred[:, j]
     else:
         if ds.targets is not None:
@@ -393,44 +370,116 @@ def predictions_frame(model: torch.nn.Module, ds: SequenceDataset, head: str, la
     return df
 
 
-def predict(artifact: str | Path | Artifact, data: str | Path | LoadedData, labels: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Score ``data`` with a sequence-model artifact. Without ``labels``, predicts at every CDAI measurement
-    (cdai targets) or every visit (others)."""
+@dataclass
+class Prediction:
+    """What the one predictor returned for some label rows: the rows (canonical truth columns when
+    ``has_truth``), the model outputs and the Scorer that made them."""
+
+    rows: pd.DataFrame
+    has_truth: bool
+    values: dict[str, np.ndarray]
+    scorer: Any
+
+    def eval_frame(self) -> pd.DataFrame:
+        """subject_id, prediction_time and the evaluation columns: y_true / y_prob (binary), y_true / y_pred
+        (regression), y_true_<name> / y_prob_<name> (multilabel, multiclass), duration / event / risk (survival)."""
+        sc, rows = self.scorer, self.rows
+        spec, head, names = sc.spec, sc.head, sc.label_names
+        df = rows[["subject_id", "prediction_time"]].copy()
+        if head == "survival":
+            if self.has_truth:
+                df["duration"], df["event"] = rows["duration"].to_numpy(), rows["event"].to_numpy()
+            return df.assign(risk=self.values["risk"])
+        pred = self.values["pred"]
+        truth = target_arrays(spec, rows, names) if self.has_truth else None
+        if head in ("multilabel", "multiclass"):
+            if head == "multiclass" and truth is not None:
+                truth = np.eye(len(names), dtype=np.float32)[truth[:, 0].astype(int)]
+            for j, n in enumerate(names):
+                df[f"y_true_{n}"] = truth[:, j] if truth is not None else np.nan
+                df[f"y_prob_{n}"] = pred[:, j]
+            return df
+        if truth is not None:
+            df["y_true"] = truth[:, 0]
+        df["y_pred" if head == "regression" else "y_prob"] = pred[:, 0]
+        return df
+
+    def meds_frame(self) -> pd.DataFrame:
+        """The rows in the MEDS prediction schema (see :mod:`ehrseq.scoring.predict`), truth included."""
+        return self.meds_table().to_pandas()
+
+    def meds_table(self) -> Any:
+        """:meth:`meds_frame` as an Arrow table, with the artifact's id in its metadata."""
+        rows = self.rows
+        if self.has_truth and self.scorer.head != "multilabel":
+            from ehrseq.tasks.label_files import to_meds_frame
+
+            meds = to_meds_frame(TaskLabels(rows, self.scorer.spec))
+            rows = rows[["subject_id", "prediction_time"]].join(meds.drop(columns=["subject_id", "prediction_time"]))
+        return self.scorer._table(rows, self.values)
+
+
+def _predict(artifact: str | Path | Artifact, data: str | Path | LoadedData,
+             labels: str | Path | pd.DataFrame | None, column_map: Mapping[str, str] | None) -> Prediction:
+    from ehrseq.scoring.predict import Scorer
+
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
-    d = data if isinstance(data, LoadedData) else load_data(data)
-    fz = Featurizer.from_dict(art.featurizer)
-    model = model_from_artifact(art)
-    target = art.config["target"]
+    d = data if isinstance(data, LoadedData) else load_data(data, column_map=column_map)
+    scorer = Scorer(art)
+    rows, has_truth = _rows_to_score(art, scorer.spec, d.events, labels)
+    return Prediction(rows, has_truth, scorer.predict_values(d.events, rows), scorer)
+
+
+def predict(artifact: str | Path | Artifact, data: str | Path | LoadedData,
+            labels: str | Path | pd.DataFrame | None = None, *,
+            column_map: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Score ``data`` with an RNN, BEHRT or DeepSurv artifact at the rows of ``labels`` (a MEDS label file or
+    directory, or a frame with subject_id and prediction_time; its truth columns, when present, come back
+    as y_true). Returns the evaluation columns of :meth:`Prediction.eval_frame`.
+
+    Without ``labels`` the artifact's task is rebuilt on ``data`` (built-in targets and task files); a task
+    that came from a label file needs ``labels``. :func:`predict_meds` returns the MEDS prediction schema.
+    """
+    return _predict(artifact, data, labels, column_map).eval_frame()
+
+
+def predict_meds(artifact: str | Path | Artifact, data: str | Path | LoadedData,
+                 labels: str | Path | pd.DataFrame | None = None, *,
+                 column_map: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """As :func:`predict`, in the MEDS prediction schema (``predicted_boolean_probability``, ...; binary
+    tasks with their truth are exactly meds-evaluation's PredictionSchema)."""
+    return _predict(artifact, data, labels, column_map).meds_frame()
+
+
+def _rows_to_score(art: Artifact, spec: TaskSpec, events: pd.DataFrame,
+                   labels: str | Path | pd.DataFrame | None) -> tuple[pd.DataFrame, bool]:
+    """The label rows to predict at, and whether they carry the truth."""
     if labels is None:
-        cfg = load_config(None, **{k: v for k, v in art.config["finetune"].items() if k in ("cdai_threshold",)})
-        labels = _labels_for(target, d.events, cfg)
-    fs = fz.transform(d.events, labels.reset_index(drop=True))
-    tgt = None
-    try:
-        tgt = target_arrays(target, fs.labels, art.config.get("label_names"))
-    except (KeyError, TargetError):
-        tgt = None
-    ds = make_dataset(fs, tgt, fz, art.config["model_type"])
-    return predictions_frame(model, ds, art.config["task"], art.config.get("label_names"))
+        tl = rebuild_labels(spec, events, dict(art.config.get("finetune") or {}))
+        if tl is None:
+            raise TargetError(f"{art.path}: its task '{spec.name}' came from a label file; pass labels to predict "
+                              "at (a MEDS label file, or a frame of subject_id and prediction_time)")
+        return tl.frame, True
+    if isinstance(labels, pd.DataFrame) and not any(c in labels for c in spec.value_columns):
+        frame = labels[["subject_id", "prediction_time"]].reset_index(drop=True)
+        return frame.assign(prediction_time=frame["prediction_time"].astype("datetime64[us]")), False
+    tl, _ = resolve_task(events, labels=labels, label_kind=spec.kind if spec.kind == "survival" else None,
+                         max_unmatched_fraction=1.0)
+    if tl.spec.kind == "multiclass" and spec.classes:
+        tl.frame["integer_value"] = _reindex_classes(tl, spec)
+    return tl.frame, True
 
 
-# ------------------------------------------------------------------ text / survival
-def biopsy_frame(d: LoadedData) -> pd.DataFrame:
-    """Biopsy reports joined with their labels: subject_id, time, report_id, text, site, one column per label."""
-    ev = d.events.loc[d.events["code"] == codes.BIOPSY_REPORT, ["subject_id", "time", "text_value"]]
-    if ev.empty:
-        raise TargetError(f"no '{codes.BIOPSY_REPORT}' events with report text: the biopsy target needs reports")
-    if d.report_labels is None:
-        raise TargetError("the biopsy target needs report labels (truth/biopsy_labels.parquet, or label columns "
-                          "in the extract's reports table)")
-    lab = d.report_labels.copy()
-    lab["time"] = lab["time"].astype("datetime64[us]")
-    ev = ev.assign(time=ev["time"].astype("datetime64[us]"))
-    df = ev.merge(lab, on=["subject_id", "time"], how="inner").rename(columns={"text_value": "text"})
-    site = subjects_table(d.events).set_index("subject_id")["site"]
-    return df.assign(site=df["subject_id"].map(site))
+def _reindex_classes(tl: TaskLabels, spec: TaskSpec) -> np.ndarray:
+    index = {c: i for i, c in enumerate(spec.classes or ())}
+    names = [tl.spec.classes[i] for i in tl.frame["integer_value"]] if tl.spec.classes else []
+    out = np.array([index.get(n, -1) for n in names], np.int64)
+    if (out < 0).any():
+        raise TargetError(f"the labels hold classes the model was not trained on (it knows {len(index)})")
+    return out
 
 
+# ------------------------------------------------------------------ text
 def _finetune_text(d: LoadedData, cfg: FinetuneConfig, out: str | Path | None) -> FinetuneResult:
     from ehrseq.models.text_classifier import TextClassifierConfig, finetune_biopsy
 

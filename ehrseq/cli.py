@@ -55,6 +55,17 @@ def _common_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--patience", type=int)
     p.add_argument("--no-progress", action="store_true", help="no progress bars (batch jobs)")
+    _column_map_arg(p)
+
+
+def _task_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", help="MEDS label file or directory: the task is its rows (see data_schemas/README.md)")
+    p.add_argument("--label-kind", choices=["binary", "regression", "multiclass", "survival"],
+                   help="read --labels as this kind (default: from the file's value column or its ehrseq metadata)")
+    p.add_argument("--task", help="ACES task file (configs/tasks/): its labels are built from --data")
+
+
+def _column_map_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--column-map", nargs="*", metavar="SRC=MEDS", help="rename source columns, e.g. value=numeric_value")
 
 
@@ -87,15 +98,19 @@ def _split_overrides(a: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def cmd_finetune(a: argparse.Namespace) -> int:
+    from ehrseq.config import load_config
+
+    cfg = load_config(  # the config is checked before the data is read (and before the slow model imports)
+        a.config, target=a.target, model=a.model, preset=a.preset, seed=a.seed,
+        train=_train_overrides(a) or None, sites=a.sites, adapt_sites=a.adapt_sites, train_fraction=a.train_fraction,
+        split=_split_overrides(a), event_code=a.event, cdai_threshold=a.threshold, n_bootstrap=a.n_bootstrap,
+        labels=a.labels, task=a.task, predicates=a.predicates, label_kind=a.label_kind,
+        allow_init_overlap=True if a.allow_init_overlap else None,
+    )
     from ehrseq.api import finetune
     from ehrseq.evaluate.summary import fmt
 
-    res = finetune(
-        _load(a), out=a.out, config=a.config, init=a.init, target=a.target, model=a.model, preset=a.preset,
-        seed=a.seed, train=_train_overrides(a) or None, sites=a.sites, adapt_sites=a.adapt_sites,
-        train_fraction=a.train_fraction,
-        split=_split_overrides(a), event_code=a.event, cdai_threshold=a.threshold, n_bootstrap=a.n_bootstrap,
-    )
+    res = finetune(_load(a), out=a.out, config=cfg, init=a.init)
     _print_metrics(res.metrics, fmt)
     print(f"artifact: {res.artifact}")
     return 0
@@ -114,13 +129,20 @@ def _print_metrics(metrics: dict[str, Any], fmt) -> None:
 
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
-    from ehrseq.pretrain import pretrain
+    from ehrseq.config import load_config
+    from ehrseq.pretrain import check_pretrain_args, pretrain
 
-    m = pretrain(_load(a), out=a.out, config=a.config, preset=a.preset, seed=a.seed,
-                 train=_train_overrides(a) or None, mask_prob=a.mask_prob, prefixes_per_subject=a.prefixes)
+    cfg = load_config(a.config, model="behrt", preset=a.preset, seed=a.seed,  # checked before the data is read
+                      train=_train_overrides(a) or None)
+    check_pretrain_args(a.mask_prob, a.prefixes)
+    m = pretrain(_load(a), out=a.out, config=cfg, mask_prob=a.mask_prob, prefixes_per_subject=a.prefixes)
     print(f"best tuning MLM loss {m['train']['best_tuning_mlm_loss']:.4f} at epoch {m['train']['best_epoch']}")
     print(f"artifact: {a.out}")
     return 0
+
+
+def _column_map(a: argparse.Namespace) -> dict[str, str] | None:
+    return _kv(getattr(a, "column_map", None), "--column-map") or None
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
@@ -128,7 +150,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     paths = evaluate_artifact(a.artifact, a.data, a.out, split=a.split, external=a.external,
                               group_by=a.group_by or [], min_group_size=a.min_group_size, n_boot=a.n_boot,
-                              plots=not a.no_plots)
+                              plots=not a.no_plots, labels=a.labels, column_map=_column_map(a))
     for k, p in paths.items():
         print(f"{k}: {p}")
     return 0
@@ -137,11 +159,45 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 def cmd_explain(a: argparse.Namespace) -> int:
     from ehrseq.explain import explain_artifact
 
-    imp = explain_artifact(a.artifact, a.data, split=a.split, n_repeats=a.n_repeats)
-    print(f"baseline AUROC {imp.attrs['baseline']:.3f}; drop when each input group is shuffled across patients:")
+    imp = explain_artifact(a.artifact, a.data, split=a.split, n_repeats=a.n_repeats, labels=a.labels,
+                           column_map=_column_map(a))
+    print(f"baseline {imp.attrs.get('metric', 'AUROC')} {imp.attrs['baseline']:.3f}; drop when each input group "
+          "is shuffled across patients:")
     print(imp.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if a.out:
         imp.to_csv(a.out, index=False)
+    return 0
+
+
+def cmd_labels(a: argparse.Namespace) -> int:
+    """``ehrseq labels --task TASK.yaml --data DATA --out DIR``: MEDS labels from an ACES task file."""
+    from ehrseq.tasks.aces import extract_labels, load_task_file
+    from ehrseq.tasks.label_files import write_task_labels
+
+    load_task_file(a.task, a.predicates)  # a bad task file fails before the data is read
+    data = _load(a)
+    tl = extract_labels(a.task, data.events, predicates_path=a.predicates)
+    path = write_task_labels(tl, a.out)
+    f = tl.frame
+    extra = ""
+    if tl.spec.kind == "binary":
+        extra = f", positive rate {f['boolean_value'].mean():.3f}"
+    elif tl.spec.kind == "survival":
+        extra = f", event rate {f['event'].mean():.3f}, median follow-up {f['duration'].median():.1f} days"
+    print(f"{tl.spec.name} ({tl.spec.kind}): {len(f)} rows of {f['subject_id'].nunique()} subjects{extra}")
+    print(f"labels: {path}")
+    return 0
+
+
+def cmd_validate(a: argparse.Namespace) -> int:
+    """Summarise a dataset as training would read it; exit 0 when it is usable (errors exit 2)."""
+    from ehrseq.io.summary import format_summary, summarize_dataset
+
+    if a.label_kind and not a.labels:
+        raise SystemExit("ehrseq validate: error: --label-kind needs --labels")
+    s = summarize_dataset(a.data, column_map=_kv(a.column_map, "--column-map") or None, labels=a.labels,
+                          label_kind=a.label_kind)
+    print(json.dumps(s, indent=2) if a.json else format_summary(s))
     return 0
 
 
@@ -192,7 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("finetune", help="train a model for a target and write an artifact")
     _common_model_args(f)
-    f.add_argument("--target", default="cdai", help="cdai | cdai_value | next_visit_dx | survival | biopsy")
+    f.add_argument("--target", help="built-in target: cdai (default) | cdai_value | next_visit_dx | survival | biopsy")
+    _task_args(f)
+    f.add_argument("--predicates", help="ACES predicates file for --task (the codes of one dataset)")
+    f.add_argument("--allow-init-overlap", action="store_true",
+                   help="accept an --init artifact trained on subjects now in tuning/held_out (the report says so)")
     f.add_argument("--model", help="rnn | behrt (sequence targets); deepsurv for survival; text for biopsy")
     f.add_argument("--init", help="artifact to start from (transfer learning or a BEHRT pretraining); "
                                   "for survival: a sequence artifact whose embeddings join the features")
@@ -220,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True)
     e.add_argument("--out", required=True)
     e.add_argument("--split", default="held_out", help="which split of --data to evaluate (or 'all')")
+    e.add_argument("--labels", help="MEDS label file or directory to evaluate at (default: the artifact's task "
+                                    "rebuilt on --data; needed for a task that came from a label file)")
+    _column_map_arg(e)
     e.add_argument("--external", help="a second site's data, reported side by side")
     e.add_argument("--group-by", nargs="*", help="extra subgroup columns")
     e.add_argument("--min-group-size", type=int, default=30)
@@ -231,9 +294,28 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--artifact", required=True)
     x.add_argument("--data", required=True)
     x.add_argument("--split", default="held_out")
+    x.add_argument("--labels", help="MEDS label file or directory (default: the artifact's task rebuilt on --data)")
+    _column_map_arg(x)
     x.add_argument("--n-repeats", type=int, default=3)
     x.add_argument("--out", help="CSV file for the table")
     x.set_defaults(func=cmd_explain)
+
+    v = sub.add_parser("validate", help="what a dataset holds, read as training would (errors exit 2)")
+    v.add_argument("--data", required=True, help="MEDS root, MEDS Parquet file/directory, or EHR-extract directory")
+    v.add_argument("--labels", help="a MEDS label file or directory: summarised and matched to the data")
+    v.add_argument("--label-kind", choices=["binary", "regression", "multiclass", "survival"],
+                   help="read --labels as this kind (survival: float_value = days, boolean_value = event)")
+    v.add_argument("--column-map", nargs="*", metavar="SRC=MEDS", help="rename source columns, e.g. value=numeric_value")
+    v.add_argument("--json", action="store_true", help="print the summary as JSON")
+    v.set_defaults(func=cmd_validate)
+
+    lb = sub.add_parser("labels", help="MEDS labels from an ACES task file (configs/tasks/)")
+    lb.add_argument("--task", required=True, help="ACES task file, optionally with a time_to_event block")
+    lb.add_argument("--predicates", help="ACES predicates file (the codes of one dataset)")
+    lb.add_argument("--data", required=True, help="MEDS root, MEDS Parquet file/directory, or EHR-extract directory")
+    lb.add_argument("--out", required=True, help="directory to write labels.parquet and task.json")
+    _column_map_arg(lb)
+    lb.set_defaults(func=cmd_labels)
 
     d = sub.add_parser("demo", help="the main job end to end: synth -> CDAI forecaster -> metrics vs oracle")
     d.add_argument("--out", default="runs/demo")

@@ -74,3 +74,31 @@ def first_ids(ids: Iterable[object], n: int = 5) -> list[object]:
         if len(out) >= n:
             break
     return out
+
+
+class ConfigError(EhrseqError, ValueError):
+    """A run configuration (YAML file or overrides) is malformed: wrong type, unknown key, duplicate key."""
+
+
+class UndefinedMetricError(DataValidationError):
+    """A metric is not defined on these rows (e.g. no comparable pairs for a concordance index).
+
+    Not a data error: the bootstrap counts a resample that raises it as skipped, and a point estimate that raises
+    it is reported as undefined with this message as the reason.
+    """
+
+
+class TaskFileError(EhrseqError, ValueError):
+    """A task file (ACES YAML, with ehrseq's ``time_to_event`` block) is missing, malformed or inconsistent.
+
+    ``file`` is the task (or predicates) file, ``key`` the dotted key at fault when known (``windows.target.end``,
+    ``time_to_event.horizon``), ``problem`` what is wrong and ``hint`` what to write instead.
+    """
+
+    def __init__(self, file: str, key: str | None, problem: str, hint: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        self.problem = problem
+        self.hint = hint
+        where = f"{file}: key '{key}'" if key else file
+        super().__init__(f"{where}: {problem}" + (f". {hint}" if hint else ""))

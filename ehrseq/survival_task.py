@@ -12,6 +12,7 @@ import pandas as pd
 
 from ehrseq.artifacts import load_artifact
 from ehrseq.config import FinetuneConfig, config_to_dict
+from ehrseq.errors import TargetError
 from ehrseq.evaluate.bootstrap import bootstrap_ci
 from ehrseq.evaluate.metrics import MetricResult
 from ehrseq.evaluate.survival import (
@@ -21,9 +22,9 @@ from ehrseq.evaluate.survival import (
     integrated_brier_score,
 )
 from ehrseq.featurize.featurizer import FeatureSet, Featurizer
-from ehrseq.labels import survival_labels
 from ehrseq.models.deepsurv import DeepSurv, DeepSurvConfig
 from ehrseq.split import ids_in
+from ehrseq.tasks.label_files import TaskLabels
 from ehrseq.utils import frame_hash
 
 
@@ -37,7 +38,7 @@ def tabular_view(fs: FeatureSet) -> np.ndarray:
 
 def sequence_embeddings(artifact: str | Path, events: pd.DataFrame, labels: pd.DataFrame) -> np.ndarray:
     """(N, H) embeddings of a trained RNN/BEHRT artifact for the label rows (its featurizer, frozen)."""
-    from ehrseq.api import make_dataset, model_from_artifact
+    from ehrseq.registry import make_dataset, model_from_artifact
     from ehrseq.train.trainer import predict_logits
 
     art = load_artifact(artifact)
@@ -59,14 +60,23 @@ def _c_index(y: np.ndarray, risk: np.ndarray, sample_weight: np.ndarray | None =
 
 
 def finetune_survival(events: pd.DataFrame, splits: pd.DataFrame, cfg: FinetuneConfig, out: str | Path | None,
-                      embeddings_from: str | Path | None = None) -> Any:
+                      task: TaskLabels, embeddings_from: str | Path | None = None,
+                      label_match: dict[str, int] | None = None) -> Any:
+    """DeepSurv on a time-to-event task (``task.frame``: subject_id, prediction_time, duration in days, event)."""
     from ehrseq.api import FinetuneResult
 
-    labels = survival_labels(events, event_code=cfg.event_code, landmark_visit=cfg.landmark_visit)
+    labels = task.frame
     fz = Featurizer(cfg.featurizer).fit(events, splits)
     X, lab = {}, {}
     for name in ("train", "tuning", "held_out"):
         lab[name] = labels.loc[labels["subject_id"].isin(ids_in(splits, name))].reset_index(drop=True)
+        if lab[name].empty:
+            raise TargetError(f"no '{task.spec.name}' label rows in the {name} split: DeepSurv needs rows in "
+                              "train, tuning and held_out")
+    if int(lab["train"]["event"].sum()) == 0:
+        raise TargetError(f"no events in the train split of '{task.spec.name}' (every row is censored): a Cox "
+                          "model cannot be fitted; check the event predicate or the horizon")
+    for name in ("train", "tuning", "held_out"):
         X[name] = tabular_view(fz.transform(events, lab[name]))
         if embeddings_from:
             X[name] = np.concatenate([X[name], sequence_embeddings(embeddings_from, events, lab[name])], axis=1)
@@ -76,7 +86,7 @@ def finetune_survival(events: pd.DataFrame, splits: pd.DataFrame, cfg: FinetuneC
         X["train"], lab["train"]["duration"].to_numpy(), lab["train"]["event"].to_numpy(),
         X["tuning"], lab["tuning"]["duration"].to_numpy(), lab["tuning"]["event"].to_numpy(),
     )
-    metrics: dict[str, Any] = {"train": {"best_epoch": model.best_epoch_}}
+    metrics: dict[str, Any] = {"train": {"best_epoch": model.best_epoch_}, "label_match": label_match or {}}
     preds = {}
     for name in ("tuning", "held_out"):
         d, e = lab[name]["duration"].to_numpy(float), lab[name]["event"].to_numpy(int)
@@ -96,7 +106,8 @@ def finetune_survival(events: pd.DataFrame, splits: pd.DataFrame, cfg: FinetuneC
     if out is not None:
         artifact = model.save(
             out,
-            extra_config={"target": "survival", "task": "survival", "event_code": cfg.event_code,
+            extra_config={"target": task.spec.name, "task": "survival", "task_spec": task.spec.to_dict(),
+                          "event_code": cfg.event_code,
                           "landmark_visit": cfg.landmark_visit, "finetune": config_to_dict(cfg),
                           "embeddings_from": str(embeddings_from) if embeddings_from else None},
             featurizer=fz.to_dict(), metrics=metrics,

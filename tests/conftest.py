@@ -5,6 +5,8 @@ Session-scoped fixtures are shared by many tests: treat them as read-only (copy 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -57,3 +59,14 @@ def splits(subjects: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def labels(cohort: SynthCohort) -> pd.DataFrame:
     return cdai_labels(cohort.events)
+
+
+MIMIC_SLICE = Path(__file__).parent / "fixtures" / "mimic_demo_slice" / "events.parquet"
+MIMIC_COLUMN_MAP = {"value": "numeric_value"}
+
+
+@pytest.fixture(scope="session")
+def mimic_slice() -> Path:
+    """34 real patients of the MIMIC-IV demo in MEDS, as exported (``value`` column, duplicates, a ``table``
+    column, static GENDER rows): read it with ``column_map=MIMIC_COLUMN_MAP``. See the fixture's README."""
+    return MIMIC_SLICE

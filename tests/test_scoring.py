@@ -16,12 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ehrseq import api
+from ehrseq import api, schemas
 from ehrseq.artifacts import load_artifact, save_artifact
 from ehrseq.errors import ArtifactError
 from ehrseq.scoring import QuarantineLimitError, ScoringError, add_score_args, run_score, score
 
-SCHEMA = Path(__file__).resolve().parents[1] / "data_schemas" / "predictions.schema.json"
+SCHEMA = schemas.schema_file("predictions")
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +59,14 @@ def test_predictions_equal_api_predict_and_match_the_schema(cohort, reference):
     np.testing.assert_allclose(m["predicted_boolean_probability"], m["y_prob"], atol=1e-6)
     assert (got["predicted_boolean_value"] == (got["predicted_boolean_probability"] >= 0.5)).all()
     art = load_artifact(cohort["art"])
-    assert set(got["artifact_id"]) == {art.artifact_id}
     import hashlib
 
-    assert set(got["artifact_sha256"]) == {hashlib.sha256((cohort["art"] / "manifest.json").read_bytes()).hexdigest()}
+    from ehrseq.scoring.predict import artifact_of
+
+    for part in sorted(out.glob("part-*.parquet")):  # provenance in each file's metadata, not in columns
+        assert artifact_of(part) == {"artifact_id": art.artifact_id, "artifact_sha256": hashlib.sha256(
+            (cohort["art"] / "manifest.json").read_bytes()).hexdigest()}
+    assert "artifact_id" not in got
     t = pq.read_table(sorted(out.glob("part-*.parquet"))[0])
     assert t.schema.field("subject_id").type == pa.int64()
     assert t.schema.field("prediction_time").type == pa.timestamp("us")

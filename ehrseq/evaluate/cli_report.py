@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ehrseq import codes
@@ -28,15 +27,16 @@ TARGET_DEFINITIONS = {
 
 
 def demographics(events: pd.DataFrame, preds: pd.DataFrame) -> pd.DataFrame:
-    """Add sex, site and age (years at prediction_time) to a predictions frame."""
-    static = events.loc[events["time"].isna(), ["subject_id", "code"]].astype({"code": str})
-    def first(prefix: str) -> pd.Series:
-        m = static.loc[static["code"].str.startswith(prefix)].drop_duplicates("subject_id")
-        return m.set_index("subject_id")["code"].str.slice(len(prefix))
-    birth = events.loc[events["code"] == codes.BIRTH].groupby("subject_id")["time"].min()
+    """Add sex ("F"/"M"/other, from SEX// or GENDER// static rows), site and age (years at prediction_time,
+    from MEDS_BIRTH) to a predictions frame; "unknown" where the data has none (see ehrseq.io.conventions)."""
+    from ehrseq.io.conventions import detect, sex_of, site_of
+
+    conv = detect(events)
+    birth_code = conv.birth_code or codes.BIRTH
+    birth = events.loc[events["code"] == birth_code].groupby("subject_id")["time"].min()
     out = preds.copy()
-    out["sex"] = out["subject_id"].map(first(codes.SEX_PREFIX)).fillna("unknown")
-    out["site"] = out["subject_id"].map(first(codes.SITE_PREFIX)).fillna("unknown")
+    out["sex"] = out["subject_id"].map(sex_of(events, conv)).astype(object).fillna("unknown")
+    out["site"] = out["subject_id"].map(site_of(events, conv)).astype(object).fillna("unknown")
     if "prediction_time" in out:
         b = pd.Series(birth.reindex(out["subject_id"]).to_numpy(), index=out.index)  # map fails on empty datetimes
         out["age"] = (out["prediction_time"] - b).dt.total_seconds() / (365.25 * 86400)
@@ -44,7 +44,7 @@ def demographics(events: pd.DataFrame, preds: pd.DataFrame) -> pd.DataFrame:
 
 
 def _subset(data, split: str):
-    from ehrseq.api import LoadedData
+    from ehrseq.data.loading import LoadedData
 
     if split == "all":
         return data
@@ -57,27 +57,20 @@ def _subset(data, split: str):
     return LoadedData(ev, data.splits, data.report_labels, data.source)
 
 
-def predict_for_report(art: Artifact, data) -> pd.DataFrame:
-    from ehrseq.api import predict
+def predict_for_report(art: Artifact, data, labels=None) -> tuple[pd.DataFrame, Any]:
+    """(evaluation frame, MEDS prediction frame) on ``data`` at the rows of ``labels`` or of the artifact's
+    task rebuilt on ``data``: y_true / y_prob (or duration / event / risk for DeepSurv) for the report, and
+    the same predictions in the MEDS prediction schema (None for the text classifier)."""
+    from ehrseq.api import _predict
 
-    if art.config["model_type"] == "deepsurv":
-        from ehrseq.featurize.featurizer import Featurizer
-        from ehrseq.labels import survival_labels
-        from ehrseq.models.deepsurv import DeepSurv
-        from ehrseq.survival_task import tabular_view
-
-        lab = survival_labels(data.events, event_code=art.config["event_code"], landmark_visit=art.config["landmark_visit"])
-        fz = Featurizer.from_dict(art.featurizer)
-        x = tabular_view(fz.transform(data.events, lab))
-        if art.config.get("embeddings_from"):
-            from ehrseq.survival_task import sequence_embeddings
-
-            x = np.concatenate([x, sequence_embeddings(art.config["embeddings_from"], data.events, lab)], axis=1)
-        return lab.assign(risk=DeepSurv.load(art.path).predict_risk(x))
-    if art.config["model_type"] in ("rnn", "behrt"):
-        return predict(art, data)
-    if art.config["model_type"] == "text_classifier":
-        from ehrseq.api import biopsy_frame
+    kind = art.config["model_type"]
+    if kind in ("rnn", "behrt", "deepsurv"):
+        p = _predict(art, data, labels, None)
+        if not p.has_truth:
+            raise EhrseqError("evaluate needs the truth: pass a label file with the task's value column(s)")
+        return p.eval_frame(), p.meds_table()
+    if kind == "text_classifier":
+        from ehrseq.data.loading import biopsy_frame
         from ehrseq.models.text_classifier import TextClassifier
 
         df = biopsy_frame(data)
@@ -87,25 +80,38 @@ def predict_for_report(art: Artifact, data) -> pd.DataFrame:
         for j, name in enumerate(model.config.labels):
             out[f"y_true_{name}"] = df[name].astype(float).to_numpy()
             out[f"y_prob_{name}"] = prob[:, j]
-        return out
-    raise EhrseqError(f"evaluate does not support model_type '{art.config['model_type']}'")
+        return out, None
+    raise EhrseqError(f"evaluate does not support model_type '{kind}'")
+
+
+def _studying(spec) -> str:
+    ra = spec is None or (spec.source or "").startswith("builtin:")
+    return "disease-activity forecasting in rheumatology" if ra else f"the task '{spec.name}'"
 
 
 def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *, split: str = "held_out",
                       external: str | Path | None = None, group_by: list[str] | tuple[str, ...] = (),
-                      min_group_size: int = 30, n_boot: int = 1000, plots: bool = True, seed: int = 0) -> dict[str, Path]:
-    from ehrseq.api import load_data
+                      min_group_size: int = 30, n_boot: int = 1000, plots: bool = True, seed: int = 0,
+                      labels=None, column_map=None) -> dict[str, Path]:
+    """Write report.json, report.md, report.html (and predictions.parquet) for ``artifact`` on one split of
+    ``data``, at the rows of ``labels`` (a MEDS label file) or of the artifact's task rebuilt on the data."""
+    from ehrseq.scoring.predict import artifact_task
+    from ehrseq.data.loading import load_data
     from ehrseq.evaluate.conformal import SplitConformalClassifier, SplitConformalRegressor
     from ehrseq.evaluate.report import build_report, write_report
 
     art = load_artifact(artifact)
-    task = "multilabel" if art.config["model_type"] == "text_classifier" else art.config.get("task")
-    d = _subset(load_data(data), split)
-    preds = demographics(d.events, predict_for_report(art, d))
+    task = "multilabel" if art.config["model_type"] in ("text_classifier",) else art.config.get("task")
+    if task == "multiclass":
+        task = "multilabel"  # one-vs-rest per class
+    spec = artifact_task(art) if art.config["model_type"] != "text_classifier" else None
+    d = _subset(load_data(data, column_map=column_map), split)
+    ev_frame, meds = predict_for_report(art, d, labels)
+    preds = demographics(d.events, ev_frame)
     ext = None
     if external:
-        de = load_data(external)
-        ext = demographics(de.events, predict_for_report(art, de))
+        de = load_data(external, column_map=column_map)
+        ext = demographics(de.events, predict_for_report(art, de, labels)[0])
     conformal: Any = None
     if "conformal" in art.extras:
         cls = SplitConformalRegressor if task == "regression" else SplitConformalClassifier
@@ -115,14 +121,25 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *
         "name": f"{art.config['model_type']} for {art.config.get('target')}",
         "artifact_id": art.artifact_id, "data_hash": m.get("data_hash"), "split_hash": m.get("split_hash"),
         "ehrseq_version": m.get("ehrseq_version"), "created": m.get("created"),
-        "target_definition": TARGET_DEFINITIONS.get(art.config.get("target"), art.config.get("target")),
+        "target_definition": (spec.definition if spec is not None and spec.definition
+                              else TARGET_DEFINITIONS.get(art.config.get("target"), art.config.get("target"))),
         "evaluated_on": f"{data} (split: {split})" + (f"; external: {external}" if external else ""),
-        "intended_use": "Research on retrospective data: studying disease-activity forecasting and model behaviour "
-                        "across sites. Not for clinical decisions.",
+        "intended_use": f"Research on retrospective data: studying {_studying(spec)} and model behaviour across "
+                        "sites. Not for clinical decisions.",
         "limitations": "Trained on the data named by data_hash; performance at other sites, periods or coding "
                        "practices must be checked (see the external and subgroup sections). Synthetic-cohort "
                        "results do not transfer to patients.",
     }
     report = build_report(preds, task, card, subgroup_columns=["sex", "age_band", "site", *group_by], external=ext,
                           conformal=conformal, min_group_size=min_group_size, n_boot=n_boot, seed=seed)
-    return write_report(report, out, plots=plots)
+    paths = write_report(report, out, plots=plots)
+    if meds is not None:  # the predictions behind the report, readable by MEDS tools (meds-evaluation)
+        paths["predictions"] = _write_predictions(meds, Path(out) / "predictions.parquet")
+    return paths
+
+
+def _write_predictions(table: Any, path: Path) -> Path:
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, path)
+    return path

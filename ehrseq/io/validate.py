@@ -156,18 +156,31 @@ def similar_columns(missing: str, present: Sequence[str]) -> list[str]:
     return out
 
 
+# Readers that take a column map, and the commands that pass --column-map to them.
+_COLUMN_MAP_READERS = ("read_meds", "iter_meds_batches")
+_COLUMN_MAP_COMMANDS = ("validate", "finetune", "pretrain")
+
+
 def missing_column_error(
     missing: str, present: Sequence[str], *, file: str | None, n_rows: int, reader: str = "read_meds"
 ) -> DataValidationError:
-    """The error for a missing required column, saying exactly how to map a differently named one."""
+    """The error for a missing required column, saying exactly how to map a differently named one.
+
+    ``reader``: the reading function; only MEDS event readers take a column map, other tables are told to
+    rename the column.
+    """
     similar = similar_columns(missing, present)
     source = similar[0] if similar else "<your column>"
     looks = f"columns that look similar: {', '.join(similar)}" if similar else "no similar column found"
+    if reader in _COLUMN_MAP_READERS:
+        hint = (f"If '{source}' holds it, pass a column map: {reader}(path, column_map={{'{source}': "
+                f"'{missing}'}}) or on the command line --column-map {source}={missing} "
+                f"(ehrseq {', '.join(_COLUMN_MAP_COMMANDS)})")
+    else:  # label, split and extract tables take no column map
+        hint = f"Rename the column in the file to '{missing}'" + (f" (if '{source}' holds it)" if similar else "")
     return DataValidationError(
         f"required column is missing ({looks}; columns present: {', '.join(map(str, present))})",
-        file=_where(file), column=missing, n_rows=n_rows,
-        hint=(f"If '{source}' holds it, pass a column map: {reader}(path, column_map={{'{source}': "
-              f"'{missing}'}}) or on the command line --column-map {source}={missing}"),
+        file=_where(file), column=missing, n_rows=n_rows, hint=hint,
     )
 
 
@@ -253,8 +266,8 @@ def _mixed_tz_error(column: str, where: str, n: int, ids: list[object]) -> DataV
     return DataValidationError(
         "mixes time zones (or zoned and naive timestamps)", file=where, column=column, n_rows=n,
         subject_ids=ids,
-        hint="Convert the column to one time zone, or pass ValidationPolicy(utc=True) (CLI: --utc) "
-             "to convert every value to UTC, naive values taken as UTC.",
+        hint="Convert the column to one time zone, or read it from Python with ValidationPolicy(utc=True) "
+             "to convert every value to UTC, naive values taken as UTC (the command line has no such option).",
     )
 
 
@@ -285,8 +298,9 @@ def _parse_time_text(s: pd.Series, *, column: str, where: str, policy: Validatio
                     "has ambiguous dates: every day and month part is <= 12, so day/month order "
                     "cannot be told", file=where, column=column, n_rows=int(matched.sum()),
                     subject_ids=_ids(subject_ids, matched),
-                    hint="Pass ValidationPolicy(dayfirst=True) for day/month/year or dayfirst=False "
-                         "for month/day/year (CLI: --dayfirst / --monthfirst), or use ISO 8601 dates.",
+                    hint="Use ISO 8601 dates (YYYY-MM-DD), or read from Python with "
+                         "ValidationPolicy(dayfirst=True) for day/month/year or dayfirst=False for "
+                         "month/day/year (the command line has no such option).",
                 )
             dayfirst = a_big or not b_big
             report.dayfirst_inferred += 1

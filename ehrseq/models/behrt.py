@@ -49,7 +49,7 @@ from transformers.models.bert.modeling_bert import BertEncoder
 from ehrseq.data.batch import PAD_ID, Batch
 from ehrseq.models.outputs import ModelOutput
 
-HEADS = ("mlm", "binary", "multilabel", "regression")
+HEADS = ("mlm", "binary", "multilabel", "regression", "multiclass")
 N_SEGMENTS = 3  # 0 = padding, 1 and 2 alternate by visit
 POOLINGS = ("cls", "last", "mean")
 
@@ -65,8 +65,8 @@ class BehrtConfig(PretrainedConfig):
     time_vocab_size:         bins of days since the previous visit
     value_vocab_size:        numeric-value bins (0 = token has no value)
     max_position_embeddings: longest token sequence L the model accepts
-    head:                    one of "mlm", "binary", "multilabel", "regression"
-    num_labels:              K for the "multilabel" head (binary and regression always output 1)
+    head:                    one of "mlm", "binary", "multilabel", "regression", "multiclass"
+    num_labels:              K for the "multilabel" and "multiclass" heads (binary and regression output 1)
     pos_weight:              BCE positive-class weight: a float, or one per label for "multilabel"
     pooling:                 patient representation: "cls", "last" (last real token) or "mean" (masked mean)
     """
@@ -113,7 +113,7 @@ class BehrtConfig(PretrainedConfig):
         """Width of the head's logits: vocab for "mlm", K for "multilabel", else 1."""
         if self.head == "mlm":
             return self.vocab_size
-        return self.num_labels if self.head == "multilabel" else 1
+        return self.num_labels if self.head in ("multilabel", "multiclass") else 1
 
     def bert_config(self) -> BertConfig:
         """The BertConfig that transformers' ``BertEncoder`` layers are built from."""
@@ -402,6 +402,8 @@ class BehrtModel(PreTrainedModel):
             return F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
             )
+        if head == "multiclass":  # labels (B,) or (B, 1): class index
+            return F.cross_entropy(logits, labels.reshape(-1).long())
         if labels.numel() != logits.numel():
             raise ValueError(
                 f"head {head!r} gives logits {tuple(logits.shape)} but labels have shape {tuple(labels.shape)}"

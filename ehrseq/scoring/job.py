@@ -10,7 +10,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +28,7 @@ from ehrseq.io.validate import (
     ValidationPolicy,
 )
 from ehrseq.scoring.constants import JOB_FORMAT, META_KEY, QUARANTINE_FILE
-from ehrseq.scoring.predict import LabelSource, Scorer, _parse_prediction_time
+from ehrseq.scoring.predict import TRUTH_COLUMNS, LabelSource, Scorer, _parse_prediction_time
 from ehrseq.scoring.reading import _EventStream, _QuarantineWriter, _raw_batches, _resolve_source
 from ehrseq.scoring.summary import QuarantineLimitError, ScoreSummary, ScoringError
 
@@ -131,6 +131,7 @@ def score(
     column_map: Mapping[str, str] | None = None,
     policy: ValidationPolicy | None = None,
     after_shard: Callable[[int, Path], None] | None = None,
+    horizons: Sequence[float] | None = None,
 ) -> ScoreSummary:
     """Score ``data`` (MEDS root / Parquet files, or an EHR-extract directory) with a sequence-model artifact.
 
@@ -158,7 +159,7 @@ def score(
     if engine == "ray":
         _import_ray()
     policy = policy or ValidationPolicy()
-    scorer = Scorer.load(artifact)
+    scorer = Scorer.load(artifact, horizons=horizons)
     src = _resolve_source(data)
     if prediction_time is not None:
         _parse_prediction_time(prediction_time)
@@ -172,8 +173,13 @@ def score(
         if not types or not all(pa.types.is_integer(t) for t in types):
             raise DataValidationError("label file needs an integer subject_id column", file=str(labels),
                                       column="subject_id", hint="MEDS label files store subject_id as int64")
-        source = LabelSource("labels", labels_files=tuple(str(f) for f in lfiles))
+        names = set.intersection(*(set(pq.read_schema(f).names) for f in lfiles))
+        truth = tuple(c for c in TRUTH_COLUMNS[scorer.head] if c in names)
+        source = LabelSource("labels", labels_files=tuple(str(f) for f in lfiles), truth_columns=truth)
     else:
+        if not scorer.can_default():
+            raise ScoringError(f"{artifact}: its task '{scorer.spec.name}' came from a label file; pass --labels "
+                               "(or --prediction-time) to say where to predict")
         source = LabelSource("default")
 
     job = {
@@ -184,6 +190,7 @@ def score(
         "prediction_time": None if prediction_time is None else str(prediction_time),
         "labels_sha256": _file_sha256([Path(f) for f in source.labels_files]) if source.labels_files else None,
         "shard_rows": int(shard_rows),
+        "horizons": list(scorer.horizons),
         "column_map": dict(column_map or {}),
         "policy": asdict(policy),
     }
@@ -223,7 +230,8 @@ def score(
                 if after_shard is not None:
                     after_shard(i, shard_path(out, i))
         else:
-            finished = _run_ray(shards, done, summary, timings, out, artifact, source, job_hash, after_shard)
+            finished = _run_ray(shards, done, summary, timings, out, artifact, source, job_hash, after_shard,
+                                scorer.horizons)
     finally:
         quarantine.close()
     timings["io"] += stream.seconds
@@ -297,9 +305,10 @@ def _import_ray() -> Any:
 class RayShardScorer:
     """Ray Data callable class: holds the model once per actor; each input row names a staged shard."""
 
-    def __init__(self, artifact: str, source: LabelSource, out: str, job_hash: str) -> None:
+    def __init__(self, artifact: str, source: LabelSource, out: str, job_hash: str,
+                 horizons: Sequence[float] = ()) -> None:
         torch.set_num_threads(1)
-        self.scorer = Scorer.load(artifact)
+        self.scorer = Scorer.load(artifact, horizons=horizons or None)
         self.source, self.out, self.job_hash = source, Path(out), job_hash
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -315,7 +324,7 @@ class RayShardScorer:
 
 def _run_ray(shards: Iterator[tuple[int, pd.DataFrame]], done: dict[int, dict[str, Any]], summary: ScoreSummary,
              timings: Counter[str], out: Path, artifact: str | Path, source: LabelSource, job_hash: str,
-             after_shard: Callable[[int, Path], None] | None) -> list[dict[str, Any]]:
+             after_shard: Callable[[int, Path], None] | None, horizons: Sequence[float] = ()) -> list[dict[str, Any]]:
     """Stage the shards' canonical events to out/_staging, then score them with Ray Data map_batches.
 
     The read/validate/shard pass is sequential (it carries subjects across batches) and stays in the driver;
@@ -350,7 +359,8 @@ def _run_ray(shards: Iterator[tuple[int, pd.DataFrame]], done: dict[int, dict[st
             ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
                 RayShardScorer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.5,
                 fn_constructor_kwargs={"artifact": str(Path(artifact).resolve()), "source": source,
-                                       "out": str(out.resolve()), "job_hash": job_hash})
+                                       "out": str(out.resolve()), "job_hash": job_hash,
+                                       "horizons": list(horizons)})
             for row in ds.iter_rows():
                 st = json.loads(row["stats"])
                 timings.update(st.pop("timings"))
@@ -381,15 +391,30 @@ def add_score_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--shard-rows", type=int, default=250_000, help="event rows per output shard")
     parser.add_argument("--max-quarantine-fraction", type=float, default=0.01,
                         help="abort when more than this share of rows fails validation")
+    parser.add_argument("--horizons", type=float, nargs="+", metavar="DAYS",
+                        help="DeepSurv artifacts: report survival at these days after prediction_time")
+    parser.add_argument("--column-map", nargs="*", metavar="SRC=MEDS",
+                        help="rename source columns, e.g. value=numeric_value")
     parser.add_argument("--no-resume", dest="resume", action="store_false",
                         help="start over instead of skipping shards an interrupted run already wrote")
     return parser
+
+
+def _column_map(items: list[str] | None) -> dict[str, str] | None:
+    out: dict[str, str] = {}
+    for it in items or []:
+        if "=" not in it:
+            raise ScoringError(f"--column-map takes SOURCE=TARGET pairs, got '{it}'")
+        k, v = it.split("=", 1)
+        out[k] = v
+    return out or None
 
 
 def run_score(args: argparse.Namespace) -> int:
     """Run :func:`score` from parsed ``ehrseq score`` arguments; prints the summary as JSON."""
     s = score(args.artifact, args.data, args.out, prediction_time=args.prediction_time, labels=args.labels,
               batch_rows=args.batch_rows, shard_rows=args.shard_rows,
-              max_quarantine_fraction=args.max_quarantine_fraction, engine=args.engine, resume=args.resume)
+              max_quarantine_fraction=args.max_quarantine_fraction, engine=args.engine, resume=args.resume,
+              column_map=_column_map(args.column_map), horizons=args.horizons)
     print(json.dumps(s.to_dict(), indent=2))
     return 0

@@ -1,9 +1,28 @@
-"""The per-shard scoring function: label rows for a shard, frozen featurizer, forward pass, output table."""
+"""The one predictor: artifact -> frozen featurizer -> model -> MEDS prediction columns.
+
+:class:`Scorer` serves every model family with a featurizer (RNN, BEHRT, DeepSurv); ``ehrseq score`` calls
+:meth:`Scorer.score_events` per shard, and :func:`ehrseq.api.predict` calls :meth:`Scorer.predict_frame`.
+
+Output columns (``data_schemas/README.md``, "Prediction files"), after ``subject_id`` and ``prediction_time``:
+
+- binary: ``predicted_boolean_probability`` (float32), ``predicted_boolean_value`` (at the stored threshold);
+  with the truth, ``boolean_value``: exactly the meds-evaluation ``PredictionSchema``;
+- regression: ``predicted_float_value`` (truth: ``float_value``);
+- multiclass: ``predicted_integer_value`` (the most probable class index), ``predicted_categorical_value`` (its
+  name) and ``predicted_<class>_probability`` per class (truth: ``integer_value``);
+- multilabel: ``predicted_<label>_probability`` per label;
+- survival (DeepSurv): ``predicted_risk`` (log relative hazard) and ``predicted_survival_<h>d`` per horizon
+  (truth: ``float_value`` = days to event or censoring, ``boolean_value`` = event).
+
+The artifact's id and manifest hash are in each file's Parquet metadata (key ``ehrseq.artifact``), not in
+columns, so the files stay readable by MEDS tools that refuse extra columns.
+"""
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,19 +37,28 @@ import torch
 from ehrseq.artifacts import Artifact, load_artifact, sha256_file
 from ehrseq.errors import ArtifactError, TargetError
 from ehrseq.scoring.constants import _PRED_BATCH
+from ehrseq.tasks.spec import TaskSpec
+
+ARTIFACT_META_KEY = b"ehrseq.artifact"
+TRUTH_COLUMNS = {"binary": ("boolean_value",), "regression": ("float_value",), "multiclass": ("integer_value",),
+                 "survival": ("float_value", "boolean_value"), "multilabel": ()}
 
 
-# ============================================================================ the per-shard scoring function
+# ============================================================================ where predictions are made
 @dataclass(frozen=True)
 class LabelSource:
-    """Where a shard's prediction rows come from: a MEDS label file, one fixed time, or the target default."""
+    """Where a shard's prediction rows come from: a MEDS label file, one fixed time, or the task's own rows.
+
+    ``truth_columns``: MEDS label value columns carried from the label files into the output.
+    """
 
     mode: Literal["labels", "time", "default"]
     prediction_time: str | None = None
     labels_files: tuple[str, ...] = ()
+    truth_columns: tuple[str, ...] = ()
 
-    def rows(self, events: pd.DataFrame, target: str, finetune_cfg: Mapping[str, Any]) -> pd.DataFrame:
-        """Label rows (subject_id, prediction_time) for the subjects of ``events``."""
+    def rows(self, events: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
+        """Label rows (subject_id, prediction_time, and the truth columns) for the subjects of ``events``."""
         subjects = pd.unique(events["subject_id"])
         if self.mode == "time":
             t = _parse_prediction_time(self.prediction_time)
@@ -40,22 +68,21 @@ class LabelSource:
             from ehrseq.io.meds import validate_labels
 
             table = pads.dataset(list(self.labels_files), format="parquet").to_table(
-                columns=["subject_id", "prediction_time"],
+                columns=["subject_id", "prediction_time", *self.truth_columns],
                 filter=pc.field("subject_id").isin(pa.array(subjects.astype(np.int64))))
             if table.num_rows == 0:
-                return _empty_labels()
-            return validate_labels(table.to_pandas(), file=self.labels_files[0])[["subject_id", "prediction_time"]]
-        from ehrseq.labels import prediction_times
-
-        try:
-            return prediction_times(target, events)
-        except TargetError:  # e.g. no subject of this shard has a CDAI measurement
-            return _empty_labels()
+                return _empty_labels(self.truth_columns)
+            df = validate_labels(table.to_pandas(), file=self.labels_files[0])
+            return df[["subject_id", "prediction_time", *self.truth_columns]]
+        return scorer.default_rows(events)
 
 
-def _empty_labels() -> pd.DataFrame:
-    return pd.DataFrame({"subject_id": pd.Series([], dtype="int64"),
-                         "prediction_time": pd.Series([], dtype="datetime64[us]")})
+def _empty_labels(extra: Sequence[str] = ()) -> pd.DataFrame:
+    out = pd.DataFrame({"subject_id": pd.Series([], dtype="int64"),
+                        "prediction_time": pd.Series([], dtype="datetime64[us]")})
+    for c in extra:
+        out[c] = pd.Series([], dtype="float64" if c == "float_value" else "object")
+    return out
 
 
 def _parse_prediction_time(value: str | None) -> pd.Timestamp:
@@ -70,22 +97,24 @@ def _parse_prediction_time(value: str | None) -> pd.Timestamp:
     return t
 
 
+# ============================================================================================ the predictor
 class Scorer:
-    """A loaded artifact ready to score: frozen featurizer, model in eval mode, output schema.
+    """A loaded artifact ready to predict: frozen featurizer, model in eval mode, output schema.
 
-    ``score_events(events, source)`` is the one scoring function both engines call on a shard.
+    ``horizons``: days at which DeepSurv artifacts report survival (default: the task's horizon, else the
+    quartiles of the training event times).
     """
 
-    def __init__(self, art: Artifact) -> None:
-        from ehrseq.api import SEQUENCE_MODELS, model_from_artifact
+    def __init__(self, art: Artifact, *, horizons: Sequence[float] | None = None) -> None:
         from ehrseq.featurize.featurizer import FORMAT, Featurizer
+        from ehrseq.registry import SEQUENCE_MODELS, model_from_artifact
 
         kind = art.config.get("model_type")
-        if kind not in SEQUENCE_MODELS:
-            raise ArtifactError(f"{art.path}: `ehrseq score` scores sequence models {SEQUENCE_MODELS}; this "
-                                f"artifact holds a '{kind}' model")
+        if kind not in (*SEQUENCE_MODELS, "deepsurv"):
+            raise ArtifactError(f"{art.path}: `ehrseq score` scores {', '.join(SEQUENCE_MODELS)} and deepsurv "
+                                f"artifacts; this one holds a '{kind}' model")
         if art.featurizer is None:
-            raise ArtifactError(f"{art.path}: no featurizer.json; a sequence-model artifact needs its featurizer")
+            raise ArtifactError(f"{art.path}: no featurizer.json; a '{kind}' artifact needs its featurizer")
         if art.featurizer.get("format") != FORMAT:
             raise ArtifactError(
                 f"{art.path}: featurizer.json has format '{art.featurizer.get('format')}' but this ehrseq reads "
@@ -96,38 +125,99 @@ class Scorer:
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(f"{art.path}: featurizer.json cannot be read by this ehrseq ({e})") from e
         self.head = art.config.get("task")
-        if self.head not in ("binary", "regression", "multilabel"):
+        if self.head not in ("binary", "regression", "multilabel", "multiclass", "survival"):
             raise ArtifactError(f"{art.path}: task '{self.head}' cannot be scored by `ehrseq score`")
         self.art = art
-        self.target = art.config["target"]
+        self.model_type = kind
+        self.spec = artifact_task(art)
         self.finetune_cfg = dict(art.config.get("finetune") or {})
         self.label_names = list(art.config.get("label_names") or [])
         self.threshold = decision_threshold(art)
-        self.model = model_from_artifact(art).eval()
+        if kind == "deepsurv":
+            from ehrseq.models.deepsurv import DeepSurv
+
+            self.model: Any = DeepSurv.load(art.path)
+            self.horizons = _horizons(horizons, self.spec, self.model.baseline_times_)
+        else:
+            if horizons:
+                raise TargetError("--horizons applies to DeepSurv (time-to-event) artifacts only")
+            self.model = model_from_artifact(art).eval()
+            self.horizons = ()
         self.artifact_id = art.artifact_id
         self.artifact_sha256 = sha256_file(art.path / "manifest.json")
-        self.schema = prediction_schema(self.head, self.label_names)
 
     @classmethod
-    def load(cls, path: str | Path) -> Scorer:
-        return cls(load_artifact(path))  # verifies every file hash; raises ArtifactError when tampered
+    def load(cls, path: str | Path, *, horizons: Sequence[float] | None = None) -> Scorer:
+        return cls(load_artifact(path), horizons=horizons)  # verifies every file hash; raises when tampered
 
+    # ------------------------------------------------------------------------------------------ rows
+    def can_default(self) -> bool:
+        """Whether the artifact knows where to predict without a label file or a time."""
+        src = self.spec.source or ""
+        return src.startswith("builtin:") or (src.startswith("task:") and bool(self.spec.task_file))
+
+    def default_rows(self, events: pd.DataFrame) -> pd.DataFrame:
+        """The task's own prediction times on ``events``: built-in RA targets predict at every CDAI
+        measurement (the latest included) or visit; task files are rebuilt on the data (ACES triggers)."""
+        from ehrseq.labels import prediction_times
+        from ehrseq.tasks.resolve import rebuild_labels
+
+        src = self.spec.source or ""
+        if not self.can_default():
+            raise TargetError(f"{self.art.path}: its task '{self.spec.name}' came from a label file; pass --labels "
+                              "(or --prediction-time) to say where to predict")
+        try:
+            if src.startswith("builtin:") and self.spec.name in ("cdai", "cdai_value", "next_visit_dx"):
+                return prediction_times(self.spec.name, events)
+            tl = rebuild_labels(self.spec, events, self.finetune_cfg)
+        except TargetError:  # e.g. no subject of this shard has a CDAI measurement or a trigger
+            return _empty_labels()
+        return tl.frame[["subject_id", "prediction_time"]] if tl is not None else _empty_labels()
+
+    # ------------------------------------------------------------------------------------- predicting
     @torch.no_grad()
+    def predict_values(self, events: pd.DataFrame, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Model outputs for ``rows`` (subject_id, prediction_time) from ``events`` (whole subjects):
+        {"pred": (N, K)} for sequence heads, {"risk": (N,), "survival": (N, H)} for DeepSurv."""
+        from ehrseq.data.dataset import collate
+        from ehrseq.models.heads import to_prediction
+        from ehrseq.registry import make_dataset
+
+        fz = self.featurizer
+        fs = fz.transform(events, rows.reset_index(drop=True))
+        if self.model_type == "deepsurv":
+            from ehrseq.survival_task import sequence_embeddings, tabular_view
+
+            x = tabular_view(fs)
+            if self.art.config.get("embeddings_from"):
+                x = np.concatenate([x, sequence_embeddings(self.art.config["embeddings_from"], events, fs.labels)], 1)
+            risk = self.model.predict_risk(x)
+            surv = self.model.predict_survival(x, times=list(self.horizons)).to_numpy().T if len(x) else \
+                np.zeros((0, len(self.horizons)))
+            return {"risk": risk, "survival": surv}
+        ds = make_dataset(fs, None, fz, self.model_type)
+        self.model.eval()
+        out = [self.model(collate([ds[i] for i in range(a, min(a + _PRED_BATCH, len(ds)))])).logits.float()
+               for a in range(0, len(ds), _PRED_BATCH)]
+        logits = torch.cat(out) if out else torch.zeros((0, max(1, len(self.label_names))))
+        return {"pred": to_prediction(self.head, logits).numpy().astype(np.float64)}
+
+    def predict_frame(self, events: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+        """Predictions for ``rows`` as a frame in the output schema (truth columns of ``rows`` carried)."""
+        return self._table(rows.reset_index(drop=True), self.predict_values(events, rows)).to_pandas()
+
     def score_events(self, events: pd.DataFrame, source: LabelSource) -> tuple[pa.Table, dict[str, float]]:
         """Predict every label row of ``source`` for the subjects of ``events`` (canonical, whole subjects).
 
         Rows come out ordered by the subjects' order in ``events``, then prediction_time.
-        Returns the table (``self.schema``) and seconds spent per stage (labels, featurize, forward).
+        Returns the table (``self.schema(source.truth_columns)``) and seconds spent per stage.
         """
-        from ehrseq.api import make_dataset
-        from ehrseq.data.dataset import collate
-        from ehrseq.models.heads import to_prediction
-
         tm = {"labels": 0.0, "featurize": 0.0, "forward": 0.0}
         t0 = time.perf_counter()
+        schema = self.schema(source.truth_columns)
         if len(events) == 0:
-            return self.schema.empty_table(), tm
-        labels = source.rows(events, self.target, self.finetune_cfg)
+            return schema.empty_table(), tm
+        labels = source.rows(events, self)
         order = {int(s): i for i, s in enumerate(pd.unique(events["subject_id"]))}
         labels = labels.assign(prediction_time=labels["prediction_time"].astype("datetime64[us]"))
         labels = labels.loc[labels["subject_id"].isin(list(order))]
@@ -136,56 +226,103 @@ class Scorer:
         labels = labels.iloc[np.lexsort((t_us, rank))].reset_index(drop=True)
         tm["labels"] = time.perf_counter() - t0
         if len(labels) == 0:
-            return self.schema.empty_table(), tm
+            return schema.empty_table(), tm
         t0 = time.perf_counter()
-        fz = self.featurizer
-        ds = make_dataset(fz.transform(events, labels), None, fz, self.art.config["model_type"])
-        tm["featurize"] += time.perf_counter() - t0
-        self.model.eval()
-        out = []
-        for a in range(0, len(ds), _PRED_BATCH):
-            t0 = time.perf_counter()
-            batch = collate([ds[i] for i in range(a, min(a + _PRED_BATCH, len(ds)))])
-            t1 = time.perf_counter()
-            out.append(self.model(batch).logits.float())
-            tm["featurize"] += t1 - t0
-            tm["forward"] += time.perf_counter() - t1
-        pred = to_prediction(self.head, torch.cat(out)).numpy().astype(np.float64)
-        return self._table(labels, pred), tm
+        values = self.predict_values(events, labels)
+        tm["forward"] = time.perf_counter() - t0
+        return self._table(labels, values, source.truth_columns), tm
 
-    def _table(self, labels: pd.DataFrame, pred: np.ndarray) -> pa.Table:
-        n = len(labels)
+    # ----------------------------------------------------------------------------------------- output
+    def schema(self, truth_columns: Sequence[str] | None = None) -> pa.Schema:
+        """The Arrow schema of this artifact's prediction files (truth columns first, as MEDS labels)."""
+        truth = list(truth_columns if truth_columns is not None else ())
+        return prediction_schema(self.head, self.label_names, truth, self.horizons).with_metadata(
+            {ARTIFACT_META_KEY: json.dumps({"artifact_id": self.artifact_id,
+                                            "artifact_sha256": self.artifact_sha256}).encode()})
+
+    def _table(self, labels: pd.DataFrame, values: dict[str, np.ndarray],
+               truth_columns: Sequence[str] | None = None) -> pa.Table:
+        truth = [c for c in (truth_columns if truth_columns is not None else TRUTH_COLUMNS[self.head])
+                 if c in labels]
+        schema = self.schema(truth)
         cols: dict[str, Any] = {
             "subject_id": labels["subject_id"].to_numpy(np.int64),
             "prediction_time": labels["prediction_time"].to_numpy("datetime64[us]"),
         }
-        if self.head == "binary":
-            cols["predicted_boolean_probability"] = pred[:, 0]
-            cols["predicted_boolean_value"] = pred[:, 0] >= self.threshold
-        elif self.head == "regression":
-            cols["predicted_float_value"] = pred[:, 0]
+        for c in truth:
+            cols[c] = labels[c].to_numpy(dtype=object) if c in ("boolean_value", "integer_value") else labels[c]
+        if self.head == "survival":
+            cols["predicted_risk"] = values["risk"]
+            for j, h in enumerate(self.horizons):
+                cols[f"predicted_survival_{_days(h)}d"] = values["survival"][:, j]
         else:
-            for j, name in enumerate(self.label_names):
-                cols[f"predicted_{name}_probability"] = pred[:, j]
-        cols["artifact_id"] = np.full(n, self.artifact_id, dtype=object)
-        cols["artifact_sha256"] = np.full(n, self.artifact_sha256, dtype=object)
-        return pa.table([pa.array(cols[f.name], type=f.type) for f in self.schema], schema=self.schema)
+            pred = values["pred"]
+            if self.head == "binary":
+                cols["predicted_boolean_probability"] = pred[:, 0]
+                cols["predicted_boolean_value"] = pred[:, 0] >= self.threshold
+            elif self.head == "regression":
+                cols["predicted_float_value"] = pred[:, 0]
+            elif self.head == "multiclass":
+                best = pred.argmax(1) if len(pred) else np.zeros(0, np.int64)
+                cols["predicted_integer_value"] = best
+                cols["predicted_categorical_value"] = np.array([self.label_names[i] for i in best], dtype=object)
+                for j, name in enumerate(self.label_names):
+                    cols[f"predicted_{name}_probability"] = pred[:, j]
+            else:
+                for j, name in enumerate(self.label_names):
+                    cols[f"predicted_{name}_probability"] = pred[:, j]
+        return pa.table([pa.array(cols[f.name], type=f.type, from_pandas=True) for f in schema], schema=schema)
 
 
-def prediction_schema(head: str, label_names: list[str] | None = None) -> pa.Schema:
-    """The Arrow schema of the prediction shards for a task (see data_schemas/predictions.schema.json)."""
+def _days(h: float) -> str:
+    return f"{h:g}".replace(".", "_")
+
+
+def _horizons(asked: Sequence[float] | None, spec: TaskSpec, event_times: np.ndarray) -> tuple[float, ...]:
+    if asked:
+        bad = [h for h in asked if not (np.isfinite(h) and h > 0)]
+        if bad:
+            raise TargetError("--horizons are days after prediction_time and must be positive numbers")
+        return tuple(sorted({float(h) for h in asked}))
+    if spec.horizon_days:
+        return (float(spec.horizon_days),)
+    if len(event_times) == 0:
+        return ()
+    return tuple(sorted({float(round(q)) or 1.0 for q in np.quantile(event_times, [0.25, 0.5, 0.75])}))
+
+
+def prediction_schema(head: str, label_names: list[str] | None = None, truth_columns: Sequence[str] = (),
+                      horizons: Sequence[float] = ()) -> pa.Schema:
+    """The Arrow schema of prediction files for a task (see data_schemas/README.md, "Prediction files")."""
+    types = {"boolean_value": pa.bool_(), "integer_value": pa.int64(), "float_value": pa.float64(),
+             "categorical_value": pa.string()}
     fields = [pa.field("subject_id", pa.int64(), nullable=False),
               pa.field("prediction_time", pa.timestamp("us"), nullable=False)]
+    fields += [pa.field(c, types[c]) for c in truth_columns]
     if head == "binary":
-        fields += [pa.field("predicted_boolean_probability", pa.float64()),
-                   pa.field("predicted_boolean_value", pa.bool_())]
+        fields += [pa.field("predicted_boolean_value", pa.bool_()),
+                   pa.field("predicted_boolean_probability", pa.float32())]
     elif head == "regression":
         fields += [pa.field("predicted_float_value", pa.float64())]
+    elif head == "multiclass":
+        fields += [pa.field("predicted_integer_value", pa.int64()), pa.field("predicted_categorical_value", pa.string())]
+        fields += [pa.field(f"predicted_{n}_probability", pa.float64()) for n in label_names or []]
+    elif head == "survival":
+        fields += [pa.field("predicted_risk", pa.float64())]
+        fields += [pa.field(f"predicted_survival_{_days(h)}d", pa.float64()) for h in horizons]
     else:
         fields += [pa.field(f"predicted_{n}_probability", pa.float64()) for n in label_names or []]
-    fields += [pa.field("artifact_id", pa.string(), nullable=False),
-               pa.field("artifact_sha256", pa.string(), nullable=False)]
     return pa.schema(fields)
+
+
+def artifact_task(art: Artifact) -> TaskSpec:
+    """The task an artifact was trained for (artifacts from before tasks were recorded: their built-in target)."""
+    if art.config.get("task_spec"):
+        return TaskSpec.from_dict(art.config["task_spec"])
+    target = art.config.get("target", "")
+    kind = {"binary": "binary", "regression": "regression", "multilabel": "multilabel",
+            "survival": "survival"}.get(art.config.get("task", ""), "binary")
+    return TaskSpec(name=target, kind=kind, source=f"builtin:{target}")
 
 
 def decision_threshold(art: Artifact) -> float:
@@ -196,3 +333,12 @@ def decision_threshold(art: Artifact) -> float:
     if isinstance(t, list) and len(t) == 1:
         t = t[0]
     return float(t) if isinstance(t, int | float) and not isinstance(t, bool) else 0.5
+
+
+def artifact_of(table_or_path: pa.Table | str | Path) -> dict[str, str]:
+    """The artifact id and manifest hash recorded in a prediction file's (or table's) metadata."""
+    import pyarrow.parquet as pq
+
+    schema = table_or_path.schema if isinstance(table_or_path, pa.Table) else pq.read_schema(table_or_path)
+    raw = (schema.metadata or {}).get(ARTIFACT_META_KEY)
+    return json.loads(raw) if raw else {}

@@ -1,0 +1,64 @@
+"""Read a dataset from disk once: events (canonical MEDS frame), its subject splits and report labels."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ehrseq import codes
+from ehrseq.errors import DataValidationError, TargetError
+from ehrseq.io import read_extract, read_meds, read_subject_splits
+from ehrseq.split import subjects_table
+
+
+@dataclass
+class LoadedData:
+    """Canonical events, the dataset's subject splits (None when it has none), biopsy report labels (synthetic
+    cohort / extract reports table) and where it came from."""
+
+    events: pd.DataFrame
+    splits: pd.DataFrame | None
+    report_labels: pd.DataFrame | None
+    source: str
+
+
+def load_data(path: str | Path, *, column_map: Mapping[str, str] | None = None) -> LoadedData:
+    """Read a MEDS root, a MEDS Parquet file/directory, or an EHR-extract directory.
+
+    column_map: source column name -> MEDS name for exports that name columns differently
+    (e.g. ``{"value": "numeric_value"}``); EHR extracts follow ``data_schemas/`` and take none.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataValidationError("path does not exist", file=str(p), hint="Pass a MEDS root, a MEDS Parquet "
+                                  "file or shard directory, or an EHR-extract directory.")
+    if p.is_dir() and any((p / f"patients.{ext}").exists() for ext in ("csv", "parquet")):
+        res = read_extract(p)
+        return LoadedData(res.events, None, getattr(res, "report_labels", None), "extract")
+    res = read_meds(p, column_map=column_map)
+    splits = None
+    if (p / "metadata" / "subject_splits.parquet").exists():
+        splits = read_subject_splits(p)
+    labels = None
+    if (p / "truth" / "biopsy_labels.parquet").exists():
+        labels = pd.read_parquet(p / "truth" / "biopsy_labels.parquet")
+    return LoadedData(res.events, splits, labels, "meds")
+
+
+def biopsy_frame(d: LoadedData) -> pd.DataFrame:
+    """Biopsy reports joined with their labels: subject_id, time, report_id, text, site, one column per label."""
+    ev = d.events.loc[d.events["code"] == codes.BIOPSY_REPORT, ["subject_id", "time", "text_value"]]
+    if ev.empty:
+        raise TargetError(f"no '{codes.BIOPSY_REPORT}' events with report text: the biopsy target needs reports")
+    if d.report_labels is None:
+        raise TargetError("the biopsy target needs report labels (truth/biopsy_labels.parquet, or label columns "
+                          "in the extract's reports table)")
+    lab = d.report_labels.copy()
+    lab["time"] = lab["time"].astype("datetime64[us]")
+    ev = ev.assign(time=ev["time"].astype("datetime64[us]"))
+    df = ev.merge(lab, on=["subject_id", "time"], how="inner").rename(columns={"text_value": "text"})
+    site = subjects_table(d.events).set_index("subject_id")["site"]
+    return df.assign(site=df["subject_id"].map(site))

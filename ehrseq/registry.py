@@ -1,0 +1,136 @@
+"""Closed registries: sequence-model name -> (config class, presets, build, load); task kind -> model head.
+
+Configs name models and presets by string; the string is looked up here and nowhere else, so a config can never
+name code. Every path that builds or loads a sequence model (fine-tuning, ``--init``, prediction, scoring,
+DeepSurv's sequence embeddings, explain) goes through :func:`build_model` and :func:`model_from_artifact`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ehrseq.artifacts import Artifact
+from ehrseq.data.dataset import SequenceDataset
+from ehrseq.errors import ArtifactError, TargetError
+from ehrseq.featurize.featurizer import FeatureSet, Featurizer
+from ehrseq.models.behrt import BehrtConfig, BehrtModel, behrt_base, behrt_small, behrt_tiny
+from ehrseq.models.rnn_forecaster import RNN_PRESETS, RNNConfig, RNNForecaster
+
+# The model head each task kind trains (survival is DeepSurv's own Cox head).
+HEAD_OF_KIND = {"binary": "binary", "regression": "regression", "multiclass": "multiclass",
+                "multilabel": "multilabel"}
+
+
+@dataclass(frozen=True)
+class SequenceModelEntry:
+    """How one sequence-model family is built from a featurizer and loaded from an artifact."""
+
+    config_class: type
+    model_class: type
+    presets: dict[str, Callable[..., Any]]
+    build_config: Callable[..., Any]  # (preset_fn, fz, head, num_labels, pos_weight, overrides) -> config
+
+
+def _rnn_config(preset: Callable[..., Any], fz: Featurizer, head: str, num_labels: int, pos_weight: float | None,
+                overrides: dict[str, Any]) -> RNNConfig:
+    return RNNConfig(fz.n_step_features, fz.n_static_features, head=head, num_labels=num_labels,
+                     pos_weight=pos_weight, **preset(**overrides))
+
+
+def _behrt_config(preset: Callable[..., Any], fz: Featurizer, head: str, num_labels: int, pos_weight: float | None,
+                  overrides: dict[str, Any]) -> BehrtConfig:
+    return preset(
+        vocab_size=len(fz.vocab_), time_vocab_size=fz.n_time_bins, value_vocab_size=fz.n_value_ids,
+        max_visits=fz.config.max_visits + 1, max_position_embeddings=fz.config.max_len + 1,
+        age_vocab_size=fz.config.max_age + 1, head=head, num_labels=num_labels, pos_weight=pos_weight,
+        **overrides,
+    )
+
+
+SEQUENCE_MODELS: dict[str, SequenceModelEntry] = {
+    "rnn": SequenceModelEntry(RNNConfig, RNNForecaster, dict(RNN_PRESETS), _rnn_config),
+    "behrt": SequenceModelEntry(BehrtConfig, BehrtModel, {"tiny": behrt_tiny, "small": behrt_small,
+                                                         "base": behrt_base}, _behrt_config),
+}
+
+
+def sequence_entry(model: str) -> SequenceModelEntry:
+    if model not in SEQUENCE_MODELS:
+        raise TargetError(f"unknown sequence model '{model}'; choose one of {', '.join(SEQUENCE_MODELS)}")
+    return SEQUENCE_MODELS[model]
+
+
+def head_for(kind: str) -> str:
+    """The model head that trains a task of this kind."""
+    if kind not in HEAD_OF_KIND:
+        raise TargetError(f"a '{kind}' task is not trained by a sequence model's head (survival uses deepsurv)")
+    return HEAD_OF_KIND[kind]
+
+
+def build_model(model: str, head: str, num_labels: int, fz: Featurizer, preset: str, overrides: dict[str, Any],
+                pos_weight: float | None = None) -> torch.nn.Module:
+    """A freshly initialised sequence model sized for the fitted featurizer ``fz``."""
+    entry = sequence_entry(model)
+    if preset not in entry.presets:
+        raise TargetError(f"unknown {model} preset '{preset}'; choose one of {', '.join(entry.presets)}")
+    return entry.model_class(entry.build_config(entry.presets[preset], fz, head, num_labels, pos_weight, overrides))
+
+
+def model_config_dict(model: torch.nn.Module) -> dict[str, Any]:
+    cfg = model.config
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(vars(cfg))
+
+
+def saved_behrt_config(mc: dict[str, Any]) -> dict[str, Any]:
+    """BehrtConfig keyword arguments from an artifact's model config (transformers' bookkeeping keys dropped).
+
+    Artifacts written before pooling was an option read the CLS token."""
+    return {"pooling": "cls", **{k: v for k, v in mc.items() if k not in ("transformers_version", "architectures")}}
+
+
+def _config_kwargs(kind: str, mc: dict[str, Any]) -> dict[str, Any]:
+    return saved_behrt_config(mc) if kind == "behrt" else dict(mc)
+
+
+def model_from_artifact(art: Artifact) -> torch.nn.Module:
+    """The trained sequence model of an artifact, in eval mode; weights must match the config exactly."""
+    kind = art.config.get("model_type")
+    if kind not in SEQUENCE_MODELS:
+        raise ArtifactError(f"{art.path}: model_type '{kind}' is not a sequence model ({', '.join(SEQUENCE_MODELS)})")
+    entry = SEQUENCE_MODELS[kind]
+    try:
+        m: torch.nn.Module = entry.model_class(entry.config_class(**_config_kwargs(kind, dict(art.config["model"]))))
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"{art.path}: config.json 'model' cannot be read by this ehrseq ({e})") from e
+    missing, unexpected = m.load_state_dict(art.state_dict, strict=False)
+    if missing or unexpected:
+        raise ArtifactError(f"{art.path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    m.eval()
+    return m
+
+
+def behrt_from_pretrained(art: Artifact, head: str, num_labels: int,
+                          overrides: dict[str, Any] | None = None) -> torch.nn.Module:
+    """A BEHRT with a fresh ``head`` whose embeddings and encoder come from an MLM-pretraining artifact.
+
+    ``overrides`` (the fine-tuning config's model_overrides) may change what has no weights: pooling, dropout.
+    """
+    mc = saved_behrt_config(art.config["model"])
+    mc.update(head=head, num_labels=num_labels, pos_weight=None, **(overrides or {}))
+    model = BehrtModel(BehrtConfig(**mc))
+    body = {k: v for k, v in art.state_dict.items() if k.startswith(("embeddings.", "encoder."))}
+    missing, unexpected = model.load_state_dict(body, strict=False)
+    if unexpected or any(k.startswith(("embeddings.", "encoder.")) for k in missing):
+        raise ArtifactError(f"{art.path}: pretrained weights do not fit this BEHRT configuration")
+    return model
+
+
+def make_dataset(fs: FeatureSet, targets: Any, fz: Featurizer, model: str) -> SequenceDataset:
+    """A dataset building only the view ``model`` reads: steps for the RNN, tokens for BEHRT."""
+    return SequenceDataset(fs, targets, max_len=fz.config.max_len, max_visits=fz.config.max_visits,
+                           max_steps=fz.config.max_visits, tokens=model == "behrt", steps=model == "rnn",
+                           positions=fz.config.positions)
