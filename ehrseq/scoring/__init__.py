@@ -24,10 +24,8 @@ What it guarantees:
   predicting every shard already present, so the output equals an uninterrupted run. ``out/_job.json`` holds
   the argument hash; a directory written by another job is refused.
 
-Output rows (MEDS prediction-file names, see ``data_schemas/predictions.schema.json``): ``subject_id``,
-``prediction_time``, then ``predicted_boolean_probability`` + ``predicted_boolean_value`` (binary),
-``predicted_float_value`` (regression) or ``predicted_<label>_probability`` per label (multi-label), then
-``artifact_id`` and ``artifact_sha256`` (sha256 of the artifact's manifest.json).
+Output rows: MEDS label rows plus meds-evaluation's prediction columns (see :mod:`ehrseq.scoring.predict` and
+``data_schemas/README.md``); the artifact's id and manifest hash are in each shard's Parquet metadata.
 """
 
 from ehrseq.scoring.constants import QUARANTINE_FILE, QUARANTINE_SCHEMA, REASON_CODES
