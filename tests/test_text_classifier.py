@@ -231,3 +231,31 @@ def test_self_training_reads_the_new_sites_text_only_and_keeps_the_vocabulary(
     with pytest.raises(ValueError, match="self_train_rounds"):
         TextClassifierConfig(self_train_rounds=-1)
 
+
+
+def test_score_predicts_each_rows_latest_report(model: TextClassifier, tmp_path: Path) -> None:
+    """`ehrseq score` on a text artifact: by default one row per report; at a fixed time, the latest report at
+    or before it (no probability where a subject has no report yet)."""
+    from ehrseq.codes import BIOPSY_REPORT
+    from ehrseq.io import write_meds
+    from ehrseq.scoring import score
+
+    fx = pd.read_csv(FIXTURE)
+    texts = fx["text"].tolist()[:3]
+    ev = pd.DataFrame({
+        "subject_id": np.array([1, 1, 2, 3], np.int64),
+        "time": pd.to_datetime(["2020-01-01", "2020-06-01", "2020-03-01", "2021-05-01"]).astype("datetime64[us]"),
+        "code": pd.array([BIOPSY_REPORT] * 3 + ["VISIT//OUTPATIENT"], dtype="string"),
+        "numeric_value": np.full(4, np.nan, np.float32),
+        "text_value": pd.array([texts[0], texts[1], texts[2], None], dtype="string"),
+    })
+    root = write_meds(ev, tmp_path / "meds", dataset_name="reports", overwrite=True)
+    art = model.save(tmp_path / "art")
+    score(art, root, tmp_path / "all")
+    got = pd.read_parquet(tmp_path / "all").sort_values(["subject_id", "prediction_time"])
+    cols = [f"predicted_{n}_probability" for n in model.config.labels]
+    np.testing.assert_allclose(got[cols].to_numpy(), model.predict_proba(texts), atol=1e-6)
+    score(art, root, tmp_path / "at", prediction_time="2020-04-01")
+    at = pd.read_parquet(tmp_path / "at").set_index("subject_id")
+    np.testing.assert_allclose(at.loc[[1, 2], cols].to_numpy(), model.predict_proba([texts[0], texts[2]]), atol=1e-6)
+    assert at.loc[3, cols].isna().all()  # no report by then: no prediction rather than a made-up one

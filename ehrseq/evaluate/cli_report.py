@@ -95,10 +95,10 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *
                       labels=None, column_map=None) -> dict[str, Path]:
     """Write report.json, report.md, report.html (and predictions.parquet) for ``artifact`` on one split of
     ``data``, at the rows of ``labels`` (a MEDS label file) or of the artifact's task rebuilt on the data."""
-    from ehrseq.scoring.predict import artifact_task
     from ehrseq.data.loading import load_data
     from ehrseq.evaluate.conformal import SplitConformalClassifier, SplitConformalRegressor
     from ehrseq.evaluate.report import build_report, write_report
+    from ehrseq.scoring.predict import artifact_task
 
     art = load_artifact(artifact)
     task = "multilabel" if art.config["model_type"] in ("text_classifier",) else art.config.get("task")

@@ -1,6 +1,6 @@
 """The one predictor: artifact -> frozen featurizer -> model -> MEDS prediction columns.
 
-:class:`Scorer` serves every model family with a featurizer (RNN, BEHRT, DeepSurv); ``ehrseq score`` calls
+:class:`Scorer` serves every model family (RNN, BEHRT, DeepSurv, the biopsy-report classifier); ``ehrseq score`` calls
 :meth:`Scorer.score_events` per shard, and :func:`ehrseq.api.predict` calls :meth:`Scorer.predict_frame`.
 
 Output columns (``data_schemas/README.md``, "Prediction files"), after ``subject_id`` and ``prediction_time``:
@@ -40,6 +40,7 @@ from ehrseq.scoring.constants import _PRED_BATCH
 from ehrseq.tasks.spec import TaskSpec
 
 ARTIFACT_META_KEY = b"ehrseq.artifact"
+TEXT_MODEL = "text_classifier"
 TRUTH_COLUMNS = {"binary": ("boolean_value",), "regression": ("float_value",), "multiclass": ("integer_value",),
                  "survival": ("float_value", "boolean_value"), "multilabel": ()}
 
@@ -110,9 +111,15 @@ class Scorer:
         from ehrseq.registry import SEQUENCE_MODELS, model_from_artifact
 
         kind = art.config.get("model_type")
+        self.art, self.model_type = art, kind
+        self.artifact_id = art.artifact_id
+        self.artifact_sha256 = sha256_file(art.path / "manifest.json")
+        if kind == TEXT_MODEL:
+            self._init_text(art, horizons)
+            return
         if kind not in (*SEQUENCE_MODELS, "deepsurv"):
-            raise ArtifactError(f"{art.path}: `ehrseq score` scores {', '.join(SEQUENCE_MODELS)} and deepsurv "
-                                f"artifacts; this one holds a '{kind}' model")
+            raise ArtifactError(f"{art.path}: `ehrseq score` scores {', '.join(SEQUENCE_MODELS)}, deepsurv and "
+                                f"{TEXT_MODEL} artifacts; this one holds a '{kind}' model")
         if art.featurizer is None:
             raise ArtifactError(f"{art.path}: no featurizer.json; a '{kind}' artifact needs its featurizer")
         if art.featurizer.get("format") != FORMAT:
@@ -143,8 +150,19 @@ class Scorer:
                 raise TargetError("--horizons applies to DeepSurv (time-to-event) artifacts only")
             self.model = model_from_artifact(art).eval()
             self.horizons = ()
-        self.artifact_id = art.artifact_id
-        self.artifact_sha256 = sha256_file(art.path / "manifest.json")
+
+    def _init_text(self, art: Artifact, horizons: Sequence[float] | None) -> None:
+        """The biopsy-report classifier: one probability per label for the latest report at or before each
+        prediction_time (by default, at every report)."""
+        from ehrseq.models.text_classifier import TextClassifier
+
+        if horizons:
+            raise TargetError("--horizons applies to DeepSurv (time-to-event) artifacts only")
+        self.model = TextClassifier.load(art.path)
+        self.head, self.horizons, self.threshold, self.finetune_cfg = "multilabel", (), 0.5, {}
+        self.label_names = list(self.model.config.labels)
+        self.spec = TaskSpec(name="biopsy", kind="multilabel", source="builtin:biopsy",
+                             definition="Temporal artery biopsy report findings and the overall GCA conclusion.")
 
     @classmethod
     def load(cls, path: str | Path, *, horizons: Sequence[float] | None = None) -> Scorer:
@@ -156,6 +174,13 @@ class Scorer:
         src = self.spec.source or ""
         return src.startswith("builtin:") or (src.startswith("task:") and bool(self.spec.task_file))
 
+    def _reports(self, events: pd.DataFrame) -> pd.DataFrame:
+        from ehrseq.codes import BIOPSY_REPORT
+
+        rep = events.loc[(events["code"] == BIOPSY_REPORT) & events["time"].notna() & events["text_value"].notna(),
+                         ["subject_id", "time", "text_value"]]
+        return rep.assign(time=rep["time"].astype("datetime64[us]")).sort_values("time", kind="stable")
+
     def default_rows(self, events: pd.DataFrame) -> pd.DataFrame:
         """The task's own prediction times on ``events``: built-in RA targets predict at every CDAI
         measurement (the latest included) or visit; task files are rebuilt on the data (ACES triggers)."""
@@ -163,6 +188,9 @@ class Scorer:
         from ehrseq.tasks.resolve import rebuild_labels
 
         src = self.spec.source or ""
+        if self.model_type == TEXT_MODEL:
+            rep = self._reports(events)[["subject_id", "time"]].drop_duplicates()
+            return rep.rename(columns={"time": "prediction_time"}).reset_index(drop=True)
         if not self.can_default():
             raise TargetError(f"{self.art.path}: its task '{self.spec.name}' came from a label file; pass --labels "
                               "(or --prediction-time) to say where to predict")
@@ -183,6 +211,8 @@ class Scorer:
         from ehrseq.models.heads import to_prediction
         from ehrseq.registry import make_dataset
 
+        if self.model_type == TEXT_MODEL:
+            return {"pred": self._text_values(events, rows.reset_index(drop=True))}
         fz = self.featurizer
         fs = fz.transform(events, rows.reset_index(drop=True))
         if self.model_type == "deepsurv":
@@ -201,6 +231,20 @@ class Scorer:
                for a in range(0, len(ds), _PRED_BATCH)]
         logits = torch.cat(out) if out else torch.zeros((0, max(1, len(self.label_names))))
         return {"pred": to_prediction(self.head, logits).numpy().astype(np.float64)}
+
+    def _text_values(self, events: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
+        """(N, K) label probabilities of each row's latest report at or before its prediction_time (NaN when
+        the subject has no report by then)."""
+        left = rows[["subject_id", "prediction_time"]].assign(
+            _row=np.arange(len(rows)), prediction_time=rows["prediction_time"].astype("datetime64[us]"))
+        left = left.sort_values("prediction_time", kind="stable")
+        m = pd.merge_asof(left, self._reports(events), left_on="prediction_time", right_on="time", by="subject_id",
+                          direction="backward")
+        out = np.full((len(rows), len(self.label_names)), np.nan)
+        has = m["text_value"].notna().to_numpy()
+        if has.any():
+            out[m["_row"].to_numpy()[has]] = self.model.predict_proba(m.loc[has, "text_value"].astype(str).tolist())
+        return out
 
     def predict_frame(self, events: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
         """Predictions for ``rows`` as a frame in the output schema (truth columns of ``rows`` carried)."""
