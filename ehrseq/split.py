@@ -96,16 +96,17 @@ def _assign(order: np.ndarray, fractions: np.ndarray) -> np.ndarray:
 
 
 def subjects_table(events: pd.DataFrame) -> pd.DataFrame:
-    """One row per subject with ``site`` (from SITE// codes) and ``first_time`` for the splitter."""
+    """One row per subject with ``site`` (static SITE// rows, "unknown" without: MEDS has no standard site
+    code) and ``first_time`` for the splitter."""
     from ehrseq import codes
+    from ehrseq.io.conventions import site_of
 
     ids = events["subject_id"].drop_duplicates()
-    site_rows = events.loc[events["code"].str.startswith(codes.SITE_PREFIX), ["subject_id", "code"]]
-    site = site_rows.drop_duplicates("subject_id").set_index("subject_id")["code"].str.slice(len(codes.SITE_PREFIX))
+    site = site_of(events)
     clinical = events.loc[events["time"].notna() & (events["code"] != codes.BIRTH)]  # birth is not a first visit
     first = clinical.groupby("subject_id")["time"].min()
     out = pd.DataFrame({"subject_id": ids.to_numpy()})
-    out["site"] = out["subject_id"].map(site).fillna("unknown").astype(str)
+    out["site"] = out["subject_id"].map(site).astype(object).fillna("unknown").astype(str)
     out["first_time"] = out["subject_id"].map(first)
     return out
 

@@ -25,6 +25,13 @@ def fitted(cohort, splits) -> Featurizer:
     return Featurizer().fit(cohort.events, splits)
 
 
+def _with_config(f: Featurizer, **changes) -> Featurizer:
+    """The fitted featurizer ``f`` with some config options changed (its learned state kept)."""
+    d = json.loads(json.dumps(f.to_dict()))
+    d["config"].update(changes)
+    return Featurizer.from_dict(d)
+
+
 def _one_row_per_subject(labels: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     """A random label row (not always the first or last) for each of ``n`` random subjects."""
     rng = np.random.default_rng(seed)
@@ -189,8 +196,9 @@ def test_events_at_prediction_time_are_used(cohort, labels, fitted):
     at = rows.assign(code=pd.array(["ICD10//M06.9"] * len(rows), dtype="string"), numeric_value=np.float32("nan"),
                      text_value=pd.array([None] * len(rows), dtype="string")).rename(columns={"prediction_time": "time"})
     at = at[list(cohort.events.columns)].astype(cohort.events.dtypes.to_dict())
-    base = fitted.transform(cohort.events, rows)
-    more = fitted.transform(pd.concat([cohort.events, at], ignore_index=True), rows)
+    every = _with_config(fitted, repeats="all")  # the added code repeats one of that visit: show every event
+    base = every.transform(cohort.events, rows)
+    more = every.transform(pd.concat([cohort.events, at], ignore_index=True), rows)
     for i in range(len(rows)):
         a, b = build_tokens(base, i, 256, 64), build_tokens(more, i, 256, 64)
         assert len(b["code_ids"]) == len(a["code_ids"]) + 1
@@ -361,3 +369,134 @@ def test_featurizers_saved_before_positions_and_pinning_keep_their_token_layout(
     old = Featurizer.from_dict(d)
     assert old.config.positions == "first" and old.config.pin_static_numeric is False
     assert fitted.config.positions == "last" and fitted.config.pin_static_numeric is True  # new defaults
+
+
+# ------------------------------------------------------------------- real dense data (MIMIC-IV demo slice)
+
+
+@pytest.fixture(scope="module")
+def mimic(mimic_slice):
+    """(events, label rows 24 h after each hospital admission, featurizer fitted on all subjects)."""
+    from ehrseq.io import read_meds
+
+    ev = read_meds(mimic_slice, column_map={"value": "numeric_value"}).events
+    adm = ev.loc[ev["code"].astype(str).str.startswith("HOSPITAL_ADMISSION//"), ["subject_id", "time"]]
+    rows = adm.drop_duplicates().assign(prediction_time=lambda d: d["time"] + pd.Timedelta(hours=24))
+    rows = rows[["subject_id", "prediction_time"]].sort_values(["subject_id", "prediction_time"]).reset_index(drop=True)
+    splits = pd.DataFrame({"subject_id": ev["subject_id"].unique(), "split": "train"})
+    return ev, rows, Featurizer().fit(ev, splits)
+
+
+def test_sex_features_come_from_gender_codes_on_mimic(mimic):
+    ev, rows, f = mimic
+    fs = f.transform(ev, rows)
+    gender = ev.loc[ev["code"].astype(str).str.startswith("GENDER//")].set_index("subject_id")["code"].astype(str)
+    female = rows["subject_id"].map(gender).eq("GENDER//F").to_numpy()
+    np.testing.assert_array_equal(fs.static_x[:, 1], female.astype(np.float32))
+    np.testing.assert_array_equal(fs.static_x[:, 2], (~female).astype(np.float32))
+    assert 0 < female.sum() < len(rows)
+
+
+def test_no_rf_or_anti_ccp_static_feature_on_mimic(mimic, fitted):
+    from ehrseq.api import build_model
+    from ehrseq.explain import input_groups
+
+    ev, rows, f = mimic
+    assert f.static_numeric_codes_ == [] and f.n_static_features == 3
+    assert f.transform(ev, rows).static_x.shape == (len(rows), 3)
+    rnn = build_model("rnn", "binary", 1, f, "small", {}, None)
+    assert rnn.config.n_static_features == 3
+    assert not any("LAB//RF" in g or "ANTI_CCP" in g for g in input_groups(f))
+    # the control: the synthetic cohort has both in train, so its features (and benchmarks) are unchanged
+    assert fitted.static_numeric_codes_ == [codes.RF, codes.ANTI_CCP] and fitted.n_static_features == 7
+
+
+def test_static_numeric_codes_only_in_held_out_subjects_are_not_features(make_events):
+    rows = [(1, "2020-01-01", codes.CDAI, 20.0), (2, "2020-01-01", codes.RF, 80.0), (2, "2020-01-01", codes.CDAI, 9.0)]
+    f = Featurizer(FeaturizerConfig(min_count=1)).fit(
+        make_events(rows), pd.DataFrame({"subject_id": [1, 2], "split": ["train", "held_out"]}))
+    assert f.static_numeric_codes_ == [] and f.n_static_features == 3
+
+
+def _token_counts(fs: FeatureSet, max_len: int = 10**9) -> np.ndarray:
+    from ehrseq.featurize.tokens import token_window
+
+    return np.array([len(token_window(fs, i, max_len)) for i in range(len(fs))])
+
+
+def test_last_in_visit_shortens_the_mimic_stream_and_reaches_further_back(mimic):
+    from ehrseq.featurize.tokens import token_window
+
+    ev, rows, f = mimic
+    dense = f.transform(ev, rows)
+    every = _with_config(f, repeats="all").transform(ev, rows)
+    n_dense, n_every = _token_counts(dense), _token_counts(every)
+    assert (n_dense <= n_every).all() and np.median(n_dense) < 0.8 * np.median(n_every)
+    reached_earlier = 0
+    for i in range(len(rows)):
+        a, b = token_window(dense, i, 256), token_window(every, i, 256)
+        assert dense.tok_visit[a[0]] <= every.tok_visit[b[0]]  # never covers fewer visit days
+        reached_earlier += dense.tok_visit[a[0]] < every.tok_visit[b[0]]
+        known = a[dense.tok_code[a] != UNK_ID]  # rare codes share the UNK id
+        pairs = dense.tok_visit[known] * 10**6 + dense.tok_code[known]
+        assert len(np.unique(pairs)) == len(pairs)  # one token per (visit, code)
+    assert reached_earlier > len(rows) // 4
+    assert dense.counts["truncated_rows"] <= every.counts["truncated_rows"]
+
+
+def test_last_in_visit_shows_the_latest_value_up_to_prediction_time(make_events):
+    ev = make_events([
+        (1, "2150-01-01 08:00:00", "LAB//HR", 60.0),
+        (1, "2150-01-01 12:00:00", "LAB//HR", 90.0),
+        (1, "2150-01-01 12:00:00", "LAB//NA", 140.0),
+        (1, "2150-01-01 16:00:00", "LAB//HR", 150.0),  # after prediction_time
+        (1, "2150-01-02 09:00:00", "LAB//HR", 70.0),
+    ] + [(2, f"2150-02-0{d} 10:00:00", "LAB//HR", float(50 + 20 * d)) for d in range(1, 6)])
+    f = Featurizer(FeaturizerConfig(min_count=1)).fit(ev, pd.DataFrame({"subject_id": [1, 2], "split": ["train"] * 2}))
+    lab = pd.DataFrame({"subject_id": [1], "prediction_time": [pd.Timestamp("2150-01-01 12:00:00")]})
+    fs = f.transform(ev, lab)
+    tok = build_tokens(fs, 0, 64, 64)
+    hr = tok["code_ids"] == f.code_to_id["LAB//HR"]
+    assert hr.sum() == 1
+    m, sd = f.value_stats_["LAB//HR"]
+    assert tok["value_num"][hr][0] == pytest.approx((np.log1p(90.0) - m) / sd, abs=1e-5)  # 12:00, not 08:00
+    at_noon = f.transform(ev.loc[ev["time"] <= pd.Timestamp("2150-01-01 12:00:00")], lab)
+    _assert_views_equal(build_tokens(at_noon, 0, 64, 64), tok, "event after prediction_time")
+    every = build_tokens(_with_config(f, repeats="all").transform(ev, lab), 0, 64, 64)
+    assert (every["code_ids"] == f.code_to_id["LAB//HR"]).sum() == 2
+    assert fs.step_cut[0] - fs.step_start[0] == 2  # the RNN keeps both event times
+
+
+def test_last_in_visit_leaves_the_synthetic_stream_unchanged(cohort, labels, fitted):
+    assert fitted.config.repeats == "last_in_visit"  # the default
+    rows = _one_row_per_subject(labels, n=150, seed=11)
+    a = fitted.transform(cohort.events, rows)
+    b = _with_config(fitted, repeats="all").transform(cohort.events, rows)
+    assert a.counts == b.counts
+    assert (a.tok_next == np.iinfo(np.int64).max).all()  # no code repeats within a day
+    for i in range(len(rows)):
+        for max_len in (24, 256):
+            _assert_views_equal(build_tokens(a, i, max_len, 64, "last"), build_tokens(b, i, max_len, 64, "last"),
+                                f"row {i}, max_len {max_len}")
+
+
+def test_featurizer_saved_before_repeats_and_fitted_static_codes_featurizes_as_before(mimic):
+    """An artifact written before the options existed: every event is a token, its stored static numeric
+    codes (RF, anti-CCP even on data without them) keep the static width its RNN was trained with, and sex
+    is read from SEX// codes only (its model saw zeros for MIMIC's GENDER// patients)."""
+    ev, rows, f = mimic
+    assert f.sex_prefixes_ == ["GENDER//"]
+    d = json.loads(json.dumps(f.to_dict()))
+    del d["config"]["repeats"], d["sex_prefixes"]
+    d.update(static_numeric_codes=[codes.RF, codes.ANTI_CCP], static_mean=[0.0, 0.0], static_std=[1.0, 1.0])
+    old = Featurizer.from_dict(d)
+    assert old.config.repeats == "all" and old.n_static_features == 7
+    fs = old.transform(ev, rows)
+    assert fs.tok_next is None and fs.static_x.shape == (len(rows), 7)
+    assert (fs.static_x[:, [4, 6]] == 1).all()  # missing flags: no RF / anti-CCP value
+    assert (fs.static_x[:, 1:3] == 0).all()
+    ref = _with_config(f, repeats="all").transform(ev, rows)
+    for i in range(len(rows)):
+        _assert_views_equal(build_tokens(fs, i, 256, 64), build_tokens(ref, i, 256, 64), f"row {i}")
+    with pytest.raises(ValueError, match="repeats"):
+        FeaturizerConfig(repeats="first")

@@ -170,3 +170,62 @@ def test_report_html_renders_in_headless_chromium_without_console_errors(tmp_pat
     assert shot.exists() and shot.stat().st_size > 0, proc.stderr[-2000:]
     console = [line for line in proc.stderr.splitlines() if "Uncaught" in line or "ERROR:CONSOLE" in line]
     assert not console, console
+
+
+# ------------------------------------------------------------------------------ near-constant predictions
+
+
+def _near_constant(df: pd.DataFrame, sd: float, seed: int = 4) -> pd.DataFrame:
+    """The same rows with probabilities collapsed around the base rate (BEHRT on a real task: std 0.002)."""
+    rng = np.random.default_rng(seed)
+    return df.assign(y_prob=np.clip(df["y_true"].mean() + rng.normal(0, sd, len(df)), 0, 1))
+
+
+@pytest.mark.parametrize("sd", [0.0, 0.002])
+def test_near_constant_predictions_are_flagged_in_summary_log_and_report(tmp_path: Path, caplog, sd: float) -> None:
+    from ehrseq.evaluate.summary import NEAR_CONSTANT, summarize
+
+    df = _near_constant(_frame(), sd)
+    with caplog.at_level("WARNING", logger="ehrseq.evaluate"):
+        m = summarize(df, "binary", n_bootstrap=10, seed=0)  # as api.finetune calls it
+    assert [w["code"] for w in m["warnings"]] == [NEAR_CONSTANT]
+    assert m["prediction_spread"]["y_prob"]["std"] == pytest.approx(df["y_prob"].std(ddof=0))
+    assert any("near-constant" in r.getMessage() for r in caplog.records)
+
+    report = build_report(df, "binary", CARD, external=_near_constant(_frame(80, seed=9, prefix="x"), sd), **FAST)
+    assert len(report["warnings"]) == 2 and report["warnings"][1]["message"].startswith("external: ")
+    paths = write_report(report, tmp_path)
+    assert json.loads(paths["json"].read_text())["warnings"][0]["code"] == NEAR_CONSTANT
+    md = paths["markdown"].read_text()
+    assert md.index("## Warnings") < md.index("## Model card") and "> **Warning:** y_prob is near-constant" in md
+    page = paths["html"].read_text()
+    assert 'id="warnings"' in page and page.index('id="warnings"') < page.index('id="model-card"')
+
+
+def test_varied_predictions_carry_their_spread_and_no_warning(tmp_path: Path, caplog) -> None:
+    from ehrseq.evaluate.summary import summarize
+
+    df = _frame()
+    with caplog.at_level("WARNING", logger="ehrseq.evaluate"):
+        m = summarize(df, "binary", n_bootstrap=10, seed=0)
+        report = build_report(df, "binary", CARD, **FAST)
+    assert m["warnings"] == [] and report["warnings"] == []
+    assert m["prediction_spread"]["y_prob"]["n_distinct"] > 100 and m["prediction_spread"]["y_prob"]["std"] > 0.1
+    assert not [r for r in caplog.records if "near-constant" in r.getMessage()]
+    paths = write_report(report, tmp_path)
+    assert "## Warnings" not in paths["markdown"].read_text() and 'id="warnings"' not in paths["html"].read_text()
+
+
+def test_near_constant_rule_per_task() -> None:
+    from ehrseq.evaluate.summary import prediction_spread
+
+    ml = _multilabel().assign(y_prob_remission=0.4)
+    _, w = prediction_spread(ml, "multilabel")
+    assert [x["column"] for x in w] == ["y_prob_remission"]
+    reg = _regression()
+    assert prediction_spread(reg, "regression")[1] == []
+    _, w = prediction_spread(reg.assign(y_pred=10 + 1e-3 * reg["y_pred"]), "regression")  # std 0.003 vs 3.6
+    assert len(w) == 1
+    surv = pd.DataFrame({"subject_id": [1, 2, 3], "duration": [1.0, 2, 3], "event": [1, 0, 1], "risk": [0.5] * 3})
+    assert len(prediction_spread(surv, "survival")[1]) == 1
+    assert prediction_spread(surv.assign(risk=[0.1, 0.2, 0.3]), "survival")[1] == []

@@ -9,7 +9,8 @@ Expected prediction columns (one row per subject_id x prediction_time):
 
 plus ``subject_id`` and any group columns (``sex``, ``site``, ``age`` -> ``age_band`` is derived when asked).
 The report holds aggregates only: metrics, curves (thinned), calibration bins and subgroup counts >= the
-suppression threshold, never rows.
+suppression threshold, never rows. ``warnings`` (near-constant predictions, see
+:func:`ehrseq.evaluate.summary.prediction_spread`) lead the Markdown and HTML pages.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -37,6 +39,7 @@ from ehrseq.utils import frame_hash
 Task = Literal["binary", "multilabel", "regression", "survival"]
 MODEL_CARD_FIELDS = ("name", "data_hash", "split_hash", "target_definition", "intended_use", "limitations")
 NOT_STATED = "not stated"
+logger = logging.getLogger("ehrseq.evaluate")
 
 
 # ---------------------------------------------------------------------------------------------- columns
@@ -245,6 +248,14 @@ def build_report(
         report["external"] = {"name": external_name, **ext,
                               "side_by_side": _side_by_side(report["overall"], ext["overall"])}
     report["notes"] = notes
+    from ehrseq.evaluate.summary import prediction_spread  # summary imports this module
+
+    report["prediction_spread"], report["warnings"] = prediction_spread(df, task)
+    if external is not None:
+        report["external"]["prediction_spread"], ext_w = prediction_spread(external, task)
+        report["warnings"] += [{**w, "message": f"{external_name}: {w['message']}"} for w in ext_w]
+    for w in report["warnings"]:
+        logger.warning("%s", w["message"])
     return _clean(report)
 
 
@@ -340,6 +351,8 @@ def _markdown(report: Mapping[str, Any], figure_files: Mapping[str, str], figure
     parts = [f"# Evaluation report: {report['model_card'].get('name', NOT_STATED)}",
              f"Task: {meta['task']}. ehrseq {meta['ehrseq_version']}, created {meta['created']}. "
              f"CIs: {meta['ci']}, {meta['n_boot']} resamples."]
+    if report.get("warnings"):
+        parts += ["## Warnings", *[f"> **Warning:** {w['message']}" for w in report["warnings"]]]
     for _, title, headers, rows in _tables(report):
         parts += [f"## {title}", _md_table(headers, rows)]
     parts.append("## Figures")
@@ -351,7 +364,8 @@ def _markdown(report: Mapping[str, Any], figure_files: Mapping[str, str], figure
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:14px;
-text-align:left}th{background:#f2f2f2}img{max-width:48%;margin:4px;border:1px solid #eee}.note{color:#666}"""
+text-align:left}th{background:#f2f2f2}img{max-width:48%;margin:4px;border:1px solid #eee}.note{color:#666}
+.warning{background:#fdecea;border:2px solid #c0392b;color:#7b1c12;padding:0.3em 1em;margin:1em 0}"""
 
 
 def _html(report: Mapping[str, Any], figures: Mapping[str, bytes], figure_note: str | None) -> str:
@@ -360,6 +374,10 @@ def _html(report: Mapping[str, Any], figures: Mapping[str, bytes], figure_note: 
     body = [f"<h1>Evaluation report: {e(str(report['model_card'].get('name', NOT_STATED)))}</h1>",
             f"<p>Task: {e(meta['task'])}. ehrseq {e(meta['ehrseq_version'])}, created {e(meta['created'])}. "
             f"CIs: {e(meta['ci'])}, {meta['n_boot']} resamples.</p>"]
+    if report.get("warnings"):
+        body.append('<section id="warnings" class="warning" role="alert"><h2>&#9888; Warnings</h2><ul>'
+                    + "".join(f"<li><strong>{e(w['message'])}</strong></li>" for w in report["warnings"])
+                    + "</ul></section>")
     for sid, title, headers, rows in _tables(report):
         head = "".join(f"<th>{e(str(h))}</th>" for h in headers)
         trs = "".join("<tr>" + "".join(f"<td>{e(str(_fmt(v)))}</td>" for v in r) + "</tr>" for r in rows)

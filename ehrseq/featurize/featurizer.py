@@ -7,10 +7,11 @@ inputs are sliced at ``prediction_time``, so nothing after that time can reach a
 Two views per label row:
 
 - tokens (BEHRT): ``[CLS] static... v1 codes [SEP] v2 codes [SEP] ...``; a visit is a calendar day; keeps the
-  most recent events when longer than ``max_len`` (counted); unknown codes map to UNK (counted).
+  most recent events when longer than ``max_len`` (counted); unknown codes map to UNK (counted). With
+  ``repeats="last_in_visit"`` a code repeated within a visit is one token (see :mod:`ehrseq.featurize.tokens`).
 - steps (RNN): one vector per distinct event time: numeric codes (log, standardised, with missing flags),
   a multi-hot over the most frequent other codes, and log days since the previous step; plus static
-  features (age at prediction_time, sex, baseline numeric codes such as RF / anti-CCP).
+  features (age at prediction_time, sex, baseline numeric codes such as RF / anti-CCP that occur in train).
 """
 
 from __future__ import annotations
@@ -24,9 +25,13 @@ import numpy as np
 import pandas as pd
 
 from ehrseq import codes
-from ehrseq.data.batch import CLS_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
+from ehrseq.data.batch import SPECIAL_TOKENS, UNK_ID
 from ehrseq.errors import DataValidationError
+from ehrseq.featurize.tokens import REPEAT_POLICIES, build_tokens, first_in_visit, next_in_visit
+from ehrseq.io.conventions import DatasetConventions, detect, sex_of
 from ehrseq.split import ids_in
+
+__all__ = ["FORMAT", "FeatureSet", "Featurizer", "FeaturizerConfig", "build_tokens"]
 
 FORMAT = "ehrseq.featurizer/1"
 US_PER_DAY = 86_400 * 1_000_000
@@ -44,6 +49,11 @@ class FeaturizerConfig:
     # BEHRT: a static numeric code's first measurement (RF, anti-CCP at baseline) is kept in the header when
     # truncation would drop it, so long histories do not lose the baseline serology the RNN sees as static.
     pin_static_numeric: bool = True
+    # BEHRT: "last_in_visit" shows a code repeated within a visit (day) once, its most recent event at or before
+    # prediction_time; "all" shows every event. Dense data (ICU labs hourly) then fits days, not hours, in
+    # max_len; the synthetic RA cohort never repeats a code within a day, so its tokens are the same either way
+    # (benchmarks/results/token_window.md). The RNN steps keep every event time under both.
+    repeats: str = "last_in_visit"
     max_age: int = 120
     n_value_bins: int = 5
     time_bin_edges_days: tuple[float, ...] = (1, 7, 30, 90, 180, 365)
@@ -55,6 +65,8 @@ class FeaturizerConfig:
     def __post_init__(self) -> None:
         if self.positions not in ("first", "last"):
             raise ValueError(f"featurizer.positions must be 'first' or 'last', got {self.positions!r}")
+        if self.repeats not in REPEAT_POLICIES:
+            raise ValueError(f"featurizer.repeats must be one of {list(REPEAT_POLICIES)}, got {self.repeats!r}")
 
 
 @dataclass
@@ -81,6 +93,9 @@ class FeatureSet:
     static_x: np.ndarray  # (n_rows, S) float32
     counts: dict[str, int] = field(default_factory=dict)
     tok_pin: np.ndarray | None = None  # (n_rows, P) stream index of each pinned code's first event, -1 = none
+    # repeats="last_in_visit": per stream event, the index of the next event of its code in its visit (int64 max
+    # if none); a row with cut c shows event j iff tok_next[j] >= c. None: every event is a token.
+    tok_next: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -130,8 +145,10 @@ class Featurizer:
         self.num_mean_, self.num_std_ = _log_stats(num, numeric)
         other = timed.loc[~timed["code"].isin(numeric), "code"].value_counts()
         self.step_codes_ = sorted(str(c) for c in other.index[: cfg.top_step_codes] if other[c] >= cfg.min_count)
-        self.static_numeric_codes_ = list(cfg.static_numeric_codes)
+        # Baseline numeric codes that the train split has values for (an ICU cohort has no RF / anti-CCP).
+        self.static_numeric_codes_ = [c for c in cfg.static_numeric_codes if (num["code"] == c).any()]
         self.static_mean_, self.static_std_ = _log_stats(num, self.static_numeric_codes_)
+        self.sex_prefixes_ = list(detect(train).sex_prefixes)  # SEX//, GENDER//: whichever the data uses
         self.n_train_subjects_ = int(train["subject_id"].nunique())
         return self
 
@@ -232,6 +249,10 @@ class Featurizer:
 
         tok_pin = self._pins(code_id, sid, lab_sid, tok_cut)
         budget = cfg.max_len - 1 - np.array([len(s) for s in static_tokens]) - (tok_pin >= 0).sum(1)
+        tok_next = next_in_visit(visit_global, code_inv) if cfg.repeats == "last_in_visit" else None
+        if tok_next is not None:  # tokens the row's history shows: the first of each (visit, code) counts them
+            ck = np.r_[0, np.cumsum(first_in_visit(tok_next))]
+            n_hist = ck[tok_cut] - ck[tok_start]
         last = np.maximum(tok_cut - 1, 0)
         n_visits_hist = np.where(n_hist > 0, visit_no[last] - visit_no[np.minimum(tok_start, last)] + 1, 0) if len(visit_no) else n_hist
         counts = {
@@ -246,7 +267,7 @@ class Featurizer:
             tok_code=code_id, tok_age=age_id, tok_visit=visit_no.astype(np.int64), tok_delta=delta_id.astype(np.int64),
             tok_value=value_id, tok_num=tok_num, tok_start=tok_start, tok_cut=tok_cut, static_tokens=static_tokens,
             age_at_pred=age_pred_id, step_x=step_x, step_start=step_start, step_cut=step_cut, static_x=static_x,
-            counts=counts, tok_pin=tok_pin,
+            counts=counts, tok_pin=tok_pin, tok_next=tok_next,
         )
 
     def _pins(self, code_id: np.ndarray, sid: np.ndarray, lab_sid: np.ndarray, tok_cut: np.ndarray) -> np.ndarray:
@@ -305,15 +326,14 @@ class Featurizer:
         return x, step_sid, step_t
 
     def _static(self, ev: pd.DataFrame, labels: pd.DataFrame, static: pd.DataFrame, age_pred: np.ndarray) -> np.ndarray:
-        """[age z, female, male, per baseline numeric code: z of the latest value <= prediction_time, missing]."""
+        """[age z, female, male (static rows with the fitted sex prefixes), per baseline numeric code: z of the
+        latest value <= prediction_time, missing]."""
         n = len(labels)
         x = np.zeros((n, self.n_static_features), np.float32)
         x[:, 0] = np.nan_to_num((age_pred - 55.0) / 15.0)
-        sex = static.loc[static["code"].astype(str).str.startswith(codes.SEX_PREFIX)].drop_duplicates("subject_id")
-        sex_map = sex.set_index("subject_id")["code"].astype(str)
-        s = labels["subject_id"].map(sex_map)
-        x[:, 1] = (s == codes.SEX_PREFIX + "F").to_numpy()
-        x[:, 2] = (s == codes.SEX_PREFIX + "M").to_numpy()
+        s = labels["subject_id"].map(sex_of(static, DatasetConventions(sex_prefixes=tuple(self.sex_prefixes_))))
+        x[:, 1] = (s == "F").to_numpy()
+        x[:, 2] = (s == "M").to_numpy()
         left = labels[["subject_id", "prediction_time"]].assign(_row=np.arange(n))
         left["prediction_time"] = left["prediction_time"].astype("datetime64[us]")
         left = left.sort_values("prediction_time", kind="stable")
@@ -355,6 +375,7 @@ class Featurizer:
             "static_mean": list(map(float, self.static_mean_)),
             "static_std": list(map(float, self.static_std_)),
             "n_train_subjects": self.n_train_subjects_,
+            "sex_prefixes": self.sex_prefixes_,
         }
 
     @classmethod
@@ -362,7 +383,7 @@ class Featurizer:
         if d.get("format") != FORMAT:
             raise ValueError(f"featurizer format '{d.get('format')}' is not '{FORMAT}'; refit with this ehrseq")
         # written before these options existed: keep the layout the saved model was trained on
-        cfg = {"pin_static_numeric": False, "positions": "first", **d["config"]}
+        cfg = {"pin_static_numeric": False, "positions": "first", "repeats": "all", **d["config"]}
         for k in ("time_bin_edges_days", "numeric_codes", "static_numeric_codes"):
             if cfg.get(k) is not None:
                 cfg[k] = tuple(cfg[k])
@@ -377,6 +398,7 @@ class Featurizer:
         f.static_numeric_codes_ = list(d["static_numeric_codes"])
         f.static_mean_, f.static_std_ = list(d["static_mean"]), list(d["static_std"])
         f.n_train_subjects_ = int(d["n_train_subjects"])
+        f.sex_prefixes_ = list(d.get("sex_prefixes", ["SEX//"]))  # before detection: SEX// codes only
         return f
 
     def save(self, path: str | Path) -> None:
@@ -418,54 +440,3 @@ def _cuts(ev_sid: np.ndarray, ev_t: np.ndarray, lab_sid: np.ndarray, lab_t: np.n
     labs_before = np.cumsum(is_lab[order]) - is_lab[order]  # labels strictly before each merged position
     lab_pos = pos[n_ev:]
     return lab_pos - labs_before[lab_pos]
-
-
-def build_tokens(
-    fs: FeatureSet, i: int, max_len: int, max_visits: int, positions: str = "first"
-) -> dict[str, np.ndarray]:
-    """The BEHRT token view of label row ``i``: most recent events that fit, SEP after each visit.
-
-    Visit positions start at 2 (1 is CLS and the static tokens): ``positions="first"`` numbers visits from the
-    oldest one kept, ``"last"`` from the most recent one backwards. Both clip at ``max_visits - 1``.
-    """
-    lo, hi = int(fs.tok_start[i]), int(fs.tok_cut[i])
-    stat = fs.static_tokens[i]
-    pins = fs.tok_pin[i][fs.tok_pin[i] >= 0] if fs.tok_pin is not None else np.zeros(0, np.int64)
-    budget = max_len - 1 - len(stat) - len(pins)
-    start = max(lo, hi - budget)
-    while start < hi:
-        v = fs.tok_visit[start:hi]
-        n_sep = int((np.diff(v) != 0).sum()) + 1
-        if hi - start + n_sep <= budget:
-            break
-        start += hi - start + n_sep - budget
-    sl = slice(start, hi)
-    code, age, visit, delta, value = (fs.tok_code[sl], fs.tok_age[sl], fs.tok_visit[sl], fs.tok_delta[sl], fs.tok_value[sl])
-    num = fs.tok_num[sl]
-    if len(code):
-        ends = np.r_[np.flatnonzero(np.diff(visit) != 0), len(code) - 1]
-        ins = ends + 1
-        code = np.insert(code, ins, SEP_ID)
-        age = np.insert(age, ins, age[ends])
-        delta = np.insert(delta, ins, delta[ends])
-        value = np.insert(value, ins, 1)
-        num = np.insert(num, ins, 0.0)
-        visit = np.insert(visit, ins, visit[ends])
-        rel = (visit - visit[0] if positions == "first" else visit[-1] - visit) + 2
-    else:
-        rel = np.zeros(0, np.int64)
-    n_s = len(stat) + 1
-    pinned = np.sort(pins[pins < start])  # truncated away: they join the header (position 1) with their values
-    head_age = np.r_[np.full(n_s, fs.age_at_pred[i], np.int64), fs.tok_age[pinned]]
-    n_h = n_s + len(pinned)
-    codes_ = np.r_[CLS_ID, stat, fs.tok_code[pinned], code].astype(np.int64)
-    pos = np.minimum(np.r_[np.ones(n_h, np.int64), rel], max_visits - 1)
-    return {
-        "code_ids": codes_,
-        "age_ids": np.r_[head_age, age].astype(np.int64),
-        "position_ids": pos.astype(np.int64),
-        "segment_ids": (2 - (pos % 2)).astype(np.int64),
-        "time_ids": np.r_[np.ones(n_h, np.int64), delta].astype(np.int64),
-        "value_ids": np.r_[np.ones(n_s, np.int64), fs.tok_value[pinned], value].astype(np.int64),
-        "value_num": np.r_[np.zeros(n_s, np.float32), fs.tok_num[pinned], num].astype(np.float32),
-    }
