@@ -90,6 +90,12 @@ def resolve_splits(data: LoadedData, cfg: FinetuneConfig) -> pd.DataFrame:
     return splits
 
 
+def split_record(splits: pd.DataFrame) -> dict[str, list[int]]:
+    """The patient split of a run as stored in its artifact (``split.json``): subject ids per split, so that
+    evaluate and explain can score the same held-out patients on data that has no subject_splits."""
+    return {name: sorted(int(i) for i in ids_in(splits, name)) for name in ("train", "tuning", "held_out")}
+
+
 def _restrict(events: pd.DataFrame, splits: pd.DataFrame, cfg: FinetuneConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Keep only the configured sites, and a seeded share of the train patients."""
     if cfg.sites:
@@ -286,7 +292,7 @@ def _finetune_sequence(events: pd.DataFrame, splits: pd.DataFrame, cfg: Finetune
     for name in ("tuning", "held_out"):
         preds[name] = predictions_frame(model, parts[name], head, label_names)
         metrics[name] = summarize(preds[name], eval_head, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
-    extras = post_hoc(head, preds, metrics)
+    extras = {**post_hoc(head, preds, metrics), "split": split_record(splits)}
     artifact = None
     if out is not None:
         artifact = save_artifact(

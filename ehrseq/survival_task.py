@@ -63,7 +63,7 @@ def finetune_survival(events: pd.DataFrame, splits: pd.DataFrame, cfg: FinetuneC
                       task: TaskLabels, embeddings_from: str | Path | None = None,
                       label_match: dict[str, int] | None = None) -> Any:
     """DeepSurv on a time-to-event task (``task.frame``: subject_id, prediction_time, duration in days, event)."""
-    from ehrseq.api import FinetuneResult
+    from ehrseq.api import FinetuneResult, split_record
 
     labels = task.frame
     fz = Featurizer(cfg.featurizer).fit(events, splits)
@@ -110,7 +110,7 @@ def finetune_survival(events: pd.DataFrame, splits: pd.DataFrame, cfg: FinetuneC
                           "event_code": cfg.event_code,
                           "landmark_visit": cfg.landmark_visit, "finetune": config_to_dict(cfg),
                           "embeddings_from": str(embeddings_from) if embeddings_from else None},
-            featurizer=fz.to_dict(), metrics=metrics,
+            featurizer=fz.to_dict(), metrics=metrics, extras={"split": split_record(splits)},
             data_hash=frame_hash(events, ["subject_id", "time", "code", "numeric_value"]),
             split_hash=frame_hash(splits.sort_values("subject_id")),
         )

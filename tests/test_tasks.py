@@ -220,3 +220,19 @@ def test_cli_refuses_two_task_sources_in_one_line(mimic_slice, label_files, tmp_
     err = capsys.readouterr().err
     assert rc == 2 and "keep one" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_evaluate_finds_the_held_out_patients_in_the_artifact_when_the_data_has_no_split(
+        rnn_long_stay, mimic_slice, label_files, tmp_path):
+    from ehrseq.evaluate.cli_report import evaluate_artifact
+
+    split = json.loads((rnn_long_stay.artifact / "split.json").read_text())
+    assert set(split) == {"train", "tuning", "held_out"}
+    assert not set(split["train"]) & set(split["held_out"])
+    evaluate_artifact(rnn_long_stay.artifact, mimic_slice, tmp_path / "rep", labels=label_files["long_stay"],
+                      column_map=MIMIC_COLUMN_MAP, n_boot=10, plots=False)
+    got = pd.read_parquet(tmp_path / "rep" / "predictions.parquet")
+    assert set(got["subject_id"]) <= set(split["held_out"])
+    assert len(got) == rnn_long_stay.metrics["held_out"]["n_rows"]
+    np.testing.assert_allclose(np.sort(got["predicted_boolean_probability"]),
+                               np.sort(rnn_long_stay.predictions["held_out"]["y_prob"]), atol=1e-6)

@@ -62,3 +62,29 @@ def biopsy_frame(d: LoadedData) -> pd.DataFrame:
     df = ev.merge(lab, on=["subject_id", "time"], how="inner").rename(columns={"text_value": "text"})
     site = subjects_table(d.events).set_index("subject_id")["site"]
     return df.assign(site=df["subject_id"].map(site))
+
+
+def subset_split(data: LoadedData, split: str, recorded: dict[str, list[int]] | None = None) -> LoadedData:
+    """The events of one split's subjects (``split="all"``: everything).
+
+    The data's own subject_splits decide; data without them uses ``recorded``, the split an artifact was
+    trained with (its ``split.json``), so a model is evaluated on the patients it held out.
+    """
+    if split == "all":
+        return data
+    if data.splits is not None:
+        ids = data.splits.loc[data.splits["split"] == split, "subject_id"]
+        where = "the data's subject_splits"
+    elif recorded is not None and split in recorded:
+        ids, where = pd.Series(recorded[split], dtype="int64"), "the artifact's recorded split (split.json)"
+    else:
+        raise DataValidationError(f"the data has no subject_splits and the artifact records no split: no '{split}' subjects to "
+                                  "evaluate", hint="Pass --split all to use every subject.")
+    if len(ids) == 0:
+        raise DataValidationError(f"{where} has no '{split}' subjects",
+                                  hint="Pass another --split, or --split all.")
+    ev = data.events.loc[data.events["subject_id"].isin(ids)]
+    if ev.empty:
+        raise DataValidationError(f"none of the '{split}' subjects of {where} is in this data",
+                                  hint="Evaluate on the data the model was trained on, or pass --split all.")
+    return LoadedData(ev, data.splits, data.report_labels, data.source)

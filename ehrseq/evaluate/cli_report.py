@@ -43,20 +43,6 @@ def demographics(events: pd.DataFrame, preds: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _subset(data, split: str):
-    from ehrseq.data.loading import LoadedData
-
-    if split == "all":
-        return data
-    if data.splits is None:
-        raise EhrseqError(f"--split {split}: the data has no subject_splits; pass --split all")
-    ids = data.splits.loc[data.splits["split"] == split, "subject_id"]
-    if ids.empty:
-        raise EhrseqError(f"the data's subject_splits has no '{split}' subjects")
-    ev = data.events.loc[data.events["subject_id"].isin(ids)]
-    return LoadedData(ev, data.splits, data.report_labels, data.source)
-
-
 def predict_for_report(art: Artifact, data, labels=None) -> tuple[pd.DataFrame, Any]:
     """(evaluation frame, MEDS prediction frame) on ``data`` at the rows of ``labels`` or of the artifact's
     task rebuilt on ``data``: y_true / y_prob (or duration / event / risk for DeepSurv) for the report, and
@@ -95,7 +81,7 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *
                       labels=None, column_map=None) -> dict[str, Path]:
     """Write report.json, report.md, report.html (and predictions.parquet) for ``artifact`` on one split of
     ``data``, at the rows of ``labels`` (a MEDS label file) or of the artifact's task rebuilt on the data."""
-    from ehrseq.data.loading import load_data
+    from ehrseq.data.loading import load_data, subset_split
     from ehrseq.evaluate.conformal import SplitConformalClassifier, SplitConformalRegressor
     from ehrseq.evaluate.report import build_report, write_report
     from ehrseq.scoring.predict import artifact_task
@@ -105,7 +91,7 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *
     if task == "multiclass":
         task = "multilabel"  # one-vs-rest per class
     spec = artifact_task(art) if art.config["model_type"] != "text_classifier" else None
-    d = _subset(load_data(data, column_map=column_map), split)
+    d = subset_split(load_data(data, column_map=column_map), split, art.extras.get("split"))
     ev_frame, meds = predict_for_report(art, d, labels)
     preds = demographics(d.events, ev_frame)
     ext = None

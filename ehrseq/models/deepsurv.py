@@ -255,6 +255,7 @@ class DeepSurv:
             raise ArtifactError(f"extra_config keys clash with DeepSurv config keys: {sorted(clash)}")
         config.update(extra_config or {})
         extras = {
+            **artifact_kw.pop("extras", {}),
             "baseline_hazard": {
                 "times": self.baseline_times_.tolist(),
                 "cumulative_hazard": self.baseline_cumhaz_.tolist(),
