@@ -166,6 +166,21 @@ def _task_overrides(overrides: dict[str, Any], labels: Any, task: Any) -> Any:
     return obj
 
 
+def _read_task_early(cfg: FinetuneConfig, label_obj: Any) -> Any:
+    """Read a label file, or check a task file, before the (slow) data read; returns the label object."""
+    from ehrseq.tasks.label_files import labels_from_frame, read_task_labels
+
+    if label_obj is None and cfg.labels is not None:
+        return read_task_labels(cfg.labels, kind=cfg.label_kind)
+    if isinstance(label_obj, pd.DataFrame):
+        return labels_from_frame(label_obj, kind=cfg.label_kind, name="labels", file="labels frame")
+    if cfg.task is not None:
+        from ehrseq.tasks.aces import load_task_file
+
+        load_task_file(cfg.task, cfg.predicates)
+    return label_obj
+
+
 def _check_task_choice(cfg: FinetuneConfig, has_label_object: bool) -> None:
     chosen = [n for n, v in (("labels", cfg.labels or has_label_object), ("task", cfg.task)) if v]
     if len(chosen) > 1:
@@ -199,6 +214,7 @@ def finetune(
     label_obj = _task_overrides(overrides, labels, task)
     cfg = load_config(config, **overrides)  # config errors come before any data is read
     _check_task_choice(cfg, label_obj is not None)
+    label_obj = _read_task_early(cfg, label_obj)  # a bad label or task file fails before the data is read
     seed_everything(cfg.seed)
     d = data if isinstance(data, LoadedData) else load_data(data, column_map=column_map)
     has_task = cfg.labels is not None or cfg.task is not None or label_obj is not None

@@ -110,7 +110,7 @@ def cmd_finetune(a: argparse.Namespace) -> int:
     from ehrseq.api import finetune
     from ehrseq.evaluate.summary import fmt
 
-    res = finetune(_load(a), out=a.out, config=cfg, init=a.init)
+    res = finetune(a.data, out=a.out, config=cfg, init=a.init, column_map=_column_map(a))
     _print_metrics(res.metrics, fmt)
     print(f"artifact: {res.artifact}")
     return 0
@@ -162,7 +162,7 @@ def cmd_explain(a: argparse.Namespace) -> int:
     imp = explain_artifact(a.artifact, a.data, split=a.split, n_repeats=a.n_repeats, labels=a.labels,
                            column_map=_column_map(a))
     print(f"baseline {imp.attrs.get('metric', 'AUROC')} {imp.attrs['baseline']:.3f}; drop when each input group "
-          "is shuffled across patients:")
+          f"is {imp.attrs.get('method', 'shuffled across patients')}:")
     print(imp.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if a.out:
         imp.to_csv(a.out, index=False)
@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-plots", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
-    x = sub.add_parser("explain", help="permutation importance per input group (RNN, binary targets)")
+    x = sub.add_parser("explain", help="importance per input group (RNN, BEHRT, DeepSurv; every task kind)")
     x.add_argument("--artifact", required=True)
     x.add_argument("--data", required=True)
     x.add_argument("--split", default="held_out")

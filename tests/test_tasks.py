@@ -236,3 +236,36 @@ def test_evaluate_finds_the_held_out_patients_in_the_artifact_when_the_data_has_
     assert len(got) == rnn_long_stay.metrics["held_out"]["n_rows"]
     np.testing.assert_allclose(np.sort(got["predicted_boolean_probability"]),
                                np.sort(rnn_long_stay.predictions["held_out"]["y_prob"]), atol=1e-6)
+
+
+MIMIC_TASKS = Path(__file__).parents[1] / "configs" / "tasks" / "mimic"
+
+
+def test_a_task_file_runs_through_every_command(mimic_slice, tmp_path, capsys):
+    """labels -> finetune --labels; finetune --task in one step; score and evaluate rebuild the task's rows
+    from the task file the artifact recorded, so they need no label file."""
+    data = ["--data", str(mimic_slice), "--column-map", "value=numeric_value"]
+    task = ["--task", str(MIMIC_TASKS / "long_los.yaml"), "--predicates", str(MIMIC_TASKS / "predicates.yaml")]
+    assert main(["labels", *task, *data, "--out", str(tmp_path / "labels")]) == 0
+    from_file = read_task_labels(tmp_path / "labels")
+    assert from_file.spec.kind == "binary" and from_file.spec.name == "long_los"
+    tiny = ["--preset", "tiny", "--epochs", "1", "--n-bootstrap", "10", "--no-progress", "--split", "random"]
+    assert main(["finetune", *task, *data, *tiny, "--out", str(tmp_path / "art")]) == 0
+    cfg = json.loads((tmp_path / "art" / "config.json").read_text())
+    assert cfg["task_spec"]["source"].startswith("task:") and "long" in cfg["task_spec"]["definition"].lower()
+    assert main(["score", "--artifact", str(tmp_path / "art"), *data, "--out", str(tmp_path / "scores")]) == 0
+    got = pd.read_parquet(tmp_path / "scores")
+    pd.testing.assert_frame_equal(got[["subject_id", "prediction_time"]].sort_values(["subject_id", "prediction_time"])
+                                  .reset_index(drop=True), from_file.frame[["subject_id", "prediction_time"]])
+    assert main(["evaluate", "--artifact", str(tmp_path / "art"), *data, "--out", str(tmp_path / "rep"),
+                 "--n-boot", "10", "--no-plots"]) == 0
+    assert "long_los" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_a_bad_task_file_fails_in_one_line_before_the_data_is_read(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((MIMIC_TASKS / "long_los.yaml").read_text().replace("trigger:", "triger:"))
+    rc = main(["finetune", "--task", str(bad), "--predicates", str(MIMIC_TASKS / "predicates.yaml"),
+               "--data", str(tmp_path / "does-not-exist"), "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(bad) in err and len(err.strip().splitlines()) == 1 and "does-not-exist" not in err
