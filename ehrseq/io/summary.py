@@ -138,9 +138,6 @@ def _conventions(events: pd.DataFrame, c: _Codes, n_subj: int, warnings: list[st
     sex = out["sex"]
     if sex is None:
         warnings.append("no SEX// or GENDER// codes: static features carry no sex")
-    elif sex["prefix"] != C.SEX_PREFIX:
-        warnings.append(f"sex is coded {sex['prefix']}; ehrseq's static features and subgroup reports read "
-                        f"{C.SEX_PREFIX}F / {C.SEX_PREFIX}M (recode to use them)")
     return out
 
 
