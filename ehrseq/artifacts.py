@@ -7,6 +7,9 @@ An artifact is a directory::
     featurizer.json     the fitted featurizer (optional for text models)
     metrics.json        evaluation figures (optional)
     <name>.json         any extra JSON state: calibrator.json, baseline_hazard.json, thresholds.json ...
+    train_subjects.json the subject ids whose data trained the weights or the vocabulary (optional; see
+                        :mod:`ehrseq.provenance`: ``--init`` refuses an artifact whose train subjects are now
+                        tuning or held out)
     tokenizer/          tokenizer files for text models (optional)
     manifest.json       format version, package versions, sha256 of every file, data and split hashes
 
@@ -21,11 +24,13 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -34,7 +39,8 @@ from ehrseq.errors import ArtifactError
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
-RESERVED = {"config.json", "featurizer.json", "metrics.json", "manifest.json", WEIGHTS}
+TRAIN_SUBJECTS = "train_subjects.json"
+RESERVED = {"config.json", "featurizer.json", "metrics.json", "manifest.json", TRAIN_SUBJECTS, WEIGHTS}
 
 
 def sha256_file(path: Path) -> str:
@@ -81,6 +87,7 @@ class Artifact:
     featurizer: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    train_subjects: list[int] | None = None  # None: not recorded (an artifact written before they were)
 
     @property
     def artifact_id(self) -> str:
@@ -104,10 +111,13 @@ def save_artifact(
     data_hash: str | None = None,
     split_hash: str | None = None,
     overwrite: bool = True,
+    train_subjects: Iterable[int] | None = None,
 ) -> Path:
     """Write an artifact directory atomically and return its path.
 
     ``extras`` maps a name (e.g. ``"calibrator"``) to JSON-serialisable state written as ``<name>.json``.
+    ``train_subjects``: the ids of the subjects whose data trained the model (its weights or its vocabulary),
+    written sorted to ``train_subjects.json`` and hashed in the manifest like every file.
     """
     out = Path(out_dir)
     if "model_type" not in config:
@@ -131,6 +141,9 @@ def save_artifact(
             _write_json(tmp / fname, obj)
         if tokenizer_dir is not None:
             shutil.copytree(tokenizer_dir, tmp / "tokenizer")
+        if train_subjects is not None:
+            ids = _subject_ids(train_subjects)
+            _write_json(tmp / TRAIN_SUBJECTS, {"n_subjects": len(ids), "subject_ids": ids})
         files = {
             str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
         }
@@ -212,6 +225,9 @@ def load_artifact(path: str | Path, *, verify: bool = True, expect_model_type: s
         if name.endswith(".json") and "/" not in name and name not in RESERVED
     }
     state_dict = load_file(str(p / WEIGHTS))
+    train_subjects = None
+    if TRAIN_SUBJECTS in manifest["files"] and (p / TRAIN_SUBJECTS).exists():
+        train_subjects = [int(i) for i in json.loads((p / TRAIN_SUBJECTS).read_text())["subject_ids"]]
     return Artifact(
         path=p,
         config=config,
@@ -220,4 +236,13 @@ def load_artifact(path: str | Path, *, verify: bool = True, expect_model_type: s
         featurizer=featurizer,
         metrics=metrics,
         extras=extras,
+        train_subjects=train_subjects,
     )
+
+
+def _subject_ids(ids: Iterable[int]) -> list[int]:
+    """Sorted distinct subject ids as Python ints (MEDS subject_id is int64)."""
+    arr = np.unique(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids))
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ArtifactError(f"train_subjects must be integer subject ids, got dtype {arr.dtype}")
+    return [int(i) for i in arr]

@@ -4,7 +4,10 @@ Each train subject contributes its whole history (prediction_time = its last eve
 ``prefixes_per_subject`` k > 1, up to k - 1 more sequences cut at earlier visit days drawn with the seed: the
 featurizer keeps the most recent ``max_len`` tokens, so a long history is otherwise seen only by its end.
 15% of eligible codes are selected, 80/10/10 masked / random / kept (see :mod:`ehrseq.models.masking`).
-The artifact holds the MLM model and the featurizer; ``finetune --model behrt --init`` loads its encoder.
+Training draws fresh masks every step; the tuning loss that early stopping monitors is computed on masks fixed
+per tuning subject (:func:`~ehrseq.models.masking.fixed_mask_codes`), so epochs are compared on the same task.
+The artifact holds the MLM model, the featurizer and its train subjects (``train_subjects.json``);
+``finetune --model behrt --init`` loads its encoder.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from ehrseq.artifacts import save_artifact
 from ehrseq.config import FinetuneConfig, config_to_dict, load_config
 from ehrseq.data.batch import Batch
+from ehrseq.errors import ConfigError
 from ehrseq.featurize.featurizer import Featurizer
 from ehrseq.split import ids_in
 from ehrseq.utils import frame_hash, seed_everything
@@ -43,13 +47,27 @@ def whole_history_labels(events: pd.DataFrame, subject_ids, prefixes_per_subject
     return ends.loc[keep].sort_values(["subject_id", "prediction_time"]).reset_index(drop=True)
 
 
+def check_pretrain_args(mask_prob: float, prefixes_per_subject: int) -> None:
+    """ConfigError unless 0 < mask_prob <= 1 and prefixes_per_subject >= 1 (checked before data is read)."""
+    if isinstance(mask_prob, bool) or not isinstance(mask_prob, int | float) or not 0.0 < mask_prob <= 1.0:
+        raise ConfigError(f"mask_prob must be a number in (0, 1], got {mask_prob!r}")
+    if isinstance(prefixes_per_subject, bool) or not isinstance(prefixes_per_subject, int) or prefixes_per_subject < 1:
+        raise ConfigError(f"prefixes_per_subject must be a whole number >= 1, got {prefixes_per_subject!r}")
+
+
 def pretrain(data: Any, *, out: str | Path | None = None, config: FinetuneConfig | str | Path | None = None,
              mask_prob: float = 0.15, prefixes_per_subject: int = 1, **overrides: Any) -> dict[str, Any]:
+    """Masked-code pretraining of BEHRT on the train split; early stopping on the fixed-mask tuning MLM loss.
+
+    ``config`` and ``overrides`` are checked before ``data`` (a path) is read. Returns the metrics; with
+    ``out`` also writes the artifact (train subjects recorded for ``--init``'s overlap check).
+    """
     from ehrseq.api import build_model, load_data, make_dataset, model_config_dict, resolve_splits
-    from ehrseq.models.masking import mask_codes
+    from ehrseq.models.masking import fixed_mask_codes, mask_codes
     from ehrseq.train.trainer import train
 
-    cfg = config if isinstance(config, FinetuneConfig) else load_config(config, **{"model": "behrt", **overrides})
+    cfg = load_config(config, **{"model": "behrt", **overrides})
+    check_pretrain_args(mask_prob, prefixes_per_subject)
     seed_everything(cfg.seed)
     d = data if hasattr(data, "events") else load_data(data)
     splits = resolve_splits(d, cfg)
@@ -64,12 +82,17 @@ def pretrain(data: Any, *, out: str | Path | None = None, config: FinetuneConfig
     gen = torch.Generator().manual_seed(cfg.seed)
 
     def mlm_step(m: torch.nn.Module, b: Batch) -> torch.Tensor:
-        masked, labels = mask_codes(b.code_ids, b.attention_mask, vocab, gen, prob=mask_prob)
+        if m.training:  # a training step: fresh masks
+            masked, labels = mask_codes(b.code_ids, b.attention_mask, vocab, gen, prob=mask_prob)
+        else:  # the tuning loss (the trainer evaluates in eval mode): the same masks every epoch
+            masked, labels = fixed_mask_codes(b.code_ids, b.attention_mask, vocab, b.subject_id, seed=cfg.seed,
+                                              prob=mask_prob)
         return m(replace(b, code_ids=masked, labels=None), labels=labels).loss
 
     result = train(model, parts["train"], parts["tuning"], replace(cfg.train, seed=cfg.seed), loss_fn=mlm_step)
     metrics = {"train": {"best_epoch": result.best_epoch, "history": result.history,
                          "best_tuning_mlm_loss": result.best_tuning_loss,
+                         "tuning_masks": f"fixed per subject (seed {cfg.seed})",
                          "sequences_per_second": result.sequences_per_second}}
     if out is not None:
         save_artifact(
@@ -80,5 +103,6 @@ def pretrain(data: Any, *, out: str | Path | None = None, config: FinetuneConfig
             featurizer=fz.to_dict(), metrics=metrics,
             data_hash=frame_hash(d.events, ["subject_id", "time", "code", "numeric_value"]),
             split_hash=frame_hash(splits.sort_values("subject_id")),
+            train_subjects=ids_in(splits, "train"),  # the weights and the vocabulary come from these
         )
     return metrics

@@ -331,3 +331,67 @@ def test_embed_matches_the_forward_representation_including_token_values() -> No
     with torch.no_grad():
         torch.testing.assert_close(m.embed(b), m(b).embeddings, atol=1e-6, rtol=0)
         assert not torch.allclose(m.embed(b), m.embed(dataclasses.replace(b, value_num=None)))
+
+
+def test_fixed_masks_depend_on_the_row_not_on_its_batch_or_padding() -> None:
+    from ehrseq.models.masking import fixed_mask_codes
+
+    b = make_batch(n=6, length=32, seed=4)
+    keys = torch.tensor([11, 12, 13, 14, 15, 16])
+    m1, l1 = fixed_mask_codes(b.code_ids, b.attention_mask, VOCAB, keys, seed=0)
+    m2, l2 = fixed_mask_codes(b.code_ids, b.attention_mask, VOCAB, keys, seed=0)
+    assert torch.equal(m1, m2) and torch.equal(l1, l2)  # the same every call (every epoch)
+    # row 3 alone, padded further: its real tokens get the same masks
+    alone = rows(b, slice(3, 4), pad_to=40)
+    m3, l3 = fixed_mask_codes(alone.code_ids, alone.attention_mask, VOCAB, keys[3:4], seed=0)
+    n = int(b.attention_mask[3].sum())
+    assert torch.equal(m3[0, :n], m1[3, :n]) and torch.equal(l3[0, :n], l1[3, :n])
+    assert (l3[0, n:] == IGNORE_INDEX).all() and (m3[0, n:] == PAD_ID).all()
+    _, other_seed = fixed_mask_codes(b.code_ids, b.attention_mask, VOCAB, keys, seed=1)
+    _, other_keys = fixed_mask_codes(b.code_ids, b.attention_mask, VOCAB, keys + 100, seed=0)
+    assert not torch.equal(other_seed, l1) and not torch.equal(other_keys, l1)
+    selected = l1 != IGNORE_INDEX
+    assert not (selected & ((b.code_ids < N_SPECIAL) | ~b.attention_mask.bool())).any()
+
+
+def test_fixed_masks_select_codes_at_the_bert_rate() -> None:
+    from ehrseq.models.masking import fixed_mask_codes
+
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(N_SPECIAL, 500, (300, 200), generator=g)
+    _, labels = fixed_mask_codes(ids, torch.ones_like(ids), 500, torch.arange(300), seed=3, prob=0.15)
+    assert abs((labels != IGNORE_INDEX).float().mean().item() - 0.15) < 0.01
+
+
+@pytest.fixture(scope="module")
+def frozen_pretrain(cohort, tmp_path_factory):
+    """Pretraining with lr=0 (weights never move) on 60 synthetic patients with a given split."""
+    from ehrseq.api import LoadedData
+    from ehrseq.pretrain import pretrain
+    from ehrseq.split import PatientSplitter, subjects_table
+
+    keep = sorted(cohort.events["subject_id"].unique())[:60]
+    events = cohort.events.loc[cohort.events["subject_id"].isin(keep)].reset_index(drop=True)
+    splits = PatientSplitter(strategy="random", seed=1).split(subjects_table(events))
+    out = tmp_path_factory.mktemp("mlm") / "mlm"
+    metrics = pretrain(LoadedData(events, splits, None, "test"), out=out, preset="tiny", seed=0,
+                       featurizer={"max_len": 48},
+                       train={"lr": 0.0, "epochs": 3, "patience": 5, "batch_size": 16, "progress": False})
+    return metrics, splits, out
+
+
+def test_pretraining_tuning_loss_uses_the_same_masks_every_epoch(frozen_pretrain) -> None:
+    metrics, _, _ = frozen_pretrain
+    losses = [row["tuning_loss"] for row in metrics["train"]["history"]]
+    assert len(losses) == 3
+    # the weights do not move (lr=0): with fresh masks each epoch the tuning loss would still change
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6) and losses[2] == pytest.approx(losses[0], rel=1e-6)
+    assert "fixed" in metrics["train"]["tuning_masks"]
+
+
+def test_a_pretraining_artifact_records_its_train_subjects(frozen_pretrain) -> None:
+    from ehrseq.artifacts import load_artifact
+    from ehrseq.split import ids_in
+
+    _, splits, out = frozen_pretrain
+    assert load_artifact(out).train_subjects == sorted(int(i) for i in ids_in(splits, "train"))

@@ -126,3 +126,113 @@ def test_learning_rate_schedules_warm_up_then_decay() -> None:
     with pytest.raises(ValueError, match="warmup"):
         TrainConfig(warmup=1.0)
     assert load_config(None, train={"schedule": "cosine", "warmup": 0.05}).train.schedule == "cosine"
+
+
+# --- type checks, strict YAML, and the CLI reading the config before the data --------------------------------
+def test_a_value_of_the_wrong_type_names_the_file_the_dotted_key_and_the_type(tmp_path):
+    from ehrseq.errors import ConfigError
+
+    path = _yaml(tmp_path, "train:\n  epochs: ten\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml: train\.epochs must be a whole number, got a string"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"train\.lr must be a number, got a string \(YAML reads .*1\.0e-3"):
+        load_config(_yaml(tmp_path, "train:\n  lr: 1e-3\n"))  # YAML 1.1 reads 1e-3 as text
+    with pytest.raises(ConfigError, match=r"seed must be a whole number"):
+        load_config(_yaml(tmp_path, "seed: 1.5\n"))
+    with pytest.raises(ConfigError, match=r"split\.fractions must be a list of 3 numbers, got a list of 2"):
+        load_config(_yaml(tmp_path, "split:\n  fractions: [0.7, 0.3]\n"))
+    with pytest.raises(ConfigError, match=r"sites must be a list of strings, got a list whose item 2 is a whole"):
+        load_config(_yaml(tmp_path, "sites: [A, 2]\n"))
+    with pytest.raises(ConfigError, match=r"featurizer\.numeric_codes must be a list of strings or null"):
+        load_config(_yaml(tmp_path, "featurizer:\n  numeric_codes: SCORE//CDAI\n"))
+    with pytest.raises(ConfigError, match=r"train must be a mapping of TrainConfig keys, got a string"):
+        load_config(_yaml(tmp_path, "train: fast\n"))
+    with pytest.raises(ConfigError, match=r"model_overrides must be a mapping"):
+        load_config(_yaml(tmp_path, "model_overrides: [1, 2]\n"))
+
+
+def test_booleans_refuse_strings_and_numbers_and_floats_accept_whole_numbers(tmp_path):
+    from ehrseq.errors import ConfigError
+
+    for text in ("'yes'", "'true'", "1", "0"):
+        with pytest.raises(ConfigError, match=r"allow_init_overlap must be true or false"):
+            load_config(_yaml(tmp_path, f"allow_init_overlap: {text}\n"))
+    cfg = load_config(_yaml(tmp_path, "allow_init_overlap: true\ncdai_threshold: 12\nmax_train_rows_per_subject: null\n"))
+    assert cfg.allow_init_overlap is True
+    assert cfg.cdai_threshold == 12.0 and isinstance(cfg.cdai_threshold, float)
+    assert cfg.max_train_rows_per_subject is None
+    assert load_config(max_train_rows_per_subject=4).max_train_rows_per_subject == 4
+
+
+def test_an_unknown_key_suggests_the_closest_known_one(tmp_path):
+    from ehrseq.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"run\.yaml: unknown key\(s\) \['modle'\] \(did you mean 'model'\?\)"):
+        load_config(_yaml(tmp_path, "modle: rnn\n"))
+    with pytest.raises(ConfigError, match=r"\['epochs'\] \(did you mean 'train\.epochs'\?\)"):
+        load_config(_yaml(tmp_path, "epochs: 3\n"))  # a key of a section, written at the top level
+    with pytest.raises(ConfigError, match=r"\['epoch'\] \(did you mean 'train\.epochs'\?\)"):
+        load_config(_yaml(tmp_path, "train:\n  epoch: 3\n"))
+
+
+def test_errors_in_overrides_are_blamed_on_the_overrides_not_the_file(tmp_path):
+    from ehrseq.errors import ConfigError
+
+    path = _yaml(tmp_path, "train:\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"^config overrides: train\.epochs must be a whole number"):
+        load_config(path, train={"epochs": "4"})
+    with pytest.raises(ConfigError, match=r"^config overrides: .*\['learning_rate'\]"):
+        load_config(path, train={"learning_rate": 0.1})
+
+
+def test_duplicate_keys_are_refused_with_their_line(tmp_path):
+    from ehrseq.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"run\.yaml: line 3: duplicate key 'seed' \(first set on line 1\)"):
+        load_config(_yaml(tmp_path, "seed: 1\nmodel: rnn\nseed: 2\n"))
+    with pytest.raises(ConfigError, match=r"line 3: duplicate key 'lr'"):
+        load_config(_yaml(tmp_path, "train:\n  lr: 0.1\n  lr: 0.2\n"))
+
+
+def test_anchors_aliases_and_an_alias_bomb_are_refused_at_once(tmp_path):
+    import time
+
+    from ehrseq.errors import ConfigError
+
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]  # 9**10 leaves if expanded
+    bomb = "model_overrides:\n" + "".join(f"  {line}\n" for line in levels)
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"run\.yaml: line 2: YAML anchor '&a0' is not allowed"):
+        load_config(_yaml(tmp_path, bomb))
+    assert time.perf_counter() - t0 < 1.0
+    with pytest.raises(ConfigError, match=r"line 2: YAML alias '\*x' is not allowed"):
+        load_config(_yaml(tmp_path, "sites: [A]\nadapt_sites: *x\n"))
+    with pytest.raises(ConfigError, match=r"line 1: YAML merge keys \(<<\) are not allowed"):
+        load_config(_yaml(tmp_path, "train: {<<: {lr: 0.1}}\n"))
+
+
+def test_invalid_yaml_is_a_one_line_config_error_naming_file_and_line(tmp_path):
+    from ehrseq.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_config(_yaml(tmp_path, "seed: 1\ntrain: [1, 2\n"))
+    assert isinstance(e.value, yaml.YAMLError)  # still a YAML error for callers that catch those
+    assert "\n" not in str(e.value) and str(e.value).startswith(f"{tmp_path / 'run.yaml'}: line ")
+
+
+@pytest.mark.parametrize("command", ["finetune", "pretrain"])
+def test_the_cli_checks_the_config_before_reading_any_data(tmp_path, monkeypatch, capsys, command):
+    import ehrseq.cli
+    from ehrseq.cli import main
+
+    read = []
+    monkeypatch.setattr(ehrseq.cli, "_load", lambda a: read.append(a) or pytest.fail("data was read"))
+    data = tmp_path / "meds"
+    data.mkdir()
+    bad = _yaml(tmp_path, "train:\n  epochs: ten\n")
+    rc = main([command, "--config", str(bad), "--data", str(data), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not read
+    assert err == f"ehrseq {command}: error: {bad}: train.epochs must be a whole number, got a string"
+    assert not (tmp_path / "out").exists()

@@ -161,3 +161,43 @@ def test_curve_points_are_thinned_and_monotone() -> None:
     assert np.all(np.diff(roc["fpr"]) >= 0)
     assert M.roc_curve_points([0, 0], [0.1, 0.2]) is None
     assert M.pr_curve_points(y, p)["recall"][-1] == 1
+
+
+def test_too_few_defined_resamples_leave_the_interval_undefined_but_keep_the_estimate() -> None:
+    y = np.array([1] + [0] * 19)  # one positive patient: about a third of the resamples have none
+    p = np.linspace(0, 1, 20)
+    res = bootstrap_ci(M.auroc, y, p, groups=np.arange(20), n_boot=200, seed=0)
+    assert res.estimate == M.auroc(y, p).value
+    assert res.lo is None and res.hi is None
+    assert f"only {res.n_boot_used} of 200 resamples" in res.ci_undefined
+    assert "only one class (all 0) in y_true: " in res.note  # skipped resamples are counted by reason
+    summary = res.to_summary()
+    assert summary["value"] == res.estimate and summary["lo"] is None and "ci_undefined" in summary
+    # a lower bar reports the interval over the defined resamples
+    loose = bootstrap_ci(M.auroc, y, p, groups=np.arange(20), n_boot=200, seed=0, min_defined=0.5)
+    assert loose.lo is not None and loose.ci_undefined is None
+
+
+def test_a_metric_that_raises_in_a_resample_is_skipped_and_counted_not_a_crash() -> None:
+    from ehrseq.errors import UndefinedMetricError
+
+    def picky(y_true, y_pred, sample_weight=None):  # undefined (raises) when patient 0 is not drawn
+        if sample_weight is not None and sample_weight[0] == 0:
+            raise UndefinedMetricError("patient 0 missing")
+        return M.auroc(y_true, y_pred, sample_weight)
+
+    y, p, _ = _binary(40)
+    res = bootstrap_ci(picky, y, p, groups=np.arange(40), n_boot=100, seed=1)
+    assert res.estimate == M.auroc(y, p).value
+    assert 50 < res.n_boot_used < 100  # P(patient 0 drawn) = 1 - (39/40)**40 ~ 0.64
+    assert f"{100 - res.n_boot_used} of 100 resamples skipped" in res.note and "patient 0 missing" in res.note
+
+
+def test_a_point_estimate_that_raises_undefined_is_reported_with_its_reason() -> None:
+    from ehrseq.errors import UndefinedMetricError
+
+    def never(y_true, y_pred):
+        raise UndefinedMetricError("no comparable pairs")
+
+    res = bootstrap_ci(never, [0, 1], [0.2, 0.4], n_boot=10)
+    assert res.estimate is None and res.undefined == "no comparable pairs"

@@ -179,3 +179,60 @@ def test_plots_without_matplotlib_name_the_extra(monkeypatch, tmp_path) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"pip install ehrseq\[plots\]"):
         sv.plot_survival_by_risk_group([1.0, 2.0], [1, 0], [0.1, 0.2], tmp_path / "x.png")
+
+
+def _few_comparable():
+    """4 patients: one event (t=5) comparable only with patient 3 (followed to t=10); resamples without
+    patient 3 but with patient 0 have events and no comparable pair."""
+    y = np.array([[5.0, 1], [1.0, 0], [2.0, 0], [10.0, 0]])
+    return y, np.array([0.9, 0.1, 0.2, 0.3])
+
+
+def test_bootstrap_of_harrell_c_skips_resamples_without_comparable_pairs() -> None:
+    from ehrseq.evaluate.bootstrap import bootstrap_ci
+    from ehrseq.survival_task import _c_index  # what finetune --target survival bootstraps
+
+    y, risk = _few_comparable()
+    res = bootstrap_ci(_c_index, y, risk, groups=np.arange(4), n_boot=200, seed=0)
+    assert res.estimate == 1.0
+    assert "no comparable pairs" in res.note and res.n_boot_used < 200
+    assert res.lo is None and "resamples had the metric defined" in res.ci_undefined
+    same = bootstrap_ci(sv.harrell_c, y, risk, groups=np.arange(4), n_boot=200, seed=0)
+    assert (same.estimate, same.n_boot_used) == (res.estimate, res.n_boot_used)
+
+
+def test_harrell_c_result_weights_equal_repeated_rows_and_undefined_is_not_an_error() -> None:
+    x0, t, e, _ = _exp_data(120, seed=5, ties=True)
+    y = np.stack([t, e], axis=1)
+    w = np.random.default_rng(0).integers(0, 4, len(t))
+    idx = np.repeat(np.arange(len(t)), w)
+    assert sv.harrell_c(y, x0, w).value == pytest.approx(sv.concordance_index(t[idx], e[idx], x0[idx]), abs=1e-12)
+    assert sv.harrell_c(y, x0).value == pytest.approx(sv.concordance_index(t, e, x0), abs=1e-12)
+    none = sv.harrell_c(np.array([[1.0, 0], [2.0, 0]]), [0.1, 0.2])
+    assert none.value is None and none.undefined == "no events"
+    late = sv.harrell_c(np.array([[3.0, 1], [1.0, 0]]), [0.1, 0.2])
+    assert late.value is None and "no comparable pairs" in late.undefined
+
+
+def test_survival_point_metrics_without_comparable_pairs_are_undefined_not_raised() -> None:
+    from ehrseq.errors import UndefinedMetricError
+
+    t, e = np.array([3.0, 1.0]), np.array([1, 0])
+    surv = pd.DataFrame([[0.9, 0.8], [0.5, 0.7]], index=[1.0, 3.0])
+    with pytest.raises(UndefinedMetricError, match="no comparable pairs"):
+        sv.concordance_td(t, e, surv)
+    res = sv.as_metric_result(sv.concordance_td, t, e, surv)
+    assert res.value is None and "no comparable pairs" in res.undefined
+    flat = sv.as_metric_result(sv.integrated_brier_score, [2.0, 2.0], [1, 0], surv)
+    assert flat.value is None and "two increasing times" in flat.undefined
+    assert sv.as_metric_result(sv.concordance_index, [1.0, 2.0], [1, 0], [0.9, 0.1]).value == 1.0
+
+
+def test_the_default_time_grid_is_strictly_increasing_when_most_rows_share_one_duration() -> None:
+    grid = sv.default_time_grid(np.full(20, 0.5))  # every row censored at a 0.5-day horizon
+    assert grid.tolist() == [0.5]  # one time, not 100 copies of it (which predict_survival refuses)
+    g2 = sv.default_time_grid(np.r_[np.full(19, 0.5), 0.2])  # one earlier event: a proper grid from 0.2
+    assert len(g2) == 100 and (np.diff(g2) > 0).all()
+    surv = pd.DataFrame(np.full((1, 20), 0.8), index=grid)
+    res = sv.as_metric_result(sv.integrated_brier_score, np.full(20, 0.5), np.r_[1, np.zeros(19)], surv)
+    assert res.value is None and "two increasing times" in res.undefined

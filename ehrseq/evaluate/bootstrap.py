@@ -5,12 +5,19 @@ is more information than there is and gives intervals that are too narrow. Here 
 with replacement and every row of a drawn patient comes along; a patient drawn k times weighs k. Metrics that
 accept ``sample_weight`` (all of :mod:`ehrseq.evaluate.metrics`) get those counts as weights, so no rows are
 copied; other callables get the rows repeated.
+
+A resample where the metric is undefined (an undefined :class:`MetricResult`, NaN, or a ``ValueError`` such as
+:class:`~ehrseq.errors.UndefinedMetricError` "no comparable pairs") is skipped and counted, never a crash. When
+fewer than ``min_defined`` of the resamples are defined the interval is reported as undefined (``lo`` and
+``hi`` None, ``ci_undefined`` saying why) while the point estimate is kept: an interval over only the resamples
+where the metric happens to exist would be biased.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -18,7 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ehrseq.errors import UndefinedMetricError
 from ehrseq.evaluate.metrics import MetricResult
+
+# what a metric raises on a resample where it is not defined (the point estimate on the same rows succeeded)
+UNDEFINED_IN_RESAMPLE = (ValueError, ZeroDivisionError, FloatingPointError)
+MIN_DEFINED = 0.8  # share of resamples that must be defined for an interval to be reported
 
 
 @dataclass(frozen=True)
@@ -26,7 +38,9 @@ class BootstrapResult:
     """Point estimate on all rows and a percentile interval ``[lo, hi]`` at level ``1 - alpha``.
 
     ``n_boot_used`` counts resamples where the metric was defined; the rest were skipped (e.g. a resample with
-    no positive patient). ``undefined`` holds the reason when the point estimate itself is undefined.
+    no positive patient) and ``note`` says how many and why. ``undefined`` holds the reason when the point
+    estimate itself is undefined; ``ci_undefined`` the reason when the interval is (too few defined resamples,
+    or none asked for), with ``lo`` and ``hi`` None.
     """
 
     estimate: float | None
@@ -38,9 +52,25 @@ class BootstrapResult:
     n_clusters: int
     undefined: str | None = None
     note: str | None = None
+    ci_undefined: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, as a plain dict."""
         return asdict(self)
+
+    def to_summary(self) -> dict[str, Any]:
+        """The metrics.json form: ``{"value", "lo", "hi"}`` plus ``undefined`` / ``ci_undefined`` / ``note`` /
+        ``n_boot_used`` where they carry something."""
+        out: dict[str, Any] = {"value": self.estimate, "lo": self.lo, "hi": self.hi}
+        if self.undefined:
+            out["undefined"] = self.undefined
+        if self.ci_undefined:
+            out["ci_undefined"] = self.ci_undefined
+        if self.note:
+            out["note"] = self.note
+        if self.n_boot:
+            out["n_boot_used"] = self.n_boot_used
+        return out
 
 
 def _value(result: MetricResult | float | None) -> float | None:
@@ -49,6 +79,29 @@ def _value(result: MetricResult | float | None) -> float | None:
     if result is None or not math.isfinite(float(result)):
         return None
     return float(result)
+
+
+def _reason(result: MetricResult | float | None) -> str:
+    if isinstance(result, MetricResult) and result.undefined:
+        return result.undefined
+    return "metric not finite"
+
+
+def _exception_reason(e: Exception) -> str:
+    problem = getattr(e, "problem", None)  # DataValidationError and its UndefinedMetricError
+    if problem:
+        return str(problem)
+    first = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+def _skipped_note(skipped: Counter[str], n_boot: int) -> str | None:
+    n = sum(skipped.values())
+    if not n:
+        return None
+    why = "; ".join(f"{r}: {k}" for r, k in skipped.most_common(3))
+    more = f"; {len(skipped) - 3} other reason(s)" if len(skipped) > 3 else ""
+    return f"{n} of {n_boot} resamples skipped (metric undefined in them: {why}{more})"
 
 
 def _accepts_weight(fn: Callable[..., Any]) -> bool:
@@ -66,6 +119,7 @@ def bootstrap_ci(
     n_boot: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
+    min_defined: float = MIN_DEFINED,
 ) -> BootstrapResult:
     """Cluster (patient) bootstrap CI for ``metric_fn(y_true, y_pred)``.
 
@@ -76,13 +130,21 @@ def bootstrap_ci(
         n_boot: number of resamples; 0 gives the point estimate only.
         alpha: 0.05 gives a 95% interval (2.5th and 97.5th percentiles).
         seed: seed of the numpy Generator; the same seed gives the same interval.
+        min_defined: share of the resamples in which the metric must be defined for ``[lo, hi]`` to be
+            reported; below it the interval is None and ``ci_undefined`` says why.
+
+    A point estimate that raises :class:`~ehrseq.errors.UndefinedMetricError` is reported undefined with its
+    message; a resample that raises it (or another ValueError) is skipped and counted in ``note``.
     """
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
     n = len(y_true)
     codes = np.arange(n) if groups is None else pd.factorize(np.asarray(groups))[0]
     n_clusters = int(codes.max()) + 1 if n else 0
-    point = metric_fn(y_true, y_pred)
+    try:
+        point: MetricResult | float | None = metric_fn(y_true, y_pred)
+    except UndefinedMetricError as e:
+        point = MetricResult(None, e.problem, n)
     estimate = _value(point)
     reason = point.undefined if isinstance(point, MetricResult) else None
     if estimate is None:
@@ -90,6 +152,7 @@ def bootstrap_ci(
     weighted = _accepts_weight(metric_fn)
     rng = np.random.default_rng(seed)
     values: list[float] = []
+    skipped: Counter[str] = Counter()
     chunk = max(1, min(n_boot, 2_000_000 // max(n_clusters, 1)))  # bound the (chunk, clusters) count matrix
     done = 0
     while done < n_boot:
@@ -97,18 +160,28 @@ def bootstrap_ci(
         counts = rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), size=size)
         for row_counts in counts:
             w = row_counts[codes]
-            if weighted:
-                v = _value(metric_fn(y_true, y_pred, sample_weight=w))
+            try:
+                if weighted:
+                    r = metric_fn(y_true, y_pred, sample_weight=w)
+                else:
+                    idx = np.repeat(np.arange(n), w)
+                    r = metric_fn(y_true[idx], y_pred[idx])
+            except UNDEFINED_IN_RESAMPLE as e:
+                skipped[_exception_reason(e)] += 1
+                continue
+            v = _value(r)
+            if v is None:
+                skipped[_reason(r)] += 1
             else:
-                idx = np.repeat(np.arange(n), w)
-                v = _value(metric_fn(y_true[idx], y_pred[idx]))
-            if v is not None:
                 values.append(v)
         done += size
-    note = None
-    if len(values) < n_boot:
-        note = f"{n_boot - len(values)} of {n_boot} resamples skipped (metric undefined in them)"
-    if not values:
-        return BootstrapResult(estimate, None, None, n_boot, 0, alpha, n_clusters, None, note)
+    note = _skipped_note(skipped, n_boot)
+    if n_boot <= 0:
+        return BootstrapResult(estimate, None, None, n_boot, 0, alpha, n_clusters, None, None,
+                               "no resamples asked for (n_boot=0)")
+    if not values or len(values) < min_defined * n_boot:
+        why = (f"only {len(values)} of {n_boot} resamples had the metric defined (fewer than {min_defined:.0%}); "
+               "an interval over those alone would be biased")
+        return BootstrapResult(estimate, None, None, n_boot, len(values), alpha, n_clusters, None, note, why)
     lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
     return BootstrapResult(estimate, float(lo), float(hi), n_boot, len(values), alpha, n_clusters, None, note)

@@ -14,17 +14,23 @@ Why not pycox's ``EvalSurv``: pycox 0.3.0 calls ``scipy.integrate.simps``, remov
 ``integrated_brier_score`` raises AttributeError on current SciPy. :func:`integrated_brier_score` here is an
 independent implementation (IPCW, Kaplan-Meier censoring weights, trapezoid rule) that works on any NumPy/SciPy.
 Note pycox normalises the Brier score by the sum of weights; we follow Graf et al. (1999) and divide by N.
+
+Where a metric is not defined on the rows (no comparable pairs, a degenerate time grid) the functions raise
+:class:`~ehrseq.errors.UndefinedMetricError`; :func:`harrell_c` and :func:`as_metric_result` return an undefined
+:class:`~ehrseq.evaluate.metrics.MetricResult` instead, and the bootstrap skips such resamples.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ehrseq.errors import DataValidationError
+from ehrseq.errors import DataValidationError, UndefinedMetricError
+from ehrseq.evaluate.metrics import MetricResult
 
 _Z95 = 1.959963984540054
 _CHUNK_CELLS = 4_000_000  # pairwise work is done in blocks of at most this many (i, j) cells
@@ -95,15 +101,11 @@ def _km_at(km: pd.DataFrame, query: np.ndarray, *, left_limit: bool = False, col
 
 
 # -------------------------------------------------------------------------------------- concordance
-def concordance_index(durations: object, events: object, risk: object) -> float:
-    """Harrell's C: the fraction of comparable pairs whose risks are ordered like their event times.
+NO_COMPARABLE_PAIRS = "no comparable pairs (no event precedes another follow-up time)"
 
-    Vectorised over blocks of event rows: O(N * n_events) time, bounded memory (fine to ~50k rows).
-    """
-    t, e = _labels(durations, events)
-    r = np.asarray(risk, dtype=np.float64).reshape(-1)
-    if len(r) != len(t):
-        raise DataValidationError(f"risk has {len(r)} rows, durations {len(t)}")
+
+def _harrell_sums(t: np.ndarray, e: np.ndarray, r: np.ndarray, w: np.ndarray | None) -> tuple[float, float]:
+    """(concordant + ties/2, comparable) pair weights; pair (i, j) weighs w_i * w_j (1 without weights)."""
     ev = np.flatnonzero(e == 1)
     step = max(1, _CHUNK_CELLS // max(len(t), 1))
     num = den = 0.0
@@ -111,11 +113,73 @@ def concordance_index(durations: object, events: object, risk: object) -> float:
         i = ev[s : s + step]
         ti, ri = t[i, None], r[i, None]
         comparable = (t[None, :] > ti) | ((t[None, :] == ti) & (e[None, :] == 0))
-        num += np.sum(comparable & (ri > r[None, :])) + 0.5 * np.sum(comparable & (ri == r[None, :]))
-        den += np.sum(comparable)
+        if w is None:
+            num += np.sum(comparable & (ri > r[None, :])) + 0.5 * np.sum(comparable & (ri == r[None, :]))
+            den += np.sum(comparable)
+        else:
+            pw = comparable * (w[i, None] * w[None, :])
+            num += np.sum(pw * (ri > r[None, :])) + 0.5 * np.sum(pw * (ri == r[None, :]))
+            den += np.sum(pw)
+    return float(num), float(den)
+
+
+def concordance_index(durations: object, events: object, risk: object) -> float:
+    """Harrell's C: the fraction of comparable pairs whose risks are ordered like their event times.
+
+    Vectorised over blocks of event rows: O(N * n_events) time, bounded memory (fine to ~50k rows).
+    Raises :class:`~ehrseq.errors.UndefinedMetricError` when no pair is comparable.
+    """
+    t, e = _labels(durations, events)
+    r = np.asarray(risk, dtype=np.float64).reshape(-1)
+    if len(r) != len(t):
+        raise DataValidationError(f"risk has {len(r)} rows, durations {len(t)}")
+    num, den = _harrell_sums(t, e, r, None)
     if den == 0:
-        raise DataValidationError("no comparable pairs (no event precedes another follow-up time)")
-    return float(num / den)
+        raise UndefinedMetricError(NO_COMPARABLE_PAIRS)
+    return num / den
+
+
+def harrell_c(y_true: object, risk: object, sample_weight: object | None = None) -> MetricResult:
+    """Harrell's C as a :class:`MetricResult` (never raises on its rows), for the bootstrap and reports.
+
+    ``y_true`` is (N, 2) [duration, event], ``risk`` (N,). ``sample_weight`` (N,) non-negative: a pair weighs
+    the product of its rows' weights, which equals repeating rows (a copy never pairs with itself: equal times
+    and equal event flags are not comparable), so the patient bootstrap needs no copies.
+    """
+    y = np.asarray(y_true, dtype=np.float64)
+    r = np.asarray(risk, dtype=np.float64).reshape(-1)
+    if y.ndim != 2 or y.shape[1] != 2 or len(r) != len(y):
+        return MetricResult(None, f"expected y_true (n, 2) and risk (n,), got {y.shape} and {r.shape}")
+    w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+    if w is not None:
+        if w.shape != (len(y),) or not np.isfinite(w).all() or (w < 0).any():
+            return MetricResult(None, f"sample_weight must be ({len(y)},) finite and non-negative")
+        keep = w > 0
+        y, r, w = y[keep], r[keep], w[keep]
+    if not np.isfinite(r).all():
+        return MetricResult(None, f"{int((~np.isfinite(r)).sum())} row(s) with non-finite risk", len(y))
+    try:
+        t, e = _labels(y[:, 0], y[:, 1])
+    except DataValidationError as err:
+        return MetricResult(None, err.problem, len(y))
+    if not (e == 1).any():
+        return MetricResult(None, "no events", len(y))
+    num, den = _harrell_sums(t, e, r, w)
+    if den == 0:
+        return MetricResult(None, NO_COMPARABLE_PAIRS, len(y))
+    return MetricResult(num / den, None, len(y))
+
+
+def as_metric_result(fn: Callable[..., float], *args: Any, **kwargs: Any) -> MetricResult:
+    """``fn(*args, **kwargs)`` (a survival metric returning a float) as a MetricResult: an
+    :class:`~ehrseq.errors.UndefinedMetricError` becomes an undefined result with its reason, e.g.
+    ``as_metric_result(concordance_td, d, e, surv)`` on rows with no comparable pairs. Data errors still raise.
+    """
+    n = len(args[0]) if args and hasattr(args[0], "__len__") else 0
+    try:
+        return MetricResult(float(fn(*args, **kwargs)), None, n)
+    except UndefinedMetricError as err:
+        return MetricResult(None, err.problem, n)
 
 
 def _surv_matrix(surv: pd.DataFrame, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,18 +213,21 @@ def concordance_td(durations: object, events: object, surv: pd.DataFrame) -> flo
         num += np.sum(comparable & (si < rows)) + 0.5 * np.sum(comparable & (si == rows))
         den += np.sum(comparable)
     if den == 0:
-        raise DataValidationError("no comparable pairs (no event precedes another follow-up time)")
+        raise UndefinedMetricError(NO_COMPARABLE_PAIRS)
     return float(num / den)
 
 
 # ------------------------------------------------------------------------------------ Brier scores
 def default_time_grid(durations: object, n_points: int = 100, upper_quantile: float = 0.9) -> np.ndarray:
-    """(n_points,) evenly spaced times from the shortest follow-up to the ``upper_quantile`` of follow-up.
+    """Up to ``n_points`` evenly spaced, strictly increasing times from the shortest follow-up to the
+    ``upper_quantile`` of follow-up.
 
     Stopping short of the longest follow-up avoids the tail where few subjects remain and IPCW weights explode.
+    When that quantile equals the shortest follow-up (most rows share one duration, e.g. censored at a horizon)
+    the grid is that single time: :func:`integrated_brier_score` is then undefined, not a crash elsewhere.
     """
     t = np.asarray(durations, dtype=np.float64)
-    return np.linspace(t.min(), np.quantile(t, upper_quantile), n_points)
+    return np.unique(np.linspace(t.min(), np.quantile(t, upper_quantile), n_points))
 
 
 def brier_score(durations: object, events: object, surv: pd.DataFrame, times: object) -> pd.Series:
@@ -196,7 +263,8 @@ def integrated_brier_score(
     """
     grid = default_time_grid(durations) if times is None else np.asarray(times, dtype=np.float64)
     if len(grid) < 2 or grid[-1] <= grid[0]:
-        raise DataValidationError("integrated_brier_score needs at least two increasing times")
+        raise UndefinedMetricError("integrated_brier_score needs at least two increasing times (all follow-up "
+                                   "times are equal, or too few rows)")
     bs = brier_score(durations, events, surv, grid)
     return _trapezoid(bs.to_numpy(), grid) / float(grid[-1] - grid[0])
 
