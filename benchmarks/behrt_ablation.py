@@ -58,7 +58,7 @@ def main() -> None:
     t0 = time.time()
     init = None
     if a.pretrain:
-        from ehrseq.pretrain import pretrain
+        from ehrseq.recipes.pretrain import pretrain
 
         init = root / f"pretrained-{a.name}"
         pretrain(data if a.pretrain == "AB" else site_a, out=init, model="behrt", seed=0,

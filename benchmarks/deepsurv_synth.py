@@ -18,9 +18,9 @@ from benchmarks.common import write_result
 from ehrseq import api
 from ehrseq.evaluate.survival import concordance_index
 from ehrseq.featurize.featurizer import Featurizer
+from ehrseq.featurize.tabular import tabular_view
 from ehrseq.labels import survival_labels
 from ehrseq.split import ids_in
-from ehrseq.survival_task import tabular_view
 
 
 def c_ci(d, e, r, n_boot: int = 300, seed: int = 0) -> str:

@@ -27,9 +27,9 @@ from benchmarks.common import write_result
 from ehrseq import api, codes
 from ehrseq.evaluate.summary import fmt, summarize
 from ehrseq.featurize.featurizer import Featurizer
+from ehrseq.featurize.tabular import tabular_view
 from ehrseq.labels import cdai_labels
 from ehrseq.split import ids_in
-from ehrseq.survival_task import tabular_view
 
 
 def site_split(data: api.LoadedData, site: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -110,7 +110,7 @@ def main() -> None:
     b0 = api.finetune(A, out=tmp / "behrt", **bkw)
     res["BEHRT (no pretraining)"] = b0.predictions["held_out"]
     speed["BEHRT (no pretraining)"] = b0.metrics["train"]["sequences_per_second"]
-    from ehrseq.pretrain import pretrain
+    from ehrseq.recipes.pretrain import pretrain
 
     # masked-code pretraining on site A's train-split patients. Pretraining on both sites' train patients
     # (no labels needed) scored lower (0.841 vs 0.845), likely because the featurizer it fits pools site B's

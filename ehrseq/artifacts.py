@@ -14,7 +14,16 @@ An artifact is a directory::
     manifest.json       format version, package versions, sha256 of every file, data and split hashes
 
 Writing is atomic: files go to a temporary sibling directory that is renamed into place, so a crash never
-leaves a half-written artifact. Loading verifies every hash in the manifest and refuses a tampered artifact.
+leaves a half-written artifact; an existing directory is only replaced when it is an artifact (never another
+directory, even with ``overwrite``). Loading verifies every hash in the manifest and refuses a tampered
+artifact: a manifest path that leaves the directory (``..``, absolute), any symlink or special file inside it,
+a file the manifest does not list (``tokenizer/`` included), and weights that are not safetensors (a pickle
+renamed ``model.safetensors``, an absurd header) are each one :class:`~ehrseq.errors.ArtifactError`.
+
+``artifact_id`` is a function of what was trained: the hashes of the weights, configs, featurizer and every
+other file, the data and split hashes and the versions; of ``metrics.json`` only its content without timing
+fields (``seconds``, ``sequences_per_second``, ``*_seconds``: ``metrics_identity``); not the creation time.
+The same seed on the same data gives the same id.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -38,7 +47,12 @@ from ehrseq import __version__
 from ehrseq.errors import ArtifactError
 
 FORMAT_VERSION = 1
+ID_SCHEME = 2  # 2: metrics.json enters the id without its timings; manifests without id_scheme use scheme 1
 WEIGHTS = "model.safetensors"
+_NOT_IDENTITY = ("metrics.json",)  # enters the id as metrics_identity (timings removed)
+_TIMING_KEYS = frozenset({"created", "seconds", "elapsed", "timings"})
+_TIMING_SUFFIXES = ("_seconds", "_per_second", "_secs")
+_MAX_HEADER = 100 << 20  # bytes of safetensors JSON header accepted (real ones are a few KiB)
 TRAIN_SUBJECTS = "train_subjects.json"
 RESERVED = {"config.json", "featurizer.json", "metrics.json", "manifest.json", TRAIN_SUBJECTS, WEIGHTS}
 
@@ -71,9 +85,42 @@ def _json_default(o: Any) -> Any:
 
 def _manifest_digest(manifest: dict[str, Any]) -> str:
     """16 hex of sha256 over the manifest but the id and the creation time: file hashes and recorded
-    provenance (data and split hashes, versions) change the id; the same content saved twice keeps it."""
+    provenance (data and split hashes, versions) change the id; the same content saved twice keeps it.
+    Scheme 2 (``id_scheme``) takes metrics.json as ``metrics_identity`` (its content without timings, which
+    differ run to run) instead of its file hash."""
     body = {k: v for k, v in manifest.items() if k not in ("artifact_id", "created")}
+    if manifest.get("id_scheme") == ID_SCHEME and isinstance(body.get("files"), dict):
+        body["files"] = {k: v for k, v in body["files"].items() if k not in _NOT_IDENTITY}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _untimed(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _untimed(v) for k, v in obj.items() if not (k in _TIMING_KEYS or k.endswith(_TIMING_SUFFIXES))}
+    if isinstance(obj, list):
+        return [_untimed(v) for v in obj]
+    return obj
+
+
+def metrics_identity(metrics: Any) -> str | None:
+    """sha256 of metrics (as read back from metrics.json) without its timing fields; None without metrics."""
+    if metrics is None:
+        return None
+    return hashlib.sha256(json.dumps(_untimed(metrics), sort_keys=True).encode()).hexdigest()
+
+
+def is_artifact_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a directory holding an ehrseq artifact (a regular manifest.json)."""
+    m = Path(path) / "manifest.json"
+    return m.is_file() and not m.is_symlink()
+
+
+def check_artifact_out(out: str | Path, *, overwrite: bool = False) -> Path:
+    """Before any data is read: refuse an ``out`` that holds something (unless ``overwrite``, and then only an
+    artifact is replaced) or that cannot be written. Called at the start of finetune and pretrain."""
+    from ehrseq.io.guards import check_output
+
+    return check_output(out, overwrite=overwrite, what="an ehrseq artifact", is_ours=is_artifact_dir)
 
 
 @dataclass
@@ -124,6 +171,9 @@ def save_artifact(
         raise ArtifactError("config must name its 'model_type'")
     if out.exists() and not overwrite:
         raise ArtifactError(f"{out} exists; pass overwrite=True or choose another --out")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_artifact_dir(out))):
+        raise ArtifactError(f"{out} exists and is not an ehrseq artifact; refusing to replace it: choose a new or "
+                            "empty --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -156,6 +206,9 @@ def save_artifact(
             "target": config.get("target"),
             "data_hash": data_hash,
             "split_hash": split_hash,
+            "id_scheme": ID_SCHEME,
+            "metrics_identity": metrics_identity(json.loads((tmp / "metrics.json").read_text()))
+            if metrics is not None else None,
             "files": files,
         }
         manifest["artifact_id"] = _manifest_digest(manifest)
@@ -175,21 +228,93 @@ def save_artifact(
     return out
 
 
+def _walk(p: Path) -> tuple[list[str], list[str]]:
+    """(regular files, symlinks and special files) under ``p``, as relative POSIX paths; links are not followed."""
+    files, odd = [], []
+    for root, dirs, names in os.walk(p, followlinks=False):
+        r = Path(root)
+        for d in list(dirs):
+            if (r / d).is_symlink():
+                odd.append((r / d).relative_to(p).as_posix())
+                dirs.remove(d)
+        for n in names:
+            f = r / n
+            rel = f.relative_to(p).as_posix()
+            (files if f.is_file() and not f.is_symlink() else odd).append(rel)
+    return sorted(files), sorted(odd)
+
+
+def _check_names(p: Path, names: Iterable[object]) -> None:
+    for name in names:
+        parts = PurePosixPath(name).parts if isinstance(name, str) else ()
+        if (not isinstance(name, str) or not name or "\\" in name or "\x00" in name or name.startswith("/")
+                or ".." in parts or (len(name) > 1 and name[1] == ":")):
+            shown = repr(name)[:80]
+            raise ArtifactError(f"{p}: manifest.json lists the path {shown}, which leaves the artifact directory "
+                                "(absolute or with '..'); refusing to load it")
+
+
+def _read_json(p: Path, name: str) -> Any:
+    try:
+        return json.loads((p / name).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ArtifactError(f"{p}: {name} is not readable JSON ({type(e).__name__}); the artifact is corrupt: "
+                            "retrain or restore it") from None
+
+
+def _read_manifest(p: Path) -> dict[str, Any]:
+    mpath = p / "manifest.json"
+    if mpath.is_symlink() or (mpath.exists() and not mpath.is_file()):
+        raise ArtifactError(f"{p}: manifest.json is a symlink or not a regular file; refusing to load it")
+    if not mpath.exists():
+        raise ArtifactError(f"{p}: no manifest.json; this is not an ehrseq artifact")
+    manifest = _read_json(p, "manifest.json")
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise ArtifactError(f"{p}: manifest.json has no valid 'files' mapping (name -> sha256); refusing to load it")
+    return manifest
+
+
+def _load_weights(p: Path) -> dict[str, torch.Tensor]:
+    """The safetensors weights; anything else (a pickle, a truncated file, an absurd header) is refused."""
+    f = p / WEIGHTS
+    if not f.is_file():
+        raise ArtifactError(f"{p}: {WEIGHTS} is missing")
+    size = f.stat().st_size
+    with open(f, "rb") as fh:
+        head = fh.read(9)
+    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+    if n < 2 or n > min(size - 8, _MAX_HEADER) or head[8:9] != b"{":
+        raise ArtifactError(f"{p}: {WEIGHTS} is not a safetensors file (its header is missing, truncated or "
+                            f"claims {n} bytes); ehrseq never reads pickles: retrain or restore the artifact")
+    try:
+        return load_file(str(f))
+    except Exception as e:  # safetensors raises its own error type for a malformed file
+        raise ArtifactError(f"{p}: {WEIGHTS} cannot be read as safetensors ({type(e).__name__}); retrain or restore "
+                            "the artifact") from None
+
+
 def load_artifact(path: str | Path, *, verify: bool = True, expect_model_type: str | None = None) -> Artifact:
-    """Load an artifact written by :func:`save_artifact`; only safetensors and JSON are read."""
+    """Load an artifact written by :func:`save_artifact`; only safetensors and JSON are read.
+
+    Symlinks (or special files) inside the directory and manifest paths that leave it are refused even with
+    ``verify=False``; ``verify`` checks the id, that every file is listed, and every hash.
+    """
     p = Path(path)
     if not p.is_dir():
         raise ArtifactError(f"{p}: not an artifact directory (expected the --out of `ehrseq finetune`)")
-    mpath = p / "manifest.json"
-    if not mpath.exists():
-        raise ArtifactError(f"{p}: no manifest.json; this is not an ehrseq artifact")
-    manifest = json.loads(mpath.read_text())
+    manifest = _read_manifest(p)
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
             f"{p}: artifact format {manifest.get('format_version')} is not supported by this ehrseq "
             f"(format {FORMAT_VERSION}); retrain or install the ehrseq version that wrote it "
             f"({manifest.get('ehrseq_version')})"
         )
+    present, odd = _walk(p)
+    if odd:
+        raise ArtifactError(f"{p}: holds symlink(s) or special file(s) {odd[:5]}; an artifact holds regular files "
+                            "only: refusing to load it")
+    _check_names(p, manifest["files"])
     if verify:
         if manifest.get("artifact_id") != _manifest_digest(manifest):
             raise ArtifactError(
@@ -197,7 +322,7 @@ def load_artifact(path: str | Path, *, verify: bool = True, expect_model_type: s
                 "edited); refusing to load it"
             )
         listed = set(manifest["files"]) | {"manifest.json"}
-        unlisted = sorted(str(f.relative_to(p)) for f in p.rglob("*") if f.is_file() and str(f.relative_to(p)) not in listed)
+        unlisted = [f for f in present if f not in listed]
         if unlisted:
             raise ArtifactError(
                 f"{p}: file(s) {unlisted[:5]} are not listed in manifest.json (added after saving); refusing to "
@@ -205,29 +330,39 @@ def load_artifact(path: str | Path, *, verify: bool = True, expect_model_type: s
             )
         for name, want in manifest["files"].items():
             f = p / name
-            if not f.exists():
+            if not f.is_file():
                 raise ArtifactError(f"{p}: file '{name}' listed in manifest.json is missing")
             if sha256_file(f) != want:
                 raise ArtifactError(
                     f"{p}: file '{name}' does not match its hash in manifest.json (tampered or corrupted); "
                     "refusing to load it"
                 )
-    config = json.loads((p / "config.json").read_text())
+        if manifest.get("id_scheme") == ID_SCHEME and "metrics.json" in manifest["files"]:
+            if metrics_identity(_read_json(p, "metrics.json")) != manifest.get("metrics_identity"):
+                raise ArtifactError(f"{p}: metrics.json does not match the metrics_identity in manifest.json "
+                                    "(edited after saving); refusing to load it")
+    config = _read_json(p, "config.json") if (p / "config.json").is_file() else None
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{p}: config.json is missing or not a JSON object; the artifact is corrupt")
     if expect_model_type and config.get("model_type") != expect_model_type:
         raise ArtifactError(
             f"{p}: artifact holds a '{config.get('model_type')}' model, expected '{expect_model_type}'"
         )
-    featurizer = json.loads((p / "featurizer.json").read_text()) if (p / "featurizer.json").exists() else None
-    metrics = json.loads((p / "metrics.json").read_text()) if (p / "metrics.json").exists() else None
+    featurizer = _read_json(p, "featurizer.json") if (p / "featurizer.json").exists() else None
+    metrics = _read_json(p, "metrics.json") if (p / "metrics.json").exists() else None
     extras = {
-        Path(name).stem: json.loads((p / name).read_text())
+        Path(name).stem: _read_json(p, name)
         for name in sorted(manifest["files"])
         if name.endswith(".json") and "/" not in name and name not in RESERVED
     }
-    state_dict = load_file(str(p / WEIGHTS))
+    state_dict = _load_weights(p)
     train_subjects = None
     if TRAIN_SUBJECTS in manifest["files"] and (p / TRAIN_SUBJECTS).exists():
-        train_subjects = [int(i) for i in json.loads((p / TRAIN_SUBJECTS).read_text())["subject_ids"]]
+        record = _read_json(p, TRAIN_SUBJECTS)
+        try:
+            train_subjects = [int(i) for i in record["subject_ids"]]
+        except (KeyError, TypeError, ValueError):
+            raise ArtifactError(f"{p}: {TRAIN_SUBJECTS} has no list of integer subject_ids") from None
     return Artifact(
         path=p,
         config=config,

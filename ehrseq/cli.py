@@ -1,4 +1,10 @@
-"""``ehrseq`` command line: parse arguments, build a config, call the API. Nothing else lives here."""
+"""``ehrseq`` command line: parse arguments, check them, build a config, call the API. Nothing else here.
+
+The parser (every option, help text and example) is :mod:`ehrseq.cli_parser`, which imports nothing heavy;
+each command imports the library when it runs, so ``ehrseq --help`` starts at once. :func:`main` returns the
+exit code: 0 on success, 2 for every mistake a user can make (argparse's usage errors, :class:`UsageError`,
+every :class:`ehrseq.errors.EhrseqError`), each reported as one line on stderr, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,94 +13,101 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ehrseq import __version__
-from ehrseq.errors import EhrseqError
+from ehrseq import names
+from ehrseq.cli_parser import TRAINING_COMMANDS, build_parser, subparser, unknown_options_error
+from ehrseq.errors import ConfigError, EhrseqError
 
+__all__ = ["UsageError", "build_parser", "main"]
 log = logging.getLogger("ehrseq")
 
 
-def _kv(items: list[str] | None, flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for it in items or []:
-        if "=" not in it:
-            raise SystemExit(f"{flag} takes SOURCE=TARGET pairs, got '{it}'")
-        k, v = it.split("=", 1)
-        out[k] = v
-    return out
+class UsageError(EhrseqError):
+    """Options that do not work together; reported under the subcommand's usage line (exit code 2)."""
 
 
-def _positive_int(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
-    return n
+def _kv(items: list[str] | None) -> dict[str, str] | None:
+    """``--column-map`` pairs (argparse has checked each is SOURCE=TARGET)."""
+    return dict(it.split("=", 1) for it in items or []) or None
 
 
-def _train_overrides(a: argparse.Namespace) -> dict[str, Any]:
-    t: dict[str, Any] = {}
-    for k in ("epochs", "batch_size", "lr", "patience"):
-        v = getattr(a, k, None)
-        if v is not None:
-            t[k] = v
-    if getattr(a, "no_progress", False):
-        t["progress"] = False
-    return t
-
-
-def _common_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="MEDS root, MEDS Parquet file/directory, or EHR-extract directory")
-    p.add_argument("--out", required=True, help="artifact directory to write")
-    p.add_argument("--config", help="YAML config (see configs/)")
-    p.add_argument("--preset", help="model size preset: tiny | small | base (behrt)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--patience", type=int)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (batch jobs)")
-    _column_map_arg(p)
-
-
-def _task_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--labels", help="MEDS label file or directory: the task is its rows (see data_schemas/README.md)")
-    p.add_argument("--label-kind", choices=["binary", "regression", "multiclass", "survival"],
-                   help="read --labels as this kind (default: from the file's value column or its ehrseq metadata)")
-    p.add_argument("--task", help="ACES task file (configs/tasks/): its labels are built from --data")
-
-
-def _column_map_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--column-map", nargs="*", metavar="SRC=MEDS", help="rename source columns, e.g. value=numeric_value")
+def _column_map(a: argparse.Namespace) -> dict[str, str] | None:
+    return _kv(getattr(a, "column_map", None))
 
 
 def _load(a: argparse.Namespace):
     from ehrseq.api import load_data
 
-    return load_data(a.data, column_map=_kv(a.column_map, "--column-map") or None)
+    return load_data(a.data, column_map=_column_map(a))
 
 
-def cmd_synth(a: argparse.Namespace) -> int:
-    from ehrseq.api import synthesize
+def _task_path(name: str | None) -> str | None:
+    """A --task / --predicates value as a path: as given when it exists, else a shipped task file."""
+    if name is None:
+        return None
+    from ehrseq.config import resolve_config_path
 
-    t = time.perf_counter()
-    out = synthesize(a.n_patients, out=a.out, n_sites=a.sites, seed=a.seed, extract=not a.no_extract,
-                     biopsy_rate=a.biopsy_rate)
-    print(f"wrote a synthetic cohort of {a.n_patients} patients at {a.sites} site(s) to {out} "
-          f"(meds/, extract/, meds/truth/) in {time.perf_counter() - t:.1f}s")
-    return 0
+    return str(resolve_config_path(name, "tasks"))
+
+
+def _train_overrides(a: argparse.Namespace) -> dict[str, Any]:
+    t: dict[str, Any] = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "patience")
+                         if getattr(a, k, None) is not None}
+    if getattr(a, "no_progress", False) or getattr(a, "quiet", False):
+        t["progress"] = False
+    return t
 
 
 def _split_overrides(a: argparse.Namespace) -> dict[str, Any] | None:
-    if a.split is None:
-        return None
-    s: dict[str, Any] = {"strategy": a.split}
-    if a.held_out_sites:
-        s["held_out_sites"] = a.held_out_sites
-    if a.cutoff:
-        s["cutoff"] = a.cutoff
-    return s
+    s = {"strategy": a.split, "held_out_sites": a.held_out_sites, "cutoff": a.cutoff}
+    return {k: v for k, v in s.items() if v is not None} or None
+
+
+def _effective_model(cfg: Any) -> str | None:
+    """The model family a config trains, where it is known before the data is read (None: it depends on the
+    kind of the task in a label or task file)."""
+    has_task = cfg.labels is not None or cfg.task is not None
+    if cfg.model == "text" or (cfg.target == "biopsy" and not has_task):
+        return "text"
+    if cfg.model == "deepsurv" or (cfg.target == "survival" and not has_task):
+        return "deepsurv"
+    return None if has_task and cfg.model == "rnn" else cfg.model
+
+
+def check_config_names(cfg: Any, source: str) -> None:
+    """ConfigError unless the config's model, target and preset are names ehrseq knows, and fit together.
+
+    ``source`` names where the config came from (a file, or the command line). Nothing is imported."""
+    for key, value, options in (("model", cfg.model, names.MODELS), ("target", cfg.target, names.TARGETS)):
+        if value not in options:
+            raise ConfigError(f"{source}: {key} '{value}' is not one of {', '.join(options)}")
+    model = _effective_model(cfg)
+    presets = names.PRESETS_OF_MODEL.get(model or "", ())
+    if presets and cfg.preset not in presets:
+        raise ConfigError(f"{source}: preset '{cfg.preset}' is not one of model {model}'s presets "
+                          f"({', '.join(presets)})")
+
+
+def _check_finetune_flags(a: argparse.Namespace, cfg: Any) -> None:
+    """Flags that cannot take effect are refused, never ignored."""
+    builtin = cfg.labels is None and cfg.task is None
+    if a.label_kind and not cfg.labels:
+        raise UsageError("--label-kind needs --labels (it says how to read the label file)")
+    if a.predicates and not cfg.task:
+        raise UsageError("--predicates needs --task (it holds the task file's codes)")
+    if a.held_out_sites and cfg.split.strategy != "site":
+        raise UsageError(f"--held-out-sites needs --split site (the split is '{cfg.split.strategy}')")
+    if a.cutoff and cfg.split.strategy != "temporal":
+        raise UsageError(f"--cutoff needs --split temporal (the split is '{cfg.split.strategy}')")
+    if a.threshold is not None and not (builtin and cfg.target == "cdai"):
+        raise UsageError("--threshold applies to --target cdai only")
+    if a.event is not None and not (builtin and cfg.target == "survival"):
+        raise UsageError("--event applies to --target survival only (a task file names its event itself)")
+    if a.adapt_sites and _effective_model(cfg) != "text":
+        raise UsageError("--adapt-sites applies to the biopsy text classifier (--target biopsy) only")
 
 
 def cmd_finetune(a: argparse.Namespace) -> int:
@@ -102,21 +115,24 @@ def cmd_finetune(a: argparse.Namespace) -> int:
 
     cfg = load_config(  # the config is checked before the data is read (and before the slow model imports)
         a.config, target=a.target, model=a.model, preset=a.preset, seed=a.seed,
-        train=_train_overrides(a) or None, sites=a.sites, adapt_sites=a.adapt_sites, train_fraction=a.train_fraction,
-        split=_split_overrides(a), event_code=a.event, cdai_threshold=a.threshold, n_bootstrap=a.n_bootstrap,
-        labels=a.labels, task=a.task, predicates=a.predicates, label_kind=a.label_kind,
+        train=_train_overrides(a) or None, sites=a.sites, adapt_sites=a.adapt_sites,
+        train_fraction=a.train_fraction, split=_split_overrides(a), event_code=a.event,
+        cdai_threshold=a.threshold, n_bootstrap=a.n_bootstrap, labels=a.labels, task=_task_path(a.task),
+        predicates=_task_path(a.predicates), label_kind=a.label_kind,
         allow_init_overlap=True if a.allow_init_overlap else None,
     )
+    check_config_names(cfg, a.config or "command line")
+    _check_finetune_flags(a, cfg)
     from ehrseq.api import finetune
     from ehrseq.evaluate.summary import fmt
 
-    res = finetune(a.data, out=a.out, config=cfg, init=a.init, column_map=_column_map(a))
+    res = finetune(a.data, out=a.out, config=cfg, init=a.init, column_map=_column_map(a), overwrite=a.overwrite)
     _print_metrics(res.metrics, fmt)
     print(f"artifact: {res.artifact}")
     return 0
 
 
-def _print_metrics(metrics: dict[str, Any], fmt) -> None:
+def _print_metrics(metrics: dict[str, Any], fmt: Callable[[Any], str]) -> None:
     for split in ("tuning", "held_out", "held_out_adapt_sites"):
         m = metrics.get(split)
         if not isinstance(m, dict):
@@ -130,24 +146,28 @@ def _print_metrics(metrics: dict[str, Any], fmt) -> None:
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
     from ehrseq.config import load_config
-    from ehrseq.pretrain import check_pretrain_args, pretrain
+    from ehrseq.recipes.pretrain import check_pretrain_args, pretrain
 
     cfg = load_config(a.config, model="behrt", preset=a.preset, seed=a.seed,  # checked before the data is read
                       train=_train_overrides(a) or None)
+    check_config_names(cfg, a.config or "command line")
     check_pretrain_args(a.mask_prob, a.prefixes)
-    m = pretrain(_load(a), out=a.out, config=cfg, mask_prob=a.mask_prob, prefixes_per_subject=a.prefixes)
+    from ehrseq.artifacts import check_artifact_out
+
+    check_artifact_out(a.out, overwrite=a.overwrite)  # before the data is read
+    m = pretrain(_load(a), out=a.out, config=cfg, mask_prob=a.mask_prob, prefixes_per_subject=a.prefixes,
+                 overwrite=a.overwrite)
     print(f"best tuning MLM loss {m['train']['best_tuning_mlm_loss']:.4f} at epoch {m['train']['best_epoch']}")
     print(f"artifact: {a.out}")
     return 0
 
 
-def _column_map(a: argparse.Namespace) -> dict[str, str] | None:
-    return _kv(getattr(a, "column_map", None), "--column-map") or None
-
-
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from ehrseq.evaluate.cli_report import evaluate_artifact
+    from ehrseq.io.guards import check_output
+    from ehrseq.recipes.evaluate import evaluate_artifact
 
+    check_output(a.out, overwrite=a.overwrite, what="an ehrseq report",
+                 is_ours=lambda d: (d / "report.json").is_file())  # before the data is read
     paths = evaluate_artifact(a.artifact, a.data, a.out, split=a.split, external=a.external,
                               group_by=a.group_by or [], min_group_size=a.min_group_size, n_boot=a.n_boot,
                               plots=not a.no_plots, labels=a.labels, column_map=_column_map(a))
@@ -159,6 +179,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 def cmd_explain(a: argparse.Namespace) -> int:
     from ehrseq.explain import explain_artifact
 
+    if a.out:
+        from ehrseq.io.guards import check_output_file
+
+        check_output_file(a.out, overwrite=a.overwrite)  # before the data is read
     imp = explain_artifact(a.artifact, a.data, split=a.split, n_repeats=a.n_repeats, labels=a.labels,
                            column_map=_column_map(a))
     print(f"baseline {imp.attrs.get('metric', 'AUROC')} {imp.attrs['baseline']:.3f}; drop when each input group "
@@ -174,9 +198,13 @@ def cmd_labels(a: argparse.Namespace) -> int:
     from ehrseq.tasks.aces import extract_labels, load_task_file
     from ehrseq.tasks.label_files import write_task_labels
 
-    load_task_file(a.task, a.predicates)  # a bad task file fails before the data is read
+    task, predicates = _task_path(a.task), _task_path(a.predicates)
+    load_task_file(task, predicates)  # a bad task file fails before the data is read
+    from ehrseq.io.guards import check_output
+
+    check_output(a.out, overwrite=a.overwrite, what="MEDS labels", is_ours=lambda d: (d / "labels.parquet").is_file())
     data = _load(a)
-    tl = extract_labels(a.task, data.events, predicates_path=a.predicates)
+    tl = extract_labels(task, data.events, predicates_path=predicates)
     path = write_task_labels(tl, a.out)
     f = tl.frame
     extra = ""
@@ -191,14 +219,30 @@ def cmd_labels(a: argparse.Namespace) -> int:
 
 def cmd_validate(a: argparse.Namespace) -> int:
     """Summarise a dataset as training would read it; exit 0 when it is usable (errors exit 2)."""
-    from ehrseq.io.summary import format_summary, summarize_dataset
-
     if a.label_kind and not a.labels:
-        raise SystemExit("ehrseq validate: error: --label-kind needs --labels")
-    s = summarize_dataset(a.data, column_map=_kv(a.column_map, "--column-map") or None, labels=a.labels,
-                          label_kind=a.label_kind)
+        raise UsageError("--label-kind needs --labels (it says how to read the label file)")
+    from ehrseq.datacheck import format_summary, summarize_dataset
+
+    s = summarize_dataset(a.data, column_map=_column_map(a), labels=a.labels, label_kind=a.label_kind)
     print(json.dumps(s, indent=2) if a.json else format_summary(s))
     return 0
+
+
+def cmd_synth(a: argparse.Namespace) -> int:
+    from ehrseq.api import synthesize
+
+    t = time.perf_counter()
+    out = synthesize(a.n_patients, out=a.out, n_sites=a.sites, seed=a.seed, extract=not a.no_extract,
+                     biopsy_rate=a.biopsy_rate)
+    print(f"wrote a synthetic cohort of {a.n_patients} patients at {a.sites} site(s) to {out} "
+          f"(meds/, extract/, meds/truth/) in {time.perf_counter() - t:.1f}s")
+    return 0
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    from ehrseq.scoring import run_score
+
+    return run_score(a)
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -212,8 +256,10 @@ def cmd_demo(a: argparse.Namespace) -> int:
     synthesize(a.n_patients, out=out / "cohort", seed=a.seed)
     print(f"[1/3] synthetic RA cohort: {a.n_patients} patients, 2 sites -> {out / 'cohort'} "
           f"({time.perf_counter() - t0:.0f}s)")
+    progress = not (a.no_progress or a.quiet)
     res = finetune(out / "cohort" / "meds", out=out / "cdai_rnn", target="cdai", model="rnn", preset="small",
-                   seed=a.seed, train={"epochs": a.epochs, "progress": not a.no_progress}, n_bootstrap=a.n_bootstrap)
+                   seed=a.seed, train={"epochs": a.epochs, "progress": progress}, n_bootstrap=a.n_bootstrap,
+                   overwrite=True)  # the demo rewrites its own directory each run
     print(f"[2/3] fine-tuned the RNN CDAI forecaster -> {res.artifact} ({time.perf_counter() - t0:.0f}s)")
     import pandas as pd
 
@@ -230,124 +276,62 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ehrseq", description="Models of patient records for rheumatology research.")
-    p.add_argument("--version", action="version", version=f"ehrseq {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true")
-    sub = p.add_subparsers(dest="command", required=True)
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "synth": cmd_synth, "finetune": cmd_finetune, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate,
+    "explain": cmd_explain, "validate": cmd_validate, "labels": cmd_labels, "demo": cmd_demo,
+    "score": cmd_score,
+}
 
-    s = sub.add_parser("synth", help="write a synthetic 2-site RA cohort (MEDS + EHR extract + truth)")
-    s.add_argument("--n-patients", type=int, default=2000)
-    s.add_argument("--sites", type=int, default=2)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True)
-    s.add_argument("--no-extract", action="store_true", help="skip the CSV extract copy (faster for large N)")
-    s.add_argument("--biopsy-rate", type=float, default=0.05,
-                   help="share of patients over 55 with a GCA work-up and a temporal artery biopsy report (x2)")
-    s.set_defaults(func=cmd_synth)
 
-    f = sub.add_parser("finetune", help="train a model for a target and write an artifact")
-    _common_model_args(f)
-    f.add_argument("--target", help="built-in target: cdai (default) | cdai_value | next_visit_dx | survival | biopsy")
-    _task_args(f)
-    f.add_argument("--predicates", help="ACES predicates file for --task (the codes of one dataset)")
-    f.add_argument("--allow-init-overlap", action="store_true",
-                   help="accept an --init artifact trained on subjects now in tuning/held_out (the report says so)")
-    f.add_argument("--model", help="rnn | behrt (sequence targets); deepsurv for survival; text for biopsy")
-    f.add_argument("--init", help="artifact to start from (transfer learning or a BEHRT pretraining); "
-                                  "for survival: a sequence artifact whose embeddings join the features")
-    f.add_argument("--train-fraction", type=float, help="share of train-split patients to use (e.g. 0.1)")
-    f.add_argument("--sites", nargs="*", help="restrict to these sites (e.g. B)")
-    f.add_argument("--adapt-sites", nargs="*", help="biopsy: self-train towards these sites on their train-split "
-                                                    "reports, labels unread (with --sites A --adapt-sites B)")
-    f.add_argument("--split", choices=["data", "random", "site", "temporal"], help="split strategy (default: the data's)")
-    f.add_argument("--held-out-sites", nargs="*", help="with --split site")
-    f.add_argument("--cutoff", help="with --split temporal: first-event date at/after which subjects are held out")
-    f.add_argument("--event", help="survival: event code (default EVENT//FLARE)")
-    f.add_argument("--threshold", type=float, help="cdai: controlled when CDAI <= this (default 10)")
-    f.add_argument("--n-bootstrap", type=int, help="bootstrap resamples for the CIs (default 200)")
-    f.set_defaults(func=cmd_finetune)
+def _setup_logging(a: argparse.Namespace) -> Callable[[], None]:
+    """Log levels from -v / -q (training commands default to INFO for ehrseq: the heartbeat); returns undo."""
+    pkg = logging.getLogger("ehrseq")
+    before = pkg.level
+    verbose, quiet = a.verbose or 0, a.quiet
+    if quiet:
+        level = logging.WARNING
+    elif verbose >= 2:
+        level = logging.DEBUG
+    elif verbose or a.command in TRAINING_COMMANDS:
+        level = logging.INFO
+    else:
+        level = logging.WARNING
+    logging.basicConfig(level=logging.INFO if verbose and not quiet else logging.WARNING, datefmt="%H:%M:%S",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    pkg.setLevel(level)
+    return lambda: pkg.setLevel(before)
 
-    pr = sub.add_parser("pretrain", help="masked-code pretraining of BEHRT on the train split")
-    _common_model_args(pr)
-    pr.add_argument("--mask-prob", type=float, default=0.15)
-    pr.add_argument("--prefixes", type=_positive_int, default=1,
-                    help="sequences per train patient: the whole history plus k-1 cut at earlier visit days")
-    pr.set_defaults(func=cmd_pretrain)
 
-    e = sub.add_parser("evaluate", help="report (JSON, Markdown, HTML) for an artifact on a dataset")
-    e.add_argument("--artifact", required=True)
-    e.add_argument("--data", required=True)
-    e.add_argument("--out", required=True)
-    e.add_argument("--split", default="held_out", help="which split of --data to evaluate (or 'all')")
-    e.add_argument("--labels", help="MEDS label file or directory to evaluate at (default: the artifact's task "
-                                    "rebuilt on --data; needed for a task that came from a label file)")
-    _column_map_arg(e)
-    e.add_argument("--external", help="a second site's data, reported side by side")
-    e.add_argument("--group-by", nargs="*", help="extra subgroup columns")
-    e.add_argument("--min-group-size", type=int, default=30)
-    e.add_argument("--n-boot", type=int, default=1000)
-    e.add_argument("--no-plots", action="store_true")
-    e.set_defaults(func=cmd_evaluate)
-
-    x = sub.add_parser("explain", help="importance per input group (RNN, BEHRT, DeepSurv; every task kind)")
-    x.add_argument("--artifact", required=True)
-    x.add_argument("--data", required=True)
-    x.add_argument("--split", default="held_out")
-    x.add_argument("--labels", help="MEDS label file or directory (default: the artifact's task rebuilt on --data)")
-    _column_map_arg(x)
-    x.add_argument("--n-repeats", type=int, default=3)
-    x.add_argument("--out", help="CSV file for the table")
-    x.set_defaults(func=cmd_explain)
-
-    v = sub.add_parser("validate", help="what a dataset holds, read as training would (errors exit 2)")
-    v.add_argument("--data", required=True, help="MEDS root, MEDS Parquet file/directory, or EHR-extract directory")
-    v.add_argument("--labels", help="a MEDS label file or directory: summarised and matched to the data")
-    v.add_argument("--label-kind", choices=["binary", "regression", "multiclass", "survival"],
-                   help="read --labels as this kind (survival: float_value = days, boolean_value = event)")
-    v.add_argument("--column-map", nargs="*", metavar="SRC=MEDS", help="rename source columns, e.g. value=numeric_value")
-    v.add_argument("--json", action="store_true", help="print the summary as JSON")
-    v.set_defaults(func=cmd_validate)
-
-    lb = sub.add_parser("labels", help="MEDS labels from an ACES task file (configs/tasks/)")
-    lb.add_argument("--task", required=True, help="ACES task file, optionally with a time_to_event block")
-    lb.add_argument("--predicates", help="ACES predicates file (the codes of one dataset)")
-    lb.add_argument("--data", required=True, help="MEDS root, MEDS Parquet file/directory, or EHR-extract directory")
-    lb.add_argument("--out", required=True, help="directory to write labels.parquet and task.json")
-    _column_map_arg(lb)
-    lb.set_defaults(func=cmd_labels)
-
-    d = sub.add_parser("demo", help="the main job end to end: synth -> CDAI forecaster -> metrics vs oracle")
-    d.add_argument("--out", default="runs/demo")
-    d.add_argument("--n-patients", type=int, default=1500)
-    d.add_argument("--epochs", type=int, default=6)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--n-bootstrap", type=int, default=200)
-    d.add_argument("--no-progress", action="store_true")
-    d.set_defaults(func=cmd_demo)
-
-    try:
-        from ehrseq.scoring import add_score_args, run_score
-
-        sc = sub.add_parser("score", help="batch-score an extract with an artifact (streaming, resumable)")
-        add_score_args(sc)
-        sc.set_defaults(func=run_score)
-    except ImportError:  # pragma: no cover - scoring is part of the package
-        pass
-    return p
+def _one_line(e: BaseException) -> str:
+    return "; ".join(part.strip() for part in str(e).splitlines() if part.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    """Run ``ehrseq`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
     try:
-        return int(args.func(args) or 0)
-    except EhrseqError as e:
-        print(f"ehrseq {args.command}: error: {e}", file=sys.stderr)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # argparse would report these under the top-level usage; the subcommand's is the useful one
+            sub = subparser(parser, getattr(args, "command", None))
+            sub.error(unknown_options_error(sub, extra))
+    except SystemExit as e:  # --help, --version (0) or a usage error (2), already printed
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+    undo = _setup_logging(args)
+    try:
+        return int(COMMANDS[args.command](args) or 0)
+    except UsageError as e:
+        sub = subparser(parser, args.command)
+        sub.print_usage(sys.stderr)
+        print(f"{sub.prog}: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except FileNotFoundError as e:
-        print(f"ehrseq {args.command}: error: {e}", file=sys.stderr)
+    except (EhrseqError, FileNotFoundError) as e:
+        print(f"ehrseq {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"ehrseq {args.command}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        undo()
 
 
 if __name__ == "__main__":  # pragma: no cover

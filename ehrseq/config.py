@@ -57,8 +57,11 @@ class FinetuneConfig:
     event_code: str = codes.FLARE  # survival
     landmark_visit: int = 1  # survival
     min_label_count: int = 20  # next_visit_dx: codes rarer than this in train are not predicted
+    min_train_subjects: int = 10  # refuse to train on fewer train subjects with a label row (ehrseq.io.guards)
+    min_class_count: int = 5  # ... or fewer train rows per class (binary: each; multiclass: two; survival: events)
     n_bootstrap: int = 200
     max_train_rows_per_subject: int | None = None  # subsample train label rows per patient (seeded), e.g. for BEHRT
+    train_set: tuple[str, ...] = ()  # the train keys the user set (filled by load_config; families map them)
 
 
 # ------------------------------------------------------------------------------------------ YAML reading
@@ -309,7 +312,10 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     for k, v in over.items():
         if v is None:
             continue
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        if isinstance(v, dict) and k != "model_overrides":  # a nested config: merged key by key, None unset
+            out[k] = _merge(out[k] if isinstance(out.get(k), dict) else {}, v)
+        else:
+            out[k] = v
     return out
 
 
@@ -323,12 +329,11 @@ def load_config(path: str | Path | FinetuneConfig | None = None, **overrides: An
     blamed on the file or on the overrides, whichever holds it. Nothing else (no data) is read.
     """
     if isinstance(path, FinetuneConfig):
-        return _build(FinetuneConfig, _merge(config_to_dict(path), overrides), "config overrides")
+        return _with_train_set(_build(FinetuneConfig, _merge(config_to_dict(path), overrides), "config overrides"),
+                               path.train_set, overrides)
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"config file {p} does not exist (see configs/ for examples)")
+        p = resolve_config_path(path)
         if p.is_dir():
             raise ConfigError(f"{p}: is a directory; --config takes a YAML file (see configs/)")
         data = read_yaml(p)
@@ -338,8 +343,62 @@ def load_config(path: str | Path | FinetuneConfig | None = None, **overrides: An
             raise ConfigError(f"{p}: a config is a mapping of keys to values, got {_kind(data)}")
         base = _build(FinetuneConfig, data, str(p))
         if not any(v is not None for v in overrides.values()):
-            return base
-    return _build(FinetuneConfig, _merge(data, overrides), "config overrides" if overrides else "config")
+            return _with_train_set(base, (), data)
+    return _with_train_set(_build(FinetuneConfig, _merge(data, overrides), "config overrides" if overrides else "config"),
+                           (), data, overrides)
+
+
+def _with_train_set(cfg: FinetuneConfig, before: tuple[str, ...], *sources: dict[str, Any]) -> FinetuneConfig:
+    """Record which ``train`` keys a user set (in a file or an override), so a family whose trainer has other
+    defaults (DeepSurv, the text classifier) takes exactly those and refuses the ones it has no knob for."""
+    keys = set(before)
+    for src in sources:
+        if isinstance(src, dict) and src.get("train_set") is not None:  # a config's own dict form: as recorded
+            keys = set(src["train_set"])
+            continue
+        t = src.get("train") if isinstance(src, dict) else None
+        if isinstance(t, dict):
+            keys.update(k for k, v in t.items() if v is not None)
+    keys.discard("progress")  # display, not a hyper-parameter
+    return dataclasses.replace(cfg, train_set=tuple(sorted(keys)))
+
+
+class ConfigNotFoundError(ConfigError, FileNotFoundError):
+    """A config or task file is neither an existing path nor the name of a config shipped with ehrseq."""
+
+
+def shipped_configs_dir() -> Path | None:
+    """The configs shipped with ehrseq: ``ehrseq/configs`` (the repository's ``configs/`` folder, installed as
+    package data through the ``ehrseq/configs`` link), else ``configs/`` beside the package in a checkout."""
+    pkg = Path(__file__).parent
+    if (pkg / "configs").is_dir():
+        return pkg / "configs"
+    checkout = pkg.parent / "configs"  # a checkout whose link did not survive (e.g. git without symlinks)
+    return checkout if checkout.is_dir() and (pkg.parent / "pyproject.toml").is_file() else None
+
+
+def resolve_config_path(name: str | Path, folder: str = "") -> Path:
+    """The file ``name`` means: the path as given when it exists, else a config shipped with ehrseq.
+
+    ``cdai_behrt``, ``cdai_behrt.yaml`` and (outside a checkout) ``configs/cdai_behrt.yaml`` all name the
+    shipped ``configs/cdai_behrt.yaml``; with ``folder="tasks"``, ``mimic/long_los`` names
+    ``configs/tasks/mimic/long_los.yaml``. Raises :class:`ConfigNotFoundError` listing the shipped names.
+    """
+    p, what = Path(name), "task file" if folder == "tasks" else "config file"
+    root = shipped_configs_dir()
+    if p.exists() or root is None or p.is_absolute():
+        if not p.exists():
+            raise ConfigNotFoundError(f"{what} {p} does not exist")
+        return p
+    base = root / folder if folder else root
+    rel, start = (Path(*p.parts[1:]), root) if p.parts[0] == "configs" and len(p.parts) > 1 else (p, base)
+    for cand in (start / rel, start / f"{rel}.yaml"):
+        if cand.is_file():
+            return cand
+    shipped = sorted(str(f.relative_to(base).with_suffix("")) for f in base.rglob("*.yaml")
+                     if folder or "tasks" not in f.relative_to(base).parts)
+    raise ConfigNotFoundError(f"{what} {p} does not exist and is not one shipped with ehrseq; give a path, or "
+                              f"one of: {', '.join(shipped)}")
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

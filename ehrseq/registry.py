@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ehrseq import names
 from ehrseq.artifacts import Artifact
 from ehrseq.data.dataset import SequenceDataset
 from ehrseq.errors import ArtifactError, TargetError
@@ -20,6 +21,7 @@ from ehrseq.featurize.featurizer import FeatureSet, Featurizer
 from ehrseq.models.behrt import BehrtConfig, BehrtModel, behrt_base, behrt_small, behrt_tiny
 from ehrseq.models.rnn_forecaster import RNN_PRESETS, RNNConfig, RNNForecaster
 
+PRETRAIN_TARGET = "masked_codes"  # the target recorded by `ehrseq pretrain` (masked-code) artifacts
 # The model head each task kind trains (survival is DeepSurv's own Cox head).
 HEAD_OF_KIND = {"binary": "binary", "regression": "regression", "multiclass": "multiclass",
                 "multilabel": "multilabel"}
@@ -56,6 +58,12 @@ SEQUENCE_MODELS: dict[str, SequenceModelEntry] = {
     "behrt": SequenceModelEntry(BehrtConfig, BehrtModel, {"tiny": behrt_tiny, "small": behrt_small,
                                                          "base": behrt_base}, _behrt_config),
 }
+# The command line offers ehrseq.names without importing torch; it must name exactly what is registered here.
+# (An explicit check, not an assert: it must hold under python -O too.)
+if tuple(SEQUENCE_MODELS) != names.SEQUENCE_MODELS or any(
+        tuple(e.presets) != names.PRESETS_OF_MODEL.get(k) for k, e in SEQUENCE_MODELS.items()):
+    raise ImportError("ehrseq/names.py is out of step with the sequence-model registry: update its "
+                      "SEQUENCE_MODELS / PRESETS_OF_MODEL")
 
 
 def sequence_entry(model: str) -> SequenceModelEntry:
@@ -134,3 +142,36 @@ def make_dataset(fs: FeatureSet, targets: Any, fz: Featurizer, model: str) -> Se
     return SequenceDataset(fs, targets, max_len=fz.config.max_len, max_visits=fz.config.max_visits,
                            max_steps=fz.config.max_visits, tokens=model == "behrt", steps=model == "rnn",
                            positions=fz.config.positions)
+
+
+# --------------------------------------------------------------------------- hyper-parameters per family
+# DeepSurv's presets (its training knobs live in DeepSurvConfig; lr 1e-2 is the benchmarked default).
+DEEPSURV_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"hidden_sizes": (16,), "epochs": 50, "lr": 1e-2},
+    "small": {"hidden_sizes": (32, 32), "lr": 1e-2},
+}
+# The `train` keys (config file or CLI flags) each family has a knob for, and the knob's name there.
+TRAIN_KNOBS: dict[str, dict[str, str]] = {
+    "deepsurv": {"epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "patience": "patience",
+                 "weight_decay": "weight_decay"},
+    "text": {"epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "weight_decay": "weight_decay",
+             "warmup": "warmup"},
+}
+
+
+def family_train_overrides(family: str, train: Any, train_set: tuple[str, ...],
+                           model_overrides: dict[str, Any]) -> dict[str, Any]:
+    """The family's own config fields for the ``train`` keys the user set; refuses a key the family has no knob
+    for (it would be ignored) and one set both in ``train`` and in ``model_overrides``."""
+    from ehrseq.errors import ConfigError
+
+    knobs = TRAIN_KNOBS[family]
+    unknown = [k for k in train_set if k not in knobs]
+    if unknown:
+        raise ConfigError(f"train.{unknown[0]} does not apply to the {family} model (flags --epochs, --lr, "
+                          f"--batch-size, --patience map to its {', '.join(sorted(knobs))}); remove it")
+    out = {knobs[k]: getattr(train, k) for k in train_set}
+    both = sorted(set(out) & set(model_overrides))
+    if both:
+        raise ConfigError(f"'{both[0]}' is set both in train (or a flag) and in model_overrides; keep one")
+    return out

@@ -367,7 +367,7 @@ def test_fixed_masks_select_codes_at_the_bert_rate() -> None:
 def frozen_pretrain(cohort, tmp_path_factory):
     """Pretraining with lr=0 (weights never move) on 60 synthetic patients with a given split."""
     from ehrseq.api import LoadedData
-    from ehrseq.pretrain import pretrain
+    from ehrseq.recipes.pretrain import pretrain
     from ehrseq.split import PatientSplitter, subjects_table
 
     keep = sorted(cohort.events["subject_id"].unique())[:60]

@@ -191,12 +191,12 @@ def test_pretrain_with_prefixes_then_finetune_behrt_with_a_weightless_override(c
     assert rc == 0
     art = load_artifact(out)
     assert art.config["model"]["pooling"] == "mean"
-    with pytest.raises(SystemExit):  # argparse: a clear usage error, before any work
-        main(["pretrain", "--data", str(cohort / "meds"), "--out", str(tmp_path / "x"), "--prefixes", "0"])
+    # argparse: a clear usage error (exit code 2), before any work
+    assert main(["pretrain", "--data", str(cohort / "meds"), "--out", str(tmp_path / "x"), "--prefixes", "0"]) == 2
 
 
 def test_behrt_artifacts_saved_before_pooling_existed_read_the_cls_token():
-    from ehrseq.api import _saved_behrt_config
+    from ehrseq.registry import saved_behrt_config as _saved_behrt_config
 
     old = _saved_behrt_config({"vocab_size": 40, "transformers_version": "4.0", "architectures": ["BehrtModel"]})
     assert old == {"pooling": "cls", "vocab_size": 40}

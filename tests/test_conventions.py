@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ehrseq.evaluate.cli_report import demographics
 from ehrseq.evaluate.report import build_report
 from ehrseq.io import read_meds
 from ehrseq.io.conventions import DatasetConventions, detect, normalise_sex, sex_of, site_of
+from ehrseq.recipes.evaluate import demographics
 from ehrseq.split import subjects_table
 
 MIMIC_COLUMN_MAP = {"value": "numeric_value"}  # as tests/conftest.py: the export calls numeric_value "value"

@@ -143,7 +143,7 @@ def test_next_visit_dx_on_the_synthetic_cohort_has_diagnoses(cohort):
 
 
 def test_pretraining_prefixes_end_at_visit_days_and_always_include_the_whole_history(make_events):
-    from ehrseq.pretrain import whole_history_labels
+    from ehrseq.recipes.pretrain import whole_history_labels
 
     days = [f"2020-0{m}-01" for m in range(1, 8)]
     rows = [(1, f"{d} 09:00:00", "LAB//CRP", 3.0) for d in days] + [(1, f"{d} 11:00:00", "DX//X", None) for d in days]

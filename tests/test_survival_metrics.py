@@ -190,7 +190,7 @@ def _few_comparable():
 
 def test_bootstrap_of_harrell_c_skips_resamples_without_comparable_pairs() -> None:
     from ehrseq.evaluate.bootstrap import bootstrap_ci
-    from ehrseq.survival_task import _c_index  # what finetune --target survival bootstraps
+    from ehrseq.recipes.survival import _c_index  # what finetune --target survival bootstraps
 
     y, risk = _few_comparable()
     res = bootstrap_ci(_c_index, y, risk, groups=np.arange(4), n_boot=200, seed=0)

@@ -200,10 +200,11 @@ def test_regression_and_multiclass_tasks_train_rnn_and_behrt(mimic_slice, label_
 def test_a_time_to_event_label_file_trains_deepsurv_and_scores_at_horizons(mimic_slice, label_files, tmp_path):
     res = api.finetune(mimic_slice, labels=label_files["discharge_7d"], label_kind="survival",
                        column_map=MIMIC_COLUMN_MAP, out=tmp_path / "ds", n_bootstrap=20,
-                       split={"strategy": "random", "seed": 0}, model_overrides={"epochs": 5})
+                       split={"strategy": "random", "seed": 0}, train={"epochs": 5})
     assert res.metrics["held_out"]["harrell_c"]["value"] is not None
     cfg = json.loads((tmp_path / "ds" / "config.json").read_text())
     assert cfg["model_type"] == "deepsurv" and cfg["task_spec"]["kind"] == "survival"
+    assert cfg["model"]["epochs"] == 5  # --epochs reaches DeepSurv (it used to be ignored)
     from ehrseq.scoring import score
 
     s = score(tmp_path / "ds", mimic_slice, tmp_path / "scores", labels=label_files["discharge_7d"],
@@ -224,7 +225,7 @@ def test_cli_refuses_two_task_sources_in_one_line(mimic_slice, label_files, tmp_
 
 def test_evaluate_finds_the_held_out_patients_in_the_artifact_when_the_data_has_no_split(
         rnn_long_stay, mimic_slice, label_files, tmp_path):
-    from ehrseq.evaluate.cli_report import evaluate_artifact
+    from ehrseq.recipes.evaluate import evaluate_artifact
 
     split = json.loads((rnn_long_stay.artifact / "split.json").read_text())
     assert set(split) == {"train", "tuning", "held_out"}
@@ -269,3 +270,24 @@ def test_a_bad_task_file_fails_in_one_line_before_the_data_is_read(tmp_path, cap
                "--data", str(tmp_path / "does-not-exist"), "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert rc == 2 and str(bad) in err and len(err.strip().splitlines()) == 1 and "does-not-exist" not in err
+
+
+def test_every_family_takes_the_train_knobs_it_has_and_refuses_the_others():
+    from ehrseq.config import load_config
+    from ehrseq.errors import ConfigError
+    from ehrseq.recipes.survival import deepsurv_config
+    from ehrseq.recipes.text import text_config
+
+    ds = deepsurv_config(load_config(None, train={"epochs": 7, "lr": 0.05}))
+    assert (ds.epochs, ds.lr, ds.hidden_sizes) == (7, 0.05, (32, 32))
+    assert deepsurv_config(load_config(None)).lr == 1e-2  # the preset's, stated in the registry
+    tx = text_config(load_config(None, preset="tiny", train={"epochs": 2, "batch_size": 4}))
+    assert (tx.epochs, tx.batch_size, tx.dim) == (2, 4, 32)
+    with pytest.raises(ConfigError, match="train.patience does not apply to the text model"):
+        text_config(load_config(None, train={"patience": 2}))
+    with pytest.raises(ConfigError, match="train.grad_clip does not apply to the deepsurv model"):
+        deepsurv_config(load_config(None, train={"grad_clip": 0.5}))
+    with pytest.raises(ConfigError, match="unknown text preset 'base'"):
+        text_config(load_config(None, preset="base"))
+    with pytest.raises(ConfigError, match="both in train"):
+        deepsurv_config(load_config(None, train={"lr": 0.1}, model_overrides={"lr": 0.2}))

@@ -16,7 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from ehrseq.errors import DataValidationError  # noqa: E402
 from ehrseq.featurize.text import load_tokenizer, train_wordpiece  # noqa: E402
 from ehrseq.models.attribution import integrated_gradients  # noqa: E402
-from ehrseq.models.text_classifier import TextClassifier, TextClassifierConfig, finetune_biopsy  # noqa: E402
+from ehrseq.models.text_classifier import TextClassifier, TextClassifierConfig  # noqa: E402
+from ehrseq.recipes.text import finetune_biopsy  # noqa: E402
 from ehrseq.synth.reports import generate_reports  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "biopsy_negation.csv"

@@ -13,9 +13,9 @@ import pytest
 
 from ehrseq import api
 from ehrseq.cli import main
+from ehrseq.datacheck import format_summary, summarize_dataset
 from ehrseq.errors import DataValidationError
 from ehrseq.io import read_labels, read_meds, write_labels, write_meds
-from ehrseq.io.summary import format_summary, summarize_dataset
 from ehrseq.labels import cdai_labels
 
 MAP = ["--column-map", "value=numeric_value"]

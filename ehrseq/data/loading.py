@@ -25,12 +25,31 @@ class LoadedData:
     source: str
 
 
-def load_data(path: str | Path, *, column_map: Mapping[str, str] | None = None) -> LoadedData:
+def load_data(path: str | Path, *, column_map: Mapping[str, str] | None = None,
+              code_map: str | Path | Mapping[str, str] | None = None) -> LoadedData:
     """Read a MEDS root, a MEDS Parquet file/directory, or an EHR-extract directory.
 
     column_map: source column name -> MEDS name for exports that name columns differently
     (e.g. ``{"value": "numeric_value"}``); EHR extracts follow ``data_schemas/`` and take none.
+    code_map: a code map file (CSV or YAML) or mapping, source code -> target code, applied to the events as
+    they are read (:mod:`ehrseq.io.code_map`; the rows renamed are logged), e.g. a second site's local codes
+    renamed to those a model was trained on.
     """
+    return with_code_map(_load(path, column_map), code_map)
+
+
+def with_code_map(data: LoadedData, code_map: str | Path | Mapping[str, str] | None) -> LoadedData:
+    """``data`` with its event codes renamed by ``code_map`` (a file or a mapping); None returns ``data``."""
+    from ehrseq.io.code_map import apply_code_map, resolve_code_map
+
+    mapping = resolve_code_map(code_map)
+    if mapping is None:
+        return data
+    events, _ = apply_code_map(data.events, mapping)
+    return LoadedData(events, data.splits, data.report_labels, data.source)
+
+
+def _load(path: str | Path, column_map: Mapping[str, str] | None) -> LoadedData:
     p = Path(path)
     if not p.exists():
         raise DataValidationError("path does not exist", file=str(p), hint="Pass a MEDS root, a MEDS Parquet "

@@ -23,7 +23,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,51 +32,14 @@ from ehrseq import __version__
 from ehrseq.errors import DataValidationError
 from ehrseq.evaluate import metrics as M
 from ehrseq.evaluate.calibration import calibration_fit, ece, reliability_curve
+from ehrseq.evaluate.columns import Task, task_spec
 from ehrseq.evaluate.conformal import SplitConformalClassifier, SplitConformalRegressor, coverage_summary
 from ehrseq.evaluate.subgroups import age_band, card_to_frame, format_ci, metrics_with_ci, subgroup_card
 from ehrseq.utils import frame_hash
 
-Task = Literal["binary", "multilabel", "regression", "survival"]
 MODEL_CARD_FIELDS = ("name", "data_hash", "split_hash", "target_definition", "intended_use", "limitations")
 NOT_STATED = "not stated"
 logger = logging.getLogger("ehrseq.evaluate")
-
-
-# ---------------------------------------------------------------------------------------------- columns
-
-
-def concordance(y_true: Any, y_pred: Any) -> M.MetricResult:
-    """Harrell's C via :mod:`ehrseq.evaluate.survival`; ``y_true`` is (n, 2) [duration, event], y_pred risk."""
-    try:
-        from ehrseq.evaluate.survival import concordance_index
-    except ImportError:
-        return M.MetricResult(None, "ehrseq.evaluate.survival is not available")
-    y = np.asarray(y_true, dtype=float)
-    try:
-        return M.MetricResult(float(concordance_index(y[:, 0], y[:, 1], y_pred)), n=len(y))
-    except (ValueError, IndexError) as err:
-        return M.MetricResult(None, str(err), n=len(y))
-
-
-def _labels(df: pd.DataFrame) -> list[str]:
-    return [c[len("y_prob_"):] for c in df.columns if c.startswith("y_prob_")]
-
-
-def task_spec(task: Task, df: pd.DataFrame, labels: Sequence[str] | None) -> tuple[Any, Any, dict[str, M.MetricFn]]:
-    """(y_true column(s), y_pred column(s), headline metrics) for a task."""
-    if task == "binary":
-        pred = "y_prob" if "y_prob" in df.columns else "y_pred"
-        return "y_true", pred, dict(M.BINARY_METRICS)
-    if task == "multilabel":
-        labs = list(labels or _labels(df))
-        if not labs:
-            raise DataValidationError("no y_prob_<label> columns", hint="multilabel predictions need one per label")
-        return [f"y_true_{lab}" for lab in labs], [f"y_prob_{lab}" for lab in labs], dict(M.MULTILABEL_METRICS)
-    if task == "regression":
-        return "y_true", "y_pred", dict(M.REGRESSION_METRICS)
-    if task == "survival":
-        return ["duration", "event"], "risk", {"concordance": concordance}
-    raise ValueError(f"unknown task '{task}'; expected binary, multilabel, regression or survival")
 
 
 def _check(df: pd.DataFrame, cols: list[str], where: str) -> None:
@@ -248,7 +211,7 @@ def build_report(
         report["external"] = {"name": external_name, **ext,
                               "side_by_side": _side_by_side(report["overall"], ext["overall"])}
     report["notes"] = notes
-    from ehrseq.evaluate.summary import prediction_spread  # summary imports this module
+    from ehrseq.evaluate.summary import prediction_spread
 
     report["prediction_spread"], report["warnings"] = prediction_spread(df, task)
     if external is not None:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ehrseq.evaluate.report import task_spec
+from ehrseq.evaluate.columns import task_spec
 from ehrseq.evaluate.subgroups import metrics_with_ci
 
 TASKS = ("binary", "regression", "multilabel")

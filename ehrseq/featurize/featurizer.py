@@ -17,7 +17,7 @@ Two views per label row:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import pandas as pd
 from ehrseq import codes
 from ehrseq.data.batch import SPECIAL_TOKENS, UNK_ID
 from ehrseq.errors import DataValidationError
+from ehrseq.featurize.featureset import FeatureSet
 from ehrseq.featurize.tokens import REPEAT_POLICIES, build_tokens, first_in_visit, next_in_visit
 from ehrseq.io.conventions import DatasetConventions, detect, sex_of
 from ehrseq.split import ids_in
@@ -69,38 +70,6 @@ class FeaturizerConfig:
             raise ValueError(f"featurizer.repeats must be one of {list(REPEAT_POLICIES)}, got {self.repeats!r}")
 
 
-@dataclass
-class FeatureSet:
-    """Featurized label rows. Token arrays are flat over all events of the subjects; rows index into them."""
-
-    labels: pd.DataFrame  # the label rows, in order (subject_id, prediction_time, targets...)
-    # token stream (one row per timed event of the labelled subjects, sorted by subject, time)
-    tok_code: np.ndarray
-    tok_age: np.ndarray
-    tok_visit: np.ndarray  # absolute day-visit number within subject (0-based)
-    tok_delta: np.ndarray
-    tok_value: np.ndarray
-    tok_num: np.ndarray  # float32 value standardised (log1p) per code, 0 = no value
-    # per label row: [tok_start, tok_cut) is the subject's history up to prediction_time
-    tok_start: np.ndarray
-    tok_cut: np.ndarray
-    static_tokens: list[np.ndarray]  # per label row: static code ids
-    age_at_pred: np.ndarray  # per label row: age id at prediction_time
-    # steps (RNN)
-    step_x: np.ndarray  # (n_steps, F) float32
-    step_start: np.ndarray
-    step_cut: np.ndarray
-    static_x: np.ndarray  # (n_rows, S) float32
-    counts: dict[str, int] = field(default_factory=dict)
-    tok_pin: np.ndarray | None = None  # (n_rows, P) stream index of each pinned code's first event, -1 = none
-    # repeats="last_in_visit": per stream event, the index of the next event of its code in its visit (int64 max
-    # if none); a row with cut c shows event j iff tok_next[j] >= c. None: every event is a token.
-    tok_next: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
 class Featurizer:
     """Fit on the training split; transform any split (or new data) with the frozen state."""
 
@@ -121,7 +90,9 @@ class Featurizer:
         counts = train.loc[train["code"] != cfg.birth_code, "code"].value_counts()
         vocab = sorted(counts.index[counts >= cfg.min_count].astype(str))
         self.vocab_ = list(SPECIAL_TOKENS) + vocab
-        self.code_counts_ = {str(k): int(v) for k, v in counts.items()}
+        # only codes in the vocabulary: a code seen fewer than min_count times (a free-text or local code that may
+        # carry an identifier) never reaches the artifact
+        self.code_counts_ = {str(k): int(v) for k, v in counts.items() if v >= cfg.min_count}
         # Quantile bins of numeric values per code (inner edges only).
         num = timed.dropna(subset=["numeric_value"])
         qs = np.linspace(0, 1, cfg.n_value_bins + 1)[1:-1]
@@ -134,7 +105,8 @@ class Featurizer:
         n_steps = max(timed[["subject_id", "time"]].drop_duplicates().shape[0], 1)
         if cfg.numeric_codes is None:
             per = num.drop_duplicates(["subject_id", "time", "code"])["code"].value_counts()
-            numeric = sorted(str(c) for c in per.index[per >= 0.05 * n_steps] if str(c) not in cfg.static_numeric_codes)
+            numeric = sorted(str(c) for c in per.index[per >= 0.05 * n_steps]
+                             if str(c) not in cfg.static_numeric_codes and counts.get(c, 0) >= cfg.min_count)
         else:
             numeric = list(cfg.numeric_codes)
         self.value_stats_: dict[str, list[float]] = {}  # code -> [mean, std] of log1p(value), for BEHRT

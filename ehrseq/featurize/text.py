@@ -122,12 +122,20 @@ def wordpiece_vocab(word_counts: dict[str, int], vocab_size: int, min_frequency:
 
     Words start as characters (``c``, then ``##c`` inside a word). Each step merges the adjacent pair with the
     highest corpus count (ties: the smallest pair of strings), until ``vocab_size`` pieces or no pair occurs
-    ``min_frequency`` times. Returns special tokens, then the sorted alphabet, then pieces in merge order.
+    ``min_frequency`` times. Returns special tokens, then the sorted alphabet (characters seen at least
+    ``min_frequency`` times), then pieces in merge order: no piece occurs fewer than ``min_frequency`` times in
+    the corpus, so a word seen once (a name, an identifier) never enters the vocabulary.
     """
     words = sorted(word_counts)
     freq = [word_counts[w] for w in words]
     segs = [[w[0]] + [f"##{c}" for c in w[1:]] for w in words]
-    vocab = list(SPECIAL_TOKENS) + sorted({p for s in segs for p in s} - set(SPECIAL_TOKENS))
+    chars: Counter[str] = Counter()
+    for s, f in zip(segs, freq):
+        for p in s:
+            chars[p] += f
+    # a character seen fewer than min_frequency times is not a piece either (words holding it read as [UNK]); a
+    # merge holds a string only as often as its rarest character, so no piece of a rare string is learned
+    vocab = list(SPECIAL_TOKENS) + sorted({p for p, c in chars.items() if c >= min_frequency} - set(SPECIAL_TOKENS))
     seen = set(vocab)
     pair_count: Counter[tuple[str, str]] = Counter()
     where: dict[tuple[str, str], set[int]] = {}

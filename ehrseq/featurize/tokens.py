@@ -16,7 +16,7 @@ import numpy as np
 from ehrseq.data.batch import CLS_ID, SEP_ID
 
 if TYPE_CHECKING:
-    from ehrseq.featurize.featurizer import FeatureSet
+    from ehrseq.featurize.featureset import FeatureSet
 
 REPEAT_POLICIES = ("all", "last_in_visit")
 NO_REPEAT = np.iinfo(np.int64).max  # tok_next of an event whose code does not recur later in its visit

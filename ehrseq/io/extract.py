@@ -33,7 +33,9 @@ import pandas as pd
 
 from ehrseq import codes, schemas
 from ehrseq.errors import DataValidationError, first_ids
+from ehrseq.io.files import read_csv_table, read_parquet_table
 from ehrseq.io.meds import EventsResult
+from ehrseq.io.plausibility import check_implausible_fraction
 from ehrseq.io.validate import (
     ValidationPolicy,
     ValidationReport,
@@ -89,9 +91,9 @@ def _find_file(directory: Path, table: str) -> Path | None:
 
 def _read_raw(path: Path) -> pd.DataFrame:
     if path.suffix == ".parquet":
-        return pd.read_parquet(path)
+        return read_parquet_table(path).to_pandas()
     # Everything as text, only empty cells as missing ("NA" may be real report text); the schema types it.
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    return read_csv_table(path)
 
 
 def check_table(
@@ -263,6 +265,7 @@ def read_extract(
     events["numeric_value"] = events["numeric_value"].astype("float64")
     events, _ = coerce_events(events, file=str(directory), policy=policy, report=ValidationReport())
     events, report = tidy_events(events, file=str(directory), policy=policy, report=report)
+    check_implausible_fraction(report, policy, str(directory))
     report.log()
     return EventsResult(events=events, report=report, report_labels=labels)
 

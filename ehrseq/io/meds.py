@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from ehrseq.errors import DataValidationError, first_ids
+from ehrseq.io.files import iter_parquet_batches, parquet_file, read_parquet_table
+from ehrseq.io.plausibility import check_implausible_fraction
+from ehrseq.io.timeformat import file_time_policy
 from ehrseq.io.validate import (
     ValidationPolicy,
     ValidationReport,
@@ -117,12 +119,13 @@ def read_meds(
     keep: bool | Sequence[str] = True if keep_extra else (list(columns) if columns else False)
     frames = []
     for f in _parquet_files(path):
-        raw = pq.read_table(f).to_pandas()
+        raw = read_parquet_table(f).to_pandas()
         frame, _ = coerce_events(raw, file=str(f), policy=policy, column_map=column_map, keep_extra=keep,
                                  report=report)
         frames.append(frame)
     events = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     events, report = tidy_events(events, file=str(path), policy=policy, report=report)
+    check_implausible_fraction(report, policy, str(path))
     report.log()
     return EventsResult(events=events, report=report)
 
@@ -144,7 +147,6 @@ def iter_meds_batches(
     """
     policy = policy or ValidationPolicy()
     files = _parquet_files(path)
-    dataset = pads.dataset([str(f) for f in files], format="parquet")
     yielded: set[int] = set()
     carry: pd.DataFrame | None = None
     report = ValidationReport()
@@ -163,11 +165,16 @@ def iter_meds_batches(
         out, _ = tidy_events(frame, file=where, policy=policy, report=report)
         return out
 
-    batches = ((frag.path, b) for frag in dataset.get_fragments() for b in frag.to_batches(batch_size=batch_rows))
-    for file, batch in batches:
+    def batches() -> Iterator[tuple[str, ValidationPolicy, pa.RecordBatch]]:
+        for f in files:  # a text time column's format is judged per file, never per batch
+            fpolicy = file_time_policy(f, policy, column_map=column_map)
+            for b in iter_parquet_batches(parquet_file(f), f, batch_size=batch_rows):
+                yield str(f), fpolicy, b
+
+    for file, fpolicy, batch in batches():
         if batch.num_rows == 0:
             continue
-        frame, _ = coerce_events(batch.to_pandas(), file=file, policy=policy, column_map=column_map,
+        frame, _ = coerce_events(batch.to_pandas(), file=file, policy=fpolicy, column_map=column_map,
                                  report=report)
         if carry is not None:
             frame = pd.concat([carry, frame], ignore_index=True)
@@ -184,6 +191,7 @@ def iter_meds_batches(
         if len(out):
             yield out
     report.rows_out, report.subjects_out = report.rows_read, len(yielded)
+    check_implausible_fraction(report, policy, where)
     report.log()
 
 
@@ -213,7 +221,10 @@ def write_meds(
     if shard_size < 1:
         raise ValueError("shard_size must be >= 1 (subjects per shard)")
     root = Path(root)
-    events, _ = validate_events(events, file="events", policy=ValidationPolicy(empty_subjects="keep"))
+    events, rep = validate_events(events, file="events", policy=ValidationPolicy(empty_subjects="keep"))
+    if rep.implausible_times_dropped:
+        logger.warning("write_meds: %d row(s) with a time before 1800 or after 2500 were not written",
+                       rep.implausible_times_dropped)
     data_dir, meta_dir = root / "data", root / "metadata"
     old = sorted(data_dir.glob("*.parquet")) if data_dir.is_dir() else []
     if old and not overwrite:
@@ -261,7 +272,7 @@ def read_dataset_metadata(root: str | Path) -> dict[str, object]:
 
 def read_codes(root: str | Path) -> pd.DataFrame:
     """``metadata/codes.parquet`` of a MEDS root (code, description, parent_codes)."""
-    return pq.read_table(Path(root) / "metadata" / "codes.parquet").to_pandas()
+    return read_parquet_table(Path(root) / "metadata" / "codes.parquet").to_pandas()
 
 
 # --------------------------------------------------------------------------------------------- splits
@@ -317,7 +328,7 @@ def read_subject_splits(root: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataValidationError("subject splits file not found", file=str(path),
                                   hint="Write one with write_subject_splits(df, root).")
-    return validate_subject_splits(pq.read_table(path).to_pandas(), file=str(path))
+    return validate_subject_splits(read_parquet_table(path).to_pandas(), file=str(path))
 
 
 # --------------------------------------------------------------------------------------------- labels
@@ -388,7 +399,7 @@ def write_labels(df: pd.DataFrame, path: str | Path) -> Path:
 def read_labels(path: str | Path, *, policy: ValidationPolicy | None = None) -> pd.DataFrame:
     """Read and validate MEDS labels from a Parquet file or a directory of them (sorted, recursive)."""
     files = _parquet_files(path)
-    frames = [pq.read_table(f).to_pandas() for f in files]
+    frames = [read_parquet_table(f).to_pandas() for f in files]
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     return validate_labels(df, file=str(path), policy=policy)
 

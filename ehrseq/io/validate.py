@@ -33,6 +33,9 @@ import numpy as np
 import pandas as pd
 
 from ehrseq.errors import DataValidationError, first_ids
+from ehrseq.io import ids as ids_mod
+from ehrseq.io.ids import parse_subject_ids
+from ehrseq.io.plausibility import count_birth_death, drop_implausible
 
 logger = logging.getLogger("ehrseq.io")
 
@@ -49,7 +52,8 @@ _SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 
 _REPAIRS = ("duplicates_dropped", "nonfinite_nulled", "nonfinite_dropped", "empty_subjects_skipped",
-            "timezone_converted", "subject_id_from_float", "dayfirst_inferred")
+            "timezone_converted", "subject_id_from_float", "dayfirst_inferred", "implausible_times_dropped",
+            "events_before_birth", "events_after_death")
 _DMY = r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})(.*)$"
 _TZ_SUFFIX = r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2})$"
 
@@ -67,6 +71,9 @@ class ValidationPolicy:
         raises when the column is ambiguous; ``True`` reads day/month/year, ``False`` month/day/year.
     utc: allow a time column that mixes time zones (or mixes zoned and naive values); all values are
         converted to UTC (naive values are taken as UTC).
+    min_year, max_year, max_implausible_fraction: timed rows before ``min_year``-01-01 or after the end of
+        ``max_year`` (sentinels such as 0001-01-01, 9999-12-31) are dropped and counted; more than this share of
+        the rows read is an error (:mod:`ehrseq.io.plausibility`).
     Unsorted rows are always sorted stably and counted.
     """
 
@@ -75,6 +82,9 @@ class ValidationPolicy:
     empty_subjects: Literal["skip", "keep"] = "skip"
     dayfirst: bool | None = None
     utc: bool = False
+    min_year: int = 1800
+    max_year: int = 2500
+    max_implausible_fraction: float = 0.01
 
     def __post_init__(self) -> None:
         allowed = {"duplicates": ("drop", "keep", "error"), "nonfinite": ("drop", "null", "error"),
@@ -82,6 +92,10 @@ class ValidationPolicy:
         for name, options in allowed.items():
             if getattr(self, name) not in options:
                 raise ValueError(f"ValidationPolicy.{name} must be one of {options}")
+        if not 1 <= self.min_year <= self.max_year <= 9999:
+            raise ValueError("ValidationPolicy needs 1 <= min_year <= max_year <= 9999")
+        if not 0 <= self.max_implausible_fraction <= 1:
+            raise ValueError("ValidationPolicy.max_implausible_fraction must be in [0, 1]")
 
 
 @dataclass
@@ -103,6 +117,9 @@ class ValidationReport:
     subject_id_from_float: int = 0
     times_parsed_from_text: int = 0
     dayfirst_inferred: int = 0
+    implausible_times_dropped: int = 0  # outside [min_year, max_year]: dropped (ehrseq.io.plausibility)
+    events_before_birth: int = 0  # counted, kept
+    events_after_death: int = 0  # more than a day after MEDS_DEATH: counted, kept
 
     def merge(self, other: ValidationReport) -> ValidationReport:
         """Add ``other``'s counts into this report (``rows_out``/``subjects_out`` are set by tidy)."""
@@ -339,39 +356,33 @@ def _parse_time_text(s: pd.Series, *, column: str, where: str, policy: Validatio
 
 
 def to_subject_ids(values: pd.Series, *, column: str, file: str | None, report: ValidationReport) -> pd.Series:
-    """Convert a subject id column to int64; nulls and non-integral values are errors."""
+    """Convert a subject id column to exact int64 (:mod:`ehrseq.io.ids`); any value that is empty, not a whole
+    number, outside the int64 range or a float too large to be exact is an error (never rounded or wrapped)."""
     where = _where(file)
     s = values.reset_index(drop=True)
-    null = s.isna().to_numpy()
-    if null.any():
-        raise DataValidationError(
-            "has empty subject ids", file=where, column=column, n_rows=int(null.sum()),
-            hint=f"Every row needs a subject id; first empty row(s): {_rows(null)}.",
-        )
-    if pd.api.types.is_bool_dtype(s.dtype):
-        raise DataValidationError("holds booleans, not integer ids", file=where, column=column,
-                                  n_rows=len(s), hint="Store subject ids as integers.")
-    if pd.api.types.is_integer_dtype(s.dtype):
-        return s.astype("int64")
-    num = pd.to_numeric(s, errors="coerce") if not pd.api.types.is_float_dtype(s.dtype) else s
-    bad = num.isna().to_numpy() | ~np.isfinite(num.to_numpy(dtype="float64", na_value=np.nan))
-    if bad.any():
-        raise DataValidationError(
-            "has subject ids that are not numbers", file=where, column=column, n_rows=int(bad.sum()),
-            hint=f"Subject ids must be integers (map text ids to integers first); first bad row(s): {_rows(bad)}.",
-        )
-    f = num.to_numpy(dtype="float64")
-    frac = f != np.round(f)
-    if frac.any():
-        raise DataValidationError(
-            "has subject ids that are not whole numbers", file=where, column=column, n_rows=int(frac.sum()),
-            hint=f"Subject ids must be integers; first bad row(s): {_rows(frac)}.",
-        )
+    parsed = parse_subject_ids(s)
+    problems = [
+        (ids_mod.EMPTY, "has empty subject ids", "Every row needs a subject id"),
+        (ids_mod.BOOLEAN, "holds booleans, not integer ids", "Store subject ids as integers"),
+        (ids_mod.NOT_A_NUMBER, "has subject ids that are not numbers",
+         "Subject ids must be integers (map text ids to integers first)"),
+        (ids_mod.NOT_WHOLE, "has subject ids that are not whole numbers", "Subject ids must be integers"),
+        (ids_mod.OUT_OF_RANGE, "has subject ids outside the int64 range (MEDS subject_id is int64; a cast would "
+         "wrap them onto other ids)", "Map the ids to integers between -2**63 and 2**63 - 1 first"),
+        (ids_mod.FLOAT_INEXACT, "has subject ids stored as floating point at or above 2**53, where a float cannot "
+         "hold every integer (two patients may already share one value)",
+         "Export subject_id as an integer column (int64), not a float"),
+    ]
+    for code, problem, hint in problems:
+        bad = parsed.reason == code
+        if bad.any():
+            raise DataValidationError(problem, file=where, column=column, n_rows=int(bad.sum()),
+                                      hint=f"{hint}; first bad row(s): {_rows(bad)}.")
     if pd.api.types.is_float_dtype(s.dtype):
         report.subject_id_from_float += len(s)
         logger.warning("%s: column '%s' stored as float; converted %d whole-number ids to int64",
                        where, column, len(s))
-    return pd.Series(f.astype("int64"), index=s.index)
+    return pd.Series(parsed.ids, index=s.index)
 
 
 def to_numbers(values: pd.Series, *, column: str, file: str | None, subject_ids: pd.Series | None) -> pd.Series:
@@ -473,7 +484,8 @@ def tidy_events(
     policy: ValidationPolicy | None = None,
     report: ValidationReport | None = None,
 ) -> tuple[pd.DataFrame, ValidationReport]:
-    """Whole-table half of validation: non-finite numbers, duplicates, empty subjects, stable sort.
+    """Whole-table half of validation: non-finite numbers, implausible times (dropped, counted), duplicates,
+    empty subjects, events before birth / after death (counted), stable sort.
 
     ``df`` must already have canonical dtypes (the output of :func:`coerce_events`, possibly concatenated).
     """
@@ -506,6 +518,7 @@ def tidy_events(
             subject_ids=_ids(df["subject_id"], overflow), hint="Rescale the values (change the unit).",
         )
 
+    df = drop_implausible(df, policy, report)
     dup = df.duplicated(keep="first").to_numpy()
     if dup.any():
         if policy.duplicates == "error":
@@ -526,6 +539,7 @@ def tidy_events(
             report.rows_of_empty_subjects_dropped += int((~timed).sum())
             df = df.loc[timed].reset_index(drop=True)
 
+    count_birth_death(df, report)
     df = sort_events(df, report)
     report.rows_out = len(df)
     report.subjects_out = int(df["subject_id"].nunique())

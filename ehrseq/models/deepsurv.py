@@ -13,7 +13,6 @@ the baseline hazard and scaler as JSON through :mod:`ehrseq.artifacts`, so no pi
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from ehrseq.artifacts import load_artifact, save_artifact
 from ehrseq.errors import ArtifactError, DataValidationError
 from ehrseq.models.losses import cox_ph_loss
 from ehrseq.models.outputs import ModelOutput
+from ehrseq.train.trainer import TrainConfig, train
 from ehrseq.utils import seed_everything
 
 MODEL_TYPE = "deepsurv"
@@ -128,42 +128,26 @@ class DeepSurv:
         seed_everything(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         self.net_ = RiskNet(self.n_features_in_, cfg)
-        opt = torch.optim.AdamW(self.net_.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         xt, tt, et = self._to_tensor(x), torch.tensor(t), torch.tensor(e)
+        tuning = None
         if has_val:
             xvt, tvt, evt = self._to_tensor(xv), torch.tensor(tv), torch.tensor(ev)
+            tuning = lambda _m: self._full_loss(xvt, tvt, evt)  # noqa: E731  (the whole tuning set's Cox loss)
 
-        best_loss, best_state, bad_epochs = math.inf, None, 0
-        self.history_: list[dict[str, float]] = []
-        self.best_epoch_ = cfg.epochs - 1
-        for epoch in range(cfg.epochs):
-            self.net_.train()
-            total, n_batches = 0.0, 0
-            for idx in _event_stratified_batches(e, cfg.batch_size, gen):
-                if len(idx) < 2 and cfg.batch_norm:
-                    continue  # BatchNorm cannot normalise a single row
-                loss = cox_ph_loss(self.net_(xt[idx]).logits, tt[idx], et[idx])
-                if loss is None:  # cannot happen with stratified batches; kept as a guard
-                    continue
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item()
-                n_batches += 1
-            record = {"epoch": epoch, "train_loss": total / max(n_batches, 1)}
-            if has_val:
-                val_loss = self._full_loss(xvt, tvt, evt)
-                record["val_loss"] = val_loss
-                if val_loss < best_loss - 1e-6:
-                    best_loss, bad_epochs, self.best_epoch_ = val_loss, 0, epoch
-                    best_state = copy.deepcopy(self.net_.state_dict())
-                else:
-                    bad_epochs += 1
-            self.history_.append(record)
-            if has_val and bad_epochs >= cfg.patience:
-                break
-        if best_state is not None:
-            self.net_.load_state_dict(best_state)
+        def epoch_batches(_epoch: int) -> list[_Rows]:
+            return [_Rows(xt[i], tt[i], et[i]) for i in _event_stratified_batches(e, cfg.batch_size, gen)
+                    if not (len(i) < 2 and cfg.batch_norm)]  # BatchNorm cannot normalise a single row
+
+        def cox_step(net: nn.Module, b: _Rows) -> torch.Tensor | None:
+            return cox_ph_loss(net(b.x).logits, b.t, b.e)  # None (skipped) for a batch without events
+
+        result = train(self.net_, _Rows(xt, tt, et), None, TrainConfig(
+            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+            patience=cfg.patience, grad_clip=0.0, seed=cfg.seed, progress=False, min_delta=1e-6),
+            loss_fn=cox_step, batches=epoch_batches, tuning_loss=tuning, keep_best=False)
+        self.best_epoch_ = result.best_epoch - 1  # 0-based, as before the shared trainer
+        self.history_ = [{"epoch": r["epoch"] - 1, "train_loss": r["train_loss"],
+                          **({"val_loss": r["tuning_loss"]} if "tuning_loss" in r else {})} for r in result.history]
         self.net_.eval()
         self._fit_baseline(x, t, e)
         return self
@@ -289,6 +273,18 @@ class DeepSurv:
 
 
 # --------------------------------------------------------------------------------------- helpers
+@dataclass
+class _Rows:
+    """A batch of DeepSurv rows for the shared trainer: standardised features, durations, events."""
+
+    x: torch.Tensor
+    t: torch.Tensor
+    e: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
 def _event_stratified_batches(
     events: np.ndarray, batch_size: int, gen: torch.Generator
 ) -> list[torch.Tensor]:

@@ -23,13 +23,22 @@ import pyarrow.parquet as pq
 import torch
 
 from ehrseq.artifacts import sha256_file
+from ehrseq.cli_parser import add_score_args  # noqa: F401  (defined torch-free for `ehrseq --help`)
 from ehrseq.errors import DataValidationError
+from ehrseq.io.files import parquet_file
+from ehrseq.io.guards import OutputLock, check_output
 from ehrseq.io.validate import (
     ValidationPolicy,
 )
-from ehrseq.scoring.constants import JOB_FORMAT, META_KEY, QUARANTINE_FILE
+from ehrseq.scoring.constants import JOB_FORMAT, LOCK_FILE, META_KEY, QUARANTINE_FILE
 from ehrseq.scoring.predict import TRUTH_COLUMNS, LabelSource, Scorer, _parse_prediction_time
-from ehrseq.scoring.reading import _EventStream, _QuarantineWriter, _raw_batches, _resolve_source
+from ehrseq.scoring.reading import (
+    _EventStream,
+    _QuarantineWriter,
+    _raw_batches,
+    _resolve_source,
+    file_policies,
+)
 from ehrseq.scoring.summary import QuarantineLimitError, ScoreSummary, ScoringError
 
 log = logging.getLogger(__name__)
@@ -132,6 +141,7 @@ def score(
     policy: ValidationPolicy | None = None,
     after_shard: Callable[[int, Path], None] | None = None,
     horizons: Sequence[float] | None = None,
+    overwrite: bool = False,
 ) -> ScoreSummary:
     """Score ``data`` (MEDS root / Parquet files, or an EHR-extract directory) with a sequence-model artifact.
 
@@ -142,10 +152,18 @@ def score(
 
     batch_rows: raw rows read at a time. shard_rows: canonical event rows per output shard (a subject is never
     split; part of the job identity). resume: skip shards already written by an interrupted run of the same
-    job (False: delete this job's earlier output first). after_shard(i, path): called after each shard is
-    written (progress reporting; tests use it to simulate a crash).
-    Raises ArtifactError (tampered / unsupported artifact), ScoringError (out holds another job, ray missing),
-    QuarantineLimitError (too many bad rows; finished shards are kept).
+    job (False: delete this job's earlier output first). overwrite: replace the output of a *different* job in
+    ``out`` (otherwise refused). after_shard(i, path): called after each shard is written (progress reporting;
+    tests use it to simulate a crash).
+
+    The job's identity (``out/_job.json``) is the artifact, the input's content (sha256 of every file, streamed),
+    and every option that changes the output (prediction rows, shard_rows, horizons, column_map, policy); not
+    batch_rows, the engine or the quarantine limit, which change neither predictions nor quarantine. One process
+    writes to ``out`` at a time (``out/_lock``; a second is refused, a dead one's lock taken over).
+    Raises ArtifactError (tampered / unsupported artifact), DataValidationError (unreadable or empty input, a time
+    column whose format is wrong for the whole file), ScoringError (out holds another job, ray missing),
+    OutputLockedError (another process is writing to out), QuarantineLimitError (too many bad rows; finished
+    shards are kept).
     """
     t_start = time.perf_counter()
     if prediction_time is not None and labels is not None:
@@ -159,8 +177,14 @@ def score(
     if engine == "ray":
         _import_ray()
     policy = policy or ValidationPolicy()
+    out = Path(out)
+    check_output(out, overwrite=True)  # writable (an existing job dir is checked by _prepare_out)
     scorer = Scorer.load(artifact, horizons=horizons)
     src = _resolve_source(data)
+    if src.kind == "meds" and src.total_rows == 0:
+        raise DataValidationError("has no rows: there is nothing to score", file=str(data), n_rows=0,
+                                  hint="Check the export (every .parquet file under the path is empty)")
+    file_policies(src, column_map, policy)  # time formats judged per file; a bad file fails before any output
     if prediction_time is not None:
         _parse_prediction_time(prediction_time)
         source = LabelSource("time", prediction_time=str(prediction_time))
@@ -168,12 +192,13 @@ def score(
         from ehrseq.io.meds import _parquet_files
 
         lfiles = _parquet_files(labels)
-        types = {pq.read_schema(f).field("subject_id").type for f in lfiles
-                 if "subject_id" in pq.read_schema(f).names}
-        if not types or not all(pa.types.is_integer(t) for t in types):
-            raise DataValidationError("label file needs an integer subject_id column", file=str(labels),
-                                      column="subject_id", hint="MEDS label files store subject_id as int64")
-        names = set.intersection(*(set(pq.read_schema(f).names) for f in lfiles))
+        schemas = [parquet_file(f).schema_arrow for f in lfiles]  # an unreadable label file is named
+        types = {sc.field("subject_id").type for sc in schemas if "subject_id" in sc.names}
+        if not types or not all(pa.types.is_signed_integer(t) for t in types):
+            raise DataValidationError("label file needs an integer subject_id column (signed, int64)",
+                                      file=str(labels), column="subject_id",
+                                      hint="MEDS label files store subject_id as int64")
+        names = set.intersection(*(set(sc.names) for sc in schemas))
         truth = tuple(c for c in TRUTH_COLUMNS[scorer.head] if c in names)
         source = LabelSource("labels", labels_files=tuple(str(f) for f in lfiles), truth_columns=truth)
     else:
@@ -195,8 +220,21 @@ def score(
         "policy": asdict(policy),
     }
     job_hash = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]
-    out = Path(out)
-    done = _prepare_out(out, job, job_hash, resume)
+    out.mkdir(parents=True, exist_ok=True)
+    with OutputLock(out / LOCK_FILE, "scoring output"):
+        return _run_job(scorer, src, source, out, job, job_hash, resume=resume, overwrite=overwrite,
+                        batch_rows=batch_rows, shard_rows=shard_rows, column_map=column_map, policy=policy,
+                        engine=engine, artifact=artifact, after_shard=after_shard,
+                        max_quarantine_fraction=max_quarantine_fraction, t_start=t_start)
+
+
+def _run_job(scorer: Scorer, src: Any, source: LabelSource, out: Path, job: dict[str, Any], job_hash: str, *,
+             resume: bool, overwrite: bool, batch_rows: int, shard_rows: int, column_map: Mapping[str, str] | None,
+             policy: ValidationPolicy, engine: str, artifact: str | Path,
+             after_shard: Callable[[int, Path], None] | None, max_quarantine_fraction: float,
+             t_start: float) -> ScoreSummary:
+    """The body of :func:`score`, run while holding ``out``'s lock."""
+    done = _prepare_out(out, job, job_hash, resume, overwrite)
 
     summary = ScoreSummary(out=str(out), artifact_id=scorer.artifact_id, artifact_sha256=scorer.artifact_sha256,
                            engine=engine)
@@ -253,6 +291,12 @@ def score(
     for stale in sorted(out.glob("part-*.parquet")):  # shards beyond the last one belong to nobody: never here
         if int(stale.stem.split("-")[1]) >= len(finished):
             raise ScoringError(f"{stale} is not part of this job's output; remove it")
+    if summary.predictions_written == 0:
+        summary.warnings.append(
+            f"no prediction rows: none of the {summary.subjects_read} subject(s) read has a row to predict at "
+            f"({source.mode} rows); check --labels / --prediction-time or the artifact's task")
+    for w in summary.warnings:
+        log.warning("%s: %s", out, w)
     summary.seconds = round(time.perf_counter() - t_start, 3)
     summary.timings = {k: round(v, 3) for k, v in sorted(timings.items())}
     _atomic_json(out / "_SUCCESS.json", {**summary.to_dict(), "job_hash": job_hash})
@@ -262,19 +306,30 @@ def score(
     return summary
 
 
-def _prepare_out(out: Path, job: dict[str, Any], job_hash: str, resume: bool) -> dict[int, dict[str, Any]]:
-    """Create or check ``out``; return the stats of shards already finished by this job (when resuming)."""
-    out.mkdir(parents=True, exist_ok=True)
+def _job_files(out: Path) -> list[Path]:
+    return [*out.glob("part-*.parquet"), out / "_SUCCESS.json", out / QUARANTINE_FILE]
+
+
+def _prepare_out(out: Path, job: dict[str, Any], job_hash: str, resume: bool,
+                 overwrite: bool = False) -> dict[int, dict[str, Any]]:
+    """Check ``out`` (its lock is held); return the stats of shards already finished by this job (resuming)."""
     jpath = out / "_job.json"
     if jpath.exists():
-        old = json.loads(jpath.read_text())
+        try:
+            old = json.loads(jpath.read_text())
+        except ValueError:
+            old = {}
         if old.get("job_hash") != job_hash:
-            diff = sorted(k for k in set(old.get("job", {})) | set(job) if old.get("job", {}).get(k) != job.get(k))
-            raise ScoringError(
-                f"{out} holds the output of a different scoring job (differs in: {', '.join(diff) or 'format'}); "
-                "choose another --out, or delete it to start over")
+            old_job = old.get("job", {}) if isinstance(old.get("job"), dict) else {}
+            diff = sorted(k for k in set(old_job) | set(job) if old_job.get(k) != job.get(k))
+            if not overwrite:
+                raise ScoringError(
+                    f"{out} holds the output of a different scoring job (differs in: {', '.join(diff) or 'format'}); "
+                    "choose another --out, or pass --overwrite to replace it")
+            log.warning("%s: replacing the output of a different scoring job (--overwrite)", out)
+            resume = False
         if not resume:
-            for f in [*out.glob("part-*.parquet"), out / "_SUCCESS.json", out / QUARANTINE_FILE]:
+            for f in _job_files(out):
                 f.unlink(missing_ok=True)
     elif any(p.name.startswith("part-") for p in out.iterdir()):
         raise ScoringError(f"{out} holds prediction shards but no _job.json; choose an empty --out")
@@ -377,29 +432,6 @@ def _run_ray(shards: Iterator[tuple[int, pd.DataFrame]], done: dict[int, dict[st
 
 
 # =================================================================================================== CLI
-def add_score_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``ehrseq score`` options to ``parser`` (the lead wires ``run_score`` as its handler)."""
-    parser.add_argument("--artifact", required=True, help="artifact directory written by `ehrseq finetune`")
-    parser.add_argument("--data", required=True, help="MEDS root / Parquet file(s), or an EHR-extract directory")
-    parser.add_argument("--out", required=True, help="output directory (part-NNNNN.parquet shards)")
-    when = parser.add_mutually_exclusive_group()
-    when.add_argument("--prediction-time", help="score every subject at this ISO 8601 time")
-    when.add_argument("--labels", help="MEDS label file (subject_id, prediction_time): one prediction per row")
-    parser.add_argument("--engine", choices=("local", "ray"), default="local",
-                        help="ray needs pip install 'ehrseq[ray]'")
-    parser.add_argument("--batch-rows", type=int, default=65_536, help="raw rows read at a time")
-    parser.add_argument("--shard-rows", type=int, default=250_000, help="event rows per output shard")
-    parser.add_argument("--max-quarantine-fraction", type=float, default=0.01,
-                        help="abort when more than this share of rows fails validation")
-    parser.add_argument("--horizons", type=float, nargs="+", metavar="DAYS",
-                        help="DeepSurv artifacts: report survival at these days after prediction_time")
-    parser.add_argument("--column-map", nargs="*", metavar="SRC=MEDS",
-                        help="rename source columns, e.g. value=numeric_value")
-    parser.add_argument("--no-resume", dest="resume", action="store_false",
-                        help="start over instead of skipping shards an interrupted run already wrote")
-    return parser
-
-
 def _column_map(items: list[str] | None) -> dict[str, str] | None:
     out: dict[str, str] = {}
     for it in items or []:
@@ -415,6 +447,7 @@ def run_score(args: argparse.Namespace) -> int:
     s = score(args.artifact, args.data, args.out, prediction_time=args.prediction_time, labels=args.labels,
               batch_rows=args.batch_rows, shard_rows=args.shard_rows,
               max_quarantine_fraction=args.max_quarantine_fraction, engine=args.engine, resume=args.resume,
-              column_map=_column_map(args.column_map), horizons=args.horizons)
+              column_map=_column_map(args.column_map), horizons=args.horizons,
+              overwrite=getattr(args, "overwrite", False))
     print(json.dumps(s.to_dict(), indent=2))
     return 0

@@ -207,16 +207,14 @@ class Scorer:
     def predict_values(self, events: pd.DataFrame, rows: pd.DataFrame) -> dict[str, np.ndarray]:
         """Model outputs for ``rows`` (subject_id, prediction_time) from ``events`` (whole subjects):
         {"pred": (N, K)} for sequence heads, {"risk": (N,), "survival": (N, H)} for DeepSurv."""
-        from ehrseq.data.dataset import collate
         from ehrseq.models.heads import to_prediction
-        from ehrseq.registry import make_dataset
 
         if self.model_type == TEXT_MODEL:
             return {"pred": self._text_values(events, rows.reset_index(drop=True))}
         fz = self.featurizer
         fs = fz.transform(events, rows.reset_index(drop=True))
         if self.model_type == "deepsurv":
-            from ehrseq.survival_task import sequence_embeddings, tabular_view
+            from ehrseq.featurize.tabular import tabular_view
 
             x = tabular_view(fs)
             if self.art.config.get("embeddings_from"):
@@ -225,12 +223,32 @@ class Scorer:
             surv = self.model.predict_survival(x, times=list(self.horizons)).to_numpy().T if len(x) else \
                 np.zeros((0, len(self.horizons)))
             return {"risk": risk, "survival": surv}
-        ds = make_dataset(fs, None, fz, self.model_type)
-        self.model.eval()
-        out = [self.model(collate([ds[i] for i in range(a, min(a + _PRED_BATCH, len(ds)))])).logits.float()
-               for a in range(0, len(ds), _PRED_BATCH)]
-        logits = torch.cat(out) if out else torch.zeros((0, max(1, len(self.label_names))))
+        logits, _ = self._forward(fs)
         return {"pred": to_prediction(self.head, logits).numpy().astype(np.float64)}
+
+    def _forward(self, fs: Any, embeddings: bool = False) -> tuple[torch.Tensor, np.ndarray | None]:
+        """Logits (N, K) of a sequence model over a FeatureSet, in batches (and the pooled embeddings)."""
+        from ehrseq.data.dataset import collate
+        from ehrseq.registry import make_dataset
+
+        ds = make_dataset(fs, None, self.featurizer, self.model_type)
+        self.model.eval()
+        out, emb = [], []
+        for a in range(0, len(ds), _PRED_BATCH):
+            o = self.model(collate([ds[i] for i in range(a, min(a + _PRED_BATCH, len(ds)))]))
+            out.append(o.logits.float())
+            if embeddings:
+                emb.append(o.embeddings.float().numpy())
+        logits = torch.cat(out) if out else torch.zeros((0, max(1, len(self.label_names))))
+        return logits, (np.concatenate(emb) if emb else None) if embeddings else None
+
+    @torch.no_grad()
+    def embeddings(self, events: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
+        """(N, H) patient representations a sequence model's head reads, for ``rows`` (DeepSurv joins them)."""
+        if self.model_type not in ("rnn", "behrt"):
+            raise ArtifactError(f"{self.art.path}: only RNN and BEHRT artifacts export sequence embeddings")
+        _, emb = self._forward(self.featurizer.transform(events, rows.reset_index(drop=True)), embeddings=True)
+        return emb if emb is not None else np.zeros((0, 0), np.float32)
 
     def _text_values(self, events: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
         """(N, K) label probabilities of each row's latest report at or before its prediction_time (NaN when
@@ -316,6 +334,11 @@ class Scorer:
                 for j, name in enumerate(self.label_names):
                     cols[f"predicted_{name}_probability"] = pred[:, j]
         return pa.table([pa.array(cols[f.name], type=f.type, from_pandas=True) for f in schema], schema=schema)
+
+
+def sequence_embeddings(artifact: str | Path, events: pd.DataFrame, labels: pd.DataFrame) -> np.ndarray:
+    """(N, H) embeddings of a trained RNN/BEHRT artifact for the label rows (its featurizer, frozen)."""
+    return Scorer.load(artifact).embeddings(events, labels[["subject_id", "prediction_time"]])
 
 
 def _days(h: float) -> str:

@@ -7,7 +7,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,11 +17,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ehrseq.errors import DataValidationError
+from ehrseq.io.files import iter_parquet_batches, parquet_file, sha256_files
+from ehrseq.io.ids import parse_subject_ids
+from ehrseq.io.plausibility import implausible
+from ehrseq.io.timeformat import coerce_times, file_time_policy
 from ehrseq.io.validate import (
     CANONICAL_COLUMNS,
     ValidationPolicy,
     ValidationReport,
     coerce_events,
+    parse_time_column,
     tidy_events,
 )
 from ehrseq.scoring.constants import _F32_MAX, QUARANTINE_FILE, QUARANTINE_SCHEMA
@@ -32,16 +37,26 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Source:
-    """A resolved input: MEDS Parquet files (streamed) or an extract directory (read whole)."""
+    """A resolved input: MEDS Parquet files (streamed) or an extract directory (read whole).
+
+    ``policies``: the validation policy each MEDS file is parsed with (its day/month order decided from the
+    whole file by :func:`file_policies`, so no batch decides it on its own).
+    """
 
     kind: Literal["meds", "extract"]
     root: Path
     files: list[Path]
     total_rows: int
+    policies: dict[str, ValidationPolicy] = field(default_factory=dict)
+
+    def rel(self, f: Path) -> str:
+        return str(f.relative_to(self.root)) if f != self.root else f.name
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"kind": self.kind, "files": [[str(f.relative_to(self.root)) if f != self.root else f.name,
-                                              f.stat().st_size] for f in self.files],
+        """What identifies the input's content: every file's relative path, size and sha256 (streamed), and the
+        row count. An input edited in place, even at the same size, is another job."""
+        sums = sha256_files(self.files)
+        return {"kind": self.kind, "files": [[self.rel(f), f.stat().st_size, h] for f, h in zip(self.files, sums)],
                 "rows": self.total_rows}
 
 
@@ -55,13 +70,24 @@ def _resolve_source(data: str | Path) -> _Source:
     from ehrseq.io.meds import _parquet_files
 
     files = _parquet_files(p)
-    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    total = sum(parquet_file(f).metadata.num_rows for f in files)
     return _Source("meds", p if p.is_dir() else p.parent, files, total)
 
 
+def file_policies(src: _Source, column_map: Mapping[str, str] | None, policy: ValidationPolicy,
+                  batch_rows: int = 262_144) -> dict[str, ValidationPolicy]:
+    """The policy to parse each MEDS file with (:func:`ehrseq.io.timeformat.file_time_policy`): a text time
+    column is judged whole (day/month order, time zones), never per batch. A numeric time column, mixed time
+    zones and mixed or ambiguous day/month order are refused here, naming the file, before any output exists."""
+    if src.kind == "meds":
+        src.policies = {src.rel(f): file_time_policy(f, policy, column_map=column_map, label=src.rel(f),
+                                                     batch_rows=batch_rows) for f in src.files}
+    return src.policies
+
+
 def _raw_batches(src: _Source, batch_rows: int, column_map: Mapping[str, str] | None,
-                 policy: ValidationPolicy) -> Iterator[tuple[str, int, pd.DataFrame]]:
-    """(source file, first row number, raw frame with MEDS column names) in file order."""
+                 policy: ValidationPolicy) -> Iterator[tuple[str, int, pd.DataFrame, ValidationPolicy]]:
+    """(source file, first row number, raw frame with MEDS column names, the file's policy) in file order."""
     if src.kind == "extract":
         from ehrseq.io.extract import read_extract
 
@@ -72,28 +98,32 @@ def _raw_batches(src: _Source, batch_rows: int, column_map: Mapping[str, str] | 
                                "Parquet to score with row-level quarantine") from e
         src.total_rows = len(events)
         for a in range(0, len(events), batch_rows):
-            yield src.root.name, a, events.iloc[a:a + batch_rows].reset_index(drop=True)
+            yield src.root.name, a, events.iloc[a:a + batch_rows].reset_index(drop=True), policy
         return
     cmap = dict(column_map or {})
     inverse = {v: k for k, v in cmap.items()}
     for f in src.files:
-        pf = pq.ParquetFile(f)
+        pf = parquet_file(f)
         names = pf.schema_arrow.names
         want = [inverse.get(c, c) for c in CANONICAL_COLUMNS]
         cols = [c for c in want if c in names]
         row = 0
-        rel = str(f.relative_to(src.root)) if f != src.root else f.name
-        for b in pf.iter_batches(batch_size=batch_rows, columns=cols):
+        rel = src.rel(f)
+        fpolicy = src.policies.get(rel, policy)
+        for b in iter_parquet_batches(pf, f, batch_size=batch_rows, columns=cols):
             df = b.to_pandas().rename(columns=cmap)
-            yield rel, row, df
+            yield rel, row, df, fpolicy
             row += b.num_rows
 
 
-def check_rows(df: pd.DataFrame, policy: ValidationPolicy) -> tuple[np.ndarray, np.ndarray]:
+def check_rows(df: pd.DataFrame, policy: ValidationPolicy, file: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Light per-row validation of raw MEDS rows, before canonicalisation.
 
     Returns ``(reason, subject_id)``: reason is an object array holding a reason code or None (row is fine),
-    subject_id a float64 array of the readable ids (NaN where unreadable). Never looks at text_value.
+    subject_id the exact int64 ids (0 where reason is BAD_SUBJECT_ID; :mod:`ehrseq.io.ids`: never rounded or
+    wrapped, so two patients are never merged). Never looks at text_value. ``policy`` should have its day/month
+    order decided for the whole file (:func:`file_policies`); then the result of a row does not depend on the
+    other rows of its batch.
     """
     n = len(df)
     reason = np.full(n, None, dtype=object)
@@ -101,23 +131,13 @@ def check_rows(df: pd.DataFrame, policy: ValidationPolicy) -> tuple[np.ndarray, 
         if col not in df.columns:
             from ehrseq.io.validate import missing_column_error
 
-            raise missing_column_error(col, [str(c) for c in df.columns], file=None, n_rows=n)
+            raise missing_column_error(col, [str(c) for c in df.columns], file=file, n_rows=n)
 
     def mark(bad: np.ndarray, code: str) -> None:
         reason[bad & (reason == None)] = code  # noqa: E711  (elementwise)
 
-    s = df["subject_id"]
-    if pd.api.types.is_bool_dtype(s.dtype):
-        sid = np.full(n, np.nan)
-    elif pd.api.types.is_numeric_dtype(s.dtype):
-        sid = s.to_numpy(dtype="float64", na_value=np.nan)
-    else:
-        sid = pd.to_numeric(s.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v),
-                            errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(sid) | (sid != np.round(sid)) | (np.abs(sid) >= 2.0**63)
-    sid = np.where(bad, np.nan, sid)
-    mark(bad, "BAD_SUBJECT_ID")
+    parsed_ids = parse_subject_ids(df["subject_id"])
+    mark(~parsed_ids.ok, "BAD_SUBJECT_ID")
 
     code = df["code"]
     blank = code.isna().to_numpy(dtype=bool) | code.astype(object).map(
@@ -125,14 +145,17 @@ def check_rows(df: pd.DataFrame, policy: ValidationPolicy) -> tuple[np.ndarray, 
     mark(blank, "NULL_CODE")
 
     t = df["time"]
-    if not (pd.api.types.is_datetime64_any_dtype(t.dtype)):
-        from ehrseq.io.validate import parse_time_column
-
+    if pd.api.types.is_datetime64_any_dtype(t.dtype):
+        times = t.dt.tz_convert("UTC").dt.tz_localize(None) if isinstance(t.dtype, pd.DatetimeTZDtype) else t
+    else:
         try:
-            parse_time_column(t, column="time", file=None, policy=policy, report=ValidationReport())
+            times = parse_time_column(t, column="time", file=None, policy=policy, report=ValidationReport())
         except DataValidationError:
-            parsed = pd.to_datetime(t.astype(object), format="ISO8601", errors="coerce", utc=True)
-            mark(parsed.isna().to_numpy() & t.notna().to_numpy(), "BAD_TIME")
+            times = coerce_times(t, policy)
+            present = t.astype(object).map(lambda v: v is not None and not (isinstance(v, str) and not v.strip())
+                                           and not (not isinstance(v, str) and pd.isna(v))).to_numpy(dtype=bool)
+            mark(times.isna().to_numpy() & present, "BAD_TIME")
+    mark(implausible(times.to_numpy(), policy), "IMPLAUSIBLE_TIME")
 
     v = df["numeric_value"]
     if pd.api.types.is_numeric_dtype(v.dtype) and not pd.api.types.is_bool_dtype(v.dtype):
@@ -144,7 +167,7 @@ def check_rows(df: pd.DataFrame, policy: ValidationPolicy) -> tuple[np.ndarray, 
     mark(np.isinf(num), "NONFINITE_VALUE")
     with np.errstate(invalid="ignore"):
         mark(np.isfinite(num) & (np.abs(num) > _F32_MAX), "BAD_VALUE")
-    return reason, sid
+    return reason, np.where(parsed_ids.ok, parsed_ids.ids, 0).astype(np.int64)
 
 
 _COLUMN_REASON = {"subject_id": "BAD_SUBJECT_ID", "code": "NULL_CODE", "time": "BAD_TIME", "numeric_value": "BAD_VALUE"}
@@ -189,13 +212,13 @@ class _EventStream:
         self.seconds = 0.0
         self.duplicate_ids: list[int] = []  # first few ids quarantined as DUPLICATE_SUBJECT (for messages)
 
-    def frames(self, batches: Iterator[tuple[str, int, pd.DataFrame]]) -> Iterator[pd.DataFrame]:
+    def frames(self, batches: Iterator[tuple[str, int, pd.DataFrame, ValidationPolicy]]) -> Iterator[pd.DataFrame]:
         t0 = time.perf_counter()
-        for file, row0, raw in batches:
+        for file, row0, raw, policy in batches:
             if len(raw) == 0:
                 continue
             self.rows_read += len(raw)
-            frame = self._accept(file, row0, raw)
+            frame = self._accept(file, row0, raw, policy)
             self.budget()
             if frame is not None and len(frame):
                 done = self._complete(frame)
@@ -213,15 +236,15 @@ class _EventStream:
         else:
             self.seconds += time.perf_counter() - t0
 
-    def _accept(self, file: str, row0: int, raw: pd.DataFrame) -> pd.DataFrame | None:
+    def _accept(self, file: str, row0: int, raw: pd.DataFrame, policy: ValidationPolicy) -> pd.DataFrame | None:
         """Quarantine bad rows of one raw batch; return the good rows coerced to canonical dtypes."""
         raw = raw.reset_index(drop=True)
-        reason, sid_f = check_rows(raw, self.policy)
+        reason, sid_all = check_rows(raw, policy, file)
         rows = np.arange(row0, row0 + len(raw), dtype=np.int64)
         good = reason == None  # noqa: E711
         # Runs of subject ids among the good rows; a run of an id seen before is a duplicate subject.
         gi = np.flatnonzero(good)
-        sid = sid_f[gi].astype(np.int64)
+        sid = sid_all[gi]
         if len(sid):
             starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
             run_id = sid[starts]
@@ -247,31 +270,31 @@ class _EventStream:
             good = reason == None  # noqa: E711
         bad = ~good
         if bad.any():
-            self.q.add(sid_f[bad], reason[bad], file, rows[bad])
+            self.q.add(sid_all[bad], reason[bad], file, rows[bad])
         if not good.any():
             return None
         ok = raw.loc[good].reset_index(drop=True)
         try:
-            frame, _ = coerce_events(ok, file=file, policy=self.policy, report=ValidationReport())
+            frame, _ = coerce_events(ok, file=file, policy=policy, report=ValidationReport())
         except DataValidationError:
-            frame = self._coerce_by_subject(ok, file, rows[good])
+            frame = self._coerce_by_subject(ok, file, rows[good], sid_all[good], policy)
         if frame is not None and len(frame):
             self.open_id = int(frame["subject_id"].iloc[-1])
         return frame
 
-    def _coerce_by_subject(self, ok: pd.DataFrame, file: str, rows: np.ndarray) -> pd.DataFrame | None:
+    def _coerce_by_subject(self, ok: pd.DataFrame, file: str, rows: np.ndarray, ids: np.ndarray,
+                           policy: ValidationPolicy) -> pd.DataFrame | None:
         """A batch-level check failed that the row checks missed: coerce subject by subject, quarantine failures."""
-        ids = pd.to_numeric(ok["subject_id"]).to_numpy(np.float64).astype(np.int64)
         parts = []
         for s in pd.unique(ids):
             m = ids == s
             try:
-                part, _ = coerce_events(ok.loc[m].reset_index(drop=True), file=file, policy=self.policy,
+                part, _ = coerce_events(ok.loc[m].reset_index(drop=True), file=file, policy=policy,
                                         report=ValidationReport())
                 parts.append(part)
             except DataValidationError as e:
                 code = _COLUMN_REASON.get(e.column or "", "INVALID_SUBJECT_ROWS")
-                self.q.add(ids[m].astype(np.float64), np.full(int(m.sum()), code, dtype=object), file, rows[m])
+                self.q.add(ids[m], np.full(int(m.sum()), code, dtype=object), file, rows[m])
         return pd.concat(parts, ignore_index=True) if parts else None
 
     def _complete(self, frame: pd.DataFrame) -> pd.DataFrame | None:
@@ -308,8 +331,9 @@ class _QuarantineWriter:
         self.reasons: Counter[str] = Counter()
 
     def add(self, sid: np.ndarray, reason: np.ndarray, file: str, rows: np.ndarray) -> None:
-        ok = np.isfinite(sid)
-        ids = pa.array(np.where(ok, sid, 0).astype(np.int64), mask=~ok)
+        """Append quarantined rows: int64 ids (null where the reason is BAD_SUBJECT_ID), reasons, file, rows."""
+        ok = reason != "BAD_SUBJECT_ID"
+        ids = pa.array(np.asarray(sid, np.int64), mask=~ok)
         self.writer.write_table(pa.table([ids, pa.array(reason.astype(str)), pa.array([file] * len(rows)),
                                           pa.array(rows, pa.int64())], schema=QUARANTINE_SCHEMA))
         self.count += len(rows)

@@ -36,6 +36,7 @@ class ScoreSummary:
     label_rows_without_events: int = 0
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # io, labels, featurize, forward, write
+    warnings: list[str] = field(default_factory=list)  # e.g. no prediction rows at all (also logged)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,25 +22,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ehrseq.data.batch import Batch
 from ehrseq.data.dataset import collate
 from ehrseq.errors import EhrseqError
+from ehrseq.train.schedule import lr_factor  # noqa: F401  (re-exported: the trainer's schedule)
 
 log = logging.getLogger(__name__)
 SCHEDULES = ("constant", "linear", "cosine")
-
-
-def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
-    """Multiplier of the base learning rate at optimiser ``step`` (0-based) of ``total``.
-
-    The warm-up spans ``warmup`` of the steps, at least one (whose factor is 1: no warm-up in effect)."""
-    n_warm = max(1, int(warmup * total))
-    if step < n_warm:
-        return (step + 1) / n_warm
-    if schedule == "constant":
-        return 1.0
-    frac = (step - n_warm) / max(total - n_warm, 1)
-    return max(0.0, 1.0 - frac) if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
+HEARTBEAT_SECONDS = 30.0  # without progress bars: one INFO line at least this often (and one per epoch)
 
 
 @dataclass(frozen=True)
@@ -56,6 +46,7 @@ class TrainConfig:
     # warm-up over the first ``warmup`` share of steps (what BERT-style encoders are usually trained with)
     schedule: str = "constant"
     warmup: float = 0.0
+    min_delta: float = 1e-5  # a tuning loss lower by less than this is not an improvement
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -86,9 +77,24 @@ def train(
     cfg: TrainConfig,
     *,
     collate_fn: Callable = collate,
-    loss_fn: Callable[[nn.Module, Batch], torch.Tensor] | None = None,
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor | None] | None = None,
+    batches: Callable[[int], Iterable[Any]] | None = None,
+    tuning_loss: Callable[[nn.Module], float] | None = None,
+    keep_best: bool = True,
 ) -> TrainResult:
-    """Train ``model`` in place (it ends holding the best weights on the tuning split)."""
+    """Train ``model`` in place (it ends holding the best weights on the tuning split).
+
+    The loop every family shares: seeds, AdamW with the configured schedule, gradient clipping, a clean error
+    on a non-finite loss, early stopping on the tuning loss with the best weights kept, progress bars or
+    heartbeat lines. What differs per family is passed in:
+
+    - ``loss_fn(model, batch)``: the step's loss (default ``model(batch).loss``); None skips the batch;
+    - ``batches(epoch)``: the epoch's training batches (default: ``train_ds`` shuffled with the seed), e.g.
+      DeepSurv's event-stratified batches; each batch needs ``len()``;
+    - ``tuning_loss(model)``: the tuning loss (default: ``loss_fn`` averaged over ``tuning_ds``), e.g. the
+      Cox partial likelihood over the whole tuning set rather than per batch;
+    - ``keep_best``: without any tuning loss, False keeps the last weights (True: the lowest train loss).
+    """
     if len(train_ds) == 0:
         raise EhrseqError("the training split has no labelled rows; check the split and the target")
     torch.manual_seed(cfg.seed)
@@ -101,13 +107,18 @@ def train(
     best, best_loss, best_epoch, bad = None, math.inf, -1, 0
     history: list[dict[str, float]] = []
     t0, n_seen = time.perf_counter(), 0
+    bars = cfg.progress and sys.stderr.isatty()  # what tqdm's disable=None decides; else heartbeat lines
+    beat = _Heartbeat(cfg, total_steps, t0)
     for epoch in range(cfg.epochs):
         model.train()
-        loader = make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch, collate_fn=collate_fn)
+        loader = batches(epoch) if batches is not None else make_loader(
+            train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch, collate_fn=collate_fn)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if cfg.progress else True, leave=False)  # None: off when not a terminal
         total, n = 0.0, 0
         for batch in bar:
             loss = step(model, batch)
+            if loss is None:
+                continue
             if not torch.isfinite(loss):
                 raise EhrseqError(
                     f"training loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate "
@@ -122,16 +133,25 @@ def train(
             total += loss.item() * len(batch)
             n += len(batch)
             bar.set_postfix(loss=f"{total / n:.4f}")
+            if not bars:
+                beat.step(epoch, total / n)
         n_seen += n
         row = {"epoch": epoch + 1, "train_loss": total / max(n, 1)}
-        if tuning_ds is not None and len(tuning_ds):
+        if tuning_loss is not None:
+            model.eval()
+            with torch.no_grad():
+                row["tuning_loss"] = float(tuning_loss(model))
+        elif tuning_ds is not None and len(tuning_ds):
             row["tuning_loss"] = evaluate_loss(model, tuning_ds, cfg.batch_size, collate_fn=collate_fn, loss_fn=step)
         history.append(row)
         monitored = row.get("tuning_loss", row["train_loss"])
-        log.info("epoch %d: %s", epoch + 1, {k: round(v, 5) for k, v in row.items()})
-        if cfg.progress:
+        if bars:
             tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        if monitored < best_loss - 1e-5:
+        else:
+            beat.epoch_end(row)
+        if "tuning_loss" not in row and not keep_best:
+            best_epoch = epoch + 1  # no tuning loss: the last weights stand
+        elif monitored < best_loss - cfg.min_delta:
             best, best_loss, best_epoch, bad = copy.deepcopy(model.state_dict()), monitored, epoch + 1, 0
         else:
             bad += 1
@@ -144,6 +164,41 @@ def train(
         model.load_state_dict(best)
     secs = time.perf_counter() - t0
     return TrainResult(best_epoch, best_loss, history, secs, n_seen / secs if secs else 0.0)
+
+
+class _Heartbeat:
+    """INFO lines with epoch, step, loss and ETA when no progress bar is shown (batch jobs, logs)."""
+
+    def __init__(self, cfg: TrainConfig, total_steps: int, t0: float) -> None:
+        self.cfg, self.total, self.t0, self.last, self.done = cfg, max(total_steps, 1), t0, t0, 0
+        self.per_epoch = math.ceil(self.total / max(cfg.epochs, 1))
+
+    def _eta(self, now: float) -> str:
+        left = (now - self.t0) / max(self.done, 1) * (self.total - self.done)
+        if self.cfg.max_train_seconds:
+            left = min(left, max(self.cfg.max_train_seconds - (now - self.t0), 0.0))
+        return f"elapsed {_clock(now - self.t0)}, ETA {_clock(left)} if all {self.cfg.epochs} epochs run"
+
+    def step(self, epoch: int, loss: float) -> None:
+        self.done += 1
+        now = time.perf_counter()
+        if now - self.last >= HEARTBEAT_SECONDS:
+            self.last = now
+            log.info("epoch %d/%d step %d/%d loss %.4f, %s", epoch + 1, self.cfg.epochs,
+                     self.done - epoch * self.per_epoch, self.per_epoch, loss, self._eta(now))
+
+    def epoch_end(self, row: dict[str, float]) -> None:
+        now = self.last = time.perf_counter()
+        figs = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch")
+        if log.isEnabledFor(logging.INFO):
+            log.info("epoch %d/%d done: %s, %s", row["epoch"], self.cfg.epochs, figs, self._eta(now))
+        elif self.cfg.progress:  # no logging set up (a notebook, a script): the epoch line as with bars
+            tqdm.write(f"epoch {row['epoch']}/{self.cfg.epochs}: {figs}")
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 @torch.no_grad()

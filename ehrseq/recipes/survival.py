@@ -1,5 +1,6 @@
-"""``finetune --target survival``: DeepSurv over the shared featurizer's tabular view, optionally joined with
-patient embeddings exported by a sequence-model artifact at the same prediction_time."""
+"""The survival recipe: DeepSurv over the shared featurizer's tabular view on a time-to-event task, optionally
+joined with patient embeddings exported by a sequence-model artifact at the same prediction_time
+(``finetune --target survival``, ``--task`` with a time_to_event block, or a time-to-event label file)."""
 
 from __future__ import annotations
 
@@ -8,45 +9,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from ehrseq.artifacts import load_artifact
 from ehrseq.config import FinetuneConfig, config_to_dict
 from ehrseq.errors import TargetError
 from ehrseq.evaluate.bootstrap import bootstrap_ci
 from ehrseq.evaluate.metrics import MetricResult
 from ehrseq.evaluate.survival import (
+    as_metric_result,
     concordance_index,
     concordance_td,
     default_time_grid,
     integrated_brier_score,
 )
-from ehrseq.featurize.featurizer import FeatureSet, Featurizer
+from ehrseq.featurize.featurizer import Featurizer
+from ehrseq.featurize.tabular import tabular_view
 from ehrseq.models.deepsurv import DeepSurv, DeepSurvConfig
 from ehrseq.split import ids_in
-from ehrseq.tasks.label_files import TaskLabels
 from ehrseq.utils import frame_hash
-
-
-def tabular_view(fs: FeatureSet) -> np.ndarray:
-    """(N, S + F): static features and the most recent step vector at prediction_time (zeros if none)."""
-    has = fs.step_cut > fs.step_start
-    last = np.zeros((len(fs), fs.step_x.shape[1]), np.float32)
-    last[has] = fs.step_x[fs.step_cut[has] - 1]
-    return np.concatenate([fs.static_x, last], axis=1)
-
-
-def sequence_embeddings(artifact: str | Path, events: pd.DataFrame, labels: pd.DataFrame) -> np.ndarray:
-    """(N, H) embeddings of a trained RNN/BEHRT artifact for the label rows (its featurizer, frozen)."""
-    from ehrseq.registry import make_dataset, model_from_artifact
-    from ehrseq.train.trainer import predict_logits
-
-    art = load_artifact(artifact)
-    fz = Featurizer.from_dict(art.featurizer)
-    fs = fz.transform(events, labels.reset_index(drop=True))
-    ds = make_dataset(fs, None, fz, art.config["model_type"])
-    _, emb = predict_logits(model_from_artifact(art), ds, with_embeddings=True)
-    return emb
 
 
 def _c_index(y: np.ndarray, risk: np.ndarray, sample_weight: np.ndarray | None = None) -> MetricResult:
@@ -59,12 +38,30 @@ def _c_index(y: np.ndarray, risk: np.ndarray, sample_weight: np.ndarray | None =
     return MetricResult(float(concordance_index(y[:, 0], y[:, 1], risk)), None, len(y))
 
 
-def finetune_survival(events: pd.DataFrame, splits: pd.DataFrame, cfg: FinetuneConfig, out: str | Path | None,
-                      task: TaskLabels, embeddings_from: str | Path | None = None,
-                      label_match: dict[str, int] | None = None) -> Any:
-    """DeepSurv on a time-to-event task (``task.frame``: subject_id, prediction_time, duration in days, event)."""
-    from ehrseq.api import FinetuneResult, split_record
+def deepsurv_config(cfg: FinetuneConfig) -> DeepSurvConfig:
+    """DeepSurv's config from a run config: its preset, then model_overrides, then the train keys set."""
+    from ehrseq.errors import ConfigError
+    from ehrseq.registry import DEEPSURV_PRESETS, family_train_overrides
 
+    if cfg.preset not in DEEPSURV_PRESETS:
+        raise ConfigError(f"unknown deepsurv preset '{cfg.preset}'; choose one of {', '.join(DEEPSURV_PRESETS)}")
+    over = dict(cfg.model_overrides)
+    train = family_train_overrides("deepsurv", cfg.train, cfg.train_set, over)
+    try:
+        return replace(DeepSurvConfig(seed=cfg.seed), **{**DEEPSURV_PRESETS[cfg.preset], **over, **train})
+    except TypeError as e:
+        raise ConfigError(f"model_overrides: {e} (DeepSurv takes {', '.join(DeepSurvConfig.__dataclass_fields__)})") from e
+
+
+def finetune_survival(run: Any, cfg: FinetuneConfig, out: str | Path | None) -> Any:
+    """DeepSurv on ``run``'s time-to-event task (frame: subject_id, prediction_time, duration in days, event);
+    ``run.init`` (a sequence artifact), when given, adds its patient embeddings to the features."""
+    from ehrseq.provenance import training_subjects
+    from ehrseq.recipes.common import FinetuneResult, split_record
+    from ehrseq.scoring.predict import sequence_embeddings
+
+    events, splits, task = run.events, run.splits, run.task
+    embeddings_from = run.init_path
     labels = task.frame
     fz = Featurizer(cfg.featurizer).fit(events, splits)
     X, lab = {}, {}
@@ -80,13 +77,14 @@ def finetune_survival(events: pd.DataFrame, splits: pd.DataFrame, cfg: FinetuneC
         X[name] = tabular_view(fz.transform(events, lab[name]))
         if embeddings_from:
             X[name] = np.concatenate([X[name], sequence_embeddings(embeddings_from, events, lab[name])], axis=1)
-    overrides = {"lr": 1e-2, **dict(cfg.model_overrides)}
-    ds_cfg = replace(DeepSurvConfig(seed=cfg.seed), **overrides)
+    ds_cfg = deepsurv_config(cfg)
     model = DeepSurv(ds_cfg).fit(
         X["train"], lab["train"]["duration"].to_numpy(), lab["train"]["event"].to_numpy(),
         X["tuning"], lab["tuning"]["duration"].to_numpy(), lab["tuning"]["event"].to_numpy(),
     )
-    metrics: dict[str, Any] = {"train": {"best_epoch": model.best_epoch_}, "label_match": label_match or {}}
+    metrics: dict[str, Any] = {"train": {"best_epoch": model.best_epoch_}, "label_match": run.label_match}
+    if run.init_overlap is not None:
+        metrics["init_overlap"] = run.init_overlap
     preds = {}
     for name in ("tuning", "held_out"):
         d, e = lab[name]["duration"].to_numpy(float), lab[name]["event"].to_numpy(int)
@@ -97,9 +95,9 @@ def finetune_survival(events: pd.DataFrame, splits: pd.DataFrame, cfg: FinetuneC
         c = bootstrap_ci(_c_index, y, risk, groups=lab[name]["subject_id"].to_numpy(), n_boot=cfg.n_bootstrap, seed=cfg.seed)
         metrics[name] = {
             "n_rows": int(len(d)), "n_events": int(e.sum()),
-            "harrell_c": {"value": c.estimate, "lo": c.lo, "hi": c.hi},
-            "c_td": {"value": float(concordance_td(d, e, surv))},
-            "integrated_brier": {"value": float(integrated_brier_score(d, e, surv))},
+            "harrell_c": c.to_summary(),
+            "c_td": as_metric_result(concordance_td, d, e, surv).to_dict(),
+            "integrated_brier": as_metric_result(integrated_brier_score, d, e, surv).to_dict(),
         }
         preds[name] = lab[name].assign(risk=risk)
     artifact = None
@@ -113,5 +111,6 @@ def finetune_survival(events: pd.DataFrame, splits: pd.DataFrame, cfg: FinetuneC
             featurizer=fz.to_dict(), metrics=metrics, extras={"split": split_record(splits)},
             data_hash=frame_hash(events, ["subject_id", "time", "code", "numeric_value"]),
             split_hash=frame_hash(splits.sort_values("subject_id")),
+            train_subjects=training_subjects(splits, run.init),
         )
     return FinetuneResult(artifact, metrics, preds, model, fz)

@@ -25,10 +25,9 @@ from ehrseq.config import FinetuneConfig, config_to_dict, load_config
 from ehrseq.data.batch import Batch
 from ehrseq.errors import ConfigError
 from ehrseq.featurize.featurizer import Featurizer
+from ehrseq.registry import PRETRAIN_TARGET  # noqa: F401  (what pretraining artifacts record as their target)
 from ehrseq.split import ids_in
 from ehrseq.utils import frame_hash, seed_everything
-
-PRETRAIN_TARGET = "masked_codes"
 
 
 def whole_history_labels(events: pd.DataFrame, subject_ids, prefixes_per_subject: int = 1,
@@ -56,16 +55,24 @@ def check_pretrain_args(mask_prob: float, prefixes_per_subject: int) -> None:
 
 
 def pretrain(data: Any, *, out: str | Path | None = None, config: FinetuneConfig | str | Path | None = None,
-             mask_prob: float = 0.15, prefixes_per_subject: int = 1, **overrides: Any) -> dict[str, Any]:
+             mask_prob: float = 0.15, prefixes_per_subject: int = 1, overwrite: bool = False,
+             **overrides: Any) -> dict[str, Any]:
     """Masked-code pretraining of BEHRT on the train split; early stopping on the fixed-mask tuning MLM loss.
 
     ``config`` and ``overrides`` are checked before ``data`` (a path) is read. Returns the metrics; with
-    ``out`` also writes the artifact (train subjects recorded for ``--init``'s overlap check).
+    ``out`` also writes the artifact (train subjects recorded for ``--init``'s overlap check); an existing
+    ``out`` is replaced only with ``overwrite=True`` (checked, with its writability, before anything is read).
     """
-    from ehrseq.api import build_model, load_data, make_dataset, model_config_dict, resolve_splits
+    from ehrseq.data.loading import load_data
     from ehrseq.models.masking import fixed_mask_codes, mask_codes
+    from ehrseq.recipes.common import resolve_splits
+    from ehrseq.registry import build_model, make_dataset, model_config_dict
     from ehrseq.train.trainer import train
 
+    if out is not None:
+        from ehrseq.artifacts import check_artifact_out
+
+        check_artifact_out(out, overwrite=overwrite)
     cfg = load_config(config, **{"model": "behrt", **overrides})
     check_pretrain_args(mask_prob, prefixes_per_subject)
     seed_everything(cfg.seed)

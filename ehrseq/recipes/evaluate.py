@@ -47,11 +47,11 @@ def predict_for_report(art: Artifact, data, labels=None) -> tuple[pd.DataFrame, 
     """(evaluation frame, MEDS prediction frame) on ``data`` at the rows of ``labels`` or of the artifact's
     task rebuilt on ``data``: y_true / y_prob (or duration / event / risk for DeepSurv) for the report, and
     the same predictions in the MEDS prediction schema (None for the text classifier)."""
-    from ehrseq.api import _predict
+    from ehrseq.scoring.prediction import predict_rows
 
     kind = art.config["model_type"]
     if kind in ("rnn", "behrt", "deepsurv"):
-        p = _predict(art, data, labels, None)
+        p = predict_rows(art, data, labels)
         if not p.has_truth:
             raise EhrseqError("evaluate needs the truth: pass a label file with the task's value column(s)")
         return p.eval_frame(), p.meds_table()

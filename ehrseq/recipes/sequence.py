@@ -1,0 +1,196 @@
+"""The sequence recipe: RNN or BEHRT on a binary, regression, multiclass or multi-label task.
+
+Set up (featurizer fitted on train, or frozen from ``--init``), train (the one trainer, early stopping on
+tuning), evaluate (tuning and held-out, patient-bootstrap CIs; a calibrator and conformal sets fitted on
+tuning) and save (safetensors + JSON, the task and the split recorded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ehrseq.artifacts import Artifact, save_artifact
+from ehrseq.config import FinetuneConfig, config_to_dict
+from ehrseq.data.dataset import SequenceDataset
+from ehrseq.errors import ArtifactError, TargetError
+from ehrseq.featurize.featurizer import Featurizer
+from ehrseq.recipes.common import FinetuneResult, Run, split_record, subsample_rows
+from ehrseq.registry import (
+    PRETRAIN_TARGET,
+    behrt_from_pretrained,
+    build_model,
+    head_for,
+    make_dataset,
+    model_config_dict,
+    model_from_artifact,
+)
+from ehrseq.split import ids_in
+from ehrseq.tasks.arrays import target_arrays
+from ehrseq.tasks.label_files import TaskLabels
+from ehrseq.tasks.spec import TaskSpec
+from ehrseq.utils import frame_hash
+
+
+def _label_names(tl: TaskLabels, splits: pd.DataFrame, cfg: FinetuneConfig) -> list[str] | None:
+    if tl.spec.kind == "multiclass":
+        return list(tl.spec.classes or ())
+    if tl.spec.kind != "multilabel":
+        return None
+    tr = tl.frame.loc[tl.frame["subject_id"].isin(ids_in(splits, "train")), "codes"].explode().value_counts()
+    names = sorted(str(c) for c in tr.index[tr >= cfg.min_label_count])
+    if not names:
+        raise TargetError("no diagnosis code occurs often enough at next visits in the train split "
+                          "(min_label_count in the config)")
+    return names
+
+
+def _check_init(init_art: Artifact, spec: TaskSpec, model: str) -> bool:
+    """True when ``init`` is a pretraining artifact; refuses one trained for another task or model."""
+    from_pretrain = init_art.config.get("target") == PRETRAIN_TARGET
+    if not from_pretrain:
+        was = init_art.config.get("task_spec") or {"name": init_art.config.get("target")}
+        if was.get("name") != spec.name:
+            raise ArtifactError(f"--init artifact was trained for '{was.get('name')}', not '{spec.name}'")
+    if init_art.config["model_type"] != model:
+        raise ArtifactError(f"--init artifact holds a '{init_art.config['model_type']}' model, not '{model}'")
+    return from_pretrain
+
+
+def finetune_sequence(run: Run, cfg: FinetuneConfig, out: str | Path | None) -> FinetuneResult:
+    """Train an RNN or BEHRT (``cfg.model``) on ``run``'s task; evaluate tuning and held_out; save to ``out``."""
+    from ehrseq.provenance import training_subjects
+
+    events, splits, tl, match, init_art = run.events, run.splits, run.task, run.label_match, run.init
+    spec = tl.spec
+    head = head_for(spec.kind)
+    from_pretrain = _check_init(init_art, spec, cfg.model) if init_art is not None else False
+    if init_art is not None:
+        fz = Featurizer.from_dict(init_art.featurizer)  # frozen: the vocabulary the weights were trained on
+        label_names = None if from_pretrain else init_art.config.get("label_names")
+    else:
+        fz = Featurizer(cfg.featurizer).fit(events, splits)
+        label_names = None
+    if label_names is None:
+        label_names = _label_names(tl, splits, cfg)
+
+    parts: dict[str, SequenceDataset] = {}
+    for name in ("train", "tuning", "held_out"):
+        lab = tl.subset(ids_in(splits, name)).frame
+        if name == "train" and cfg.max_train_rows_per_subject:
+            lab = subsample_rows(lab, cfg.max_train_rows_per_subject, cfg.seed)
+        fs = fz.transform(events, lab)
+        parts[name] = make_dataset(fs, target_arrays(spec, lab, label_names), fz, cfg.model)
+    if len(parts["train"]) == 0:
+        raise TargetError(f"no '{spec.name}' label rows in the train split")
+    _check_trainable(spec, parts["train"], label_names)
+    n_out = len(label_names) if head in ("multilabel", "multiclass") else 1
+    if from_pretrain:
+        model = behrt_from_pretrained(init_art, head, n_out, dict(cfg.model_overrides))
+    elif init_art is not None:
+        model = model_from_artifact(init_art)
+    else:
+        model = build_model(cfg.model, head, n_out, fz, cfg.preset, dict(cfg.model_overrides), None)
+    from ehrseq.evaluate.summary import summarize
+    from ehrseq.train.trainer import train
+
+    torch.manual_seed(cfg.seed)
+    result = train(model, parts["train"], parts["tuning"], replace(cfg.train, seed=cfg.seed))
+    metrics: dict[str, Any] = {"train": {"best_epoch": result.best_epoch, "history": result.history,
+                                         "sequences_per_second": result.sequences_per_second},
+                               "label_match": match}
+    if run.init_overlap is not None:
+        metrics["init_overlap"] = run.init_overlap
+    preds = {}
+    eval_head = "multilabel" if head == "multiclass" else head
+    for name in ("tuning", "held_out"):
+        preds[name] = predictions_frame(model, parts[name], head, label_names)
+        metrics[name] = summarize(preds[name], eval_head, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
+    extras = {**post_hoc(head, preds, metrics), "split": split_record(splits)}
+    artifact = None
+    if out is not None:
+        artifact = save_artifact(
+            out,
+            extras=extras,
+            state_dict=model.state_dict(),
+            config={
+                "model_type": cfg.model, "target": spec.name, "task": head, "task_spec": spec.to_dict(),
+                "label_names": label_names, "model": model_config_dict(model), "finetune": config_to_dict(cfg),
+                "init": run.init_path,
+            },
+            featurizer=fz.to_dict(),
+            metrics=metrics,
+            data_hash=frame_hash(events, ["subject_id", "time", "code", "numeric_value"]),
+            split_hash=frame_hash(splits.sort_values("subject_id")),
+            train_subjects=training_subjects(splits, init_art),
+        )
+    return FinetuneResult(artifact, metrics, preds, model, fz)
+
+
+def _check_trainable(spec: TaskSpec, train: SequenceDataset, label_names: list[str] | None) -> None:
+    """Refuse, before any training, a train split whose labels cannot teach the task (one class only)."""
+    y = train.targets
+    if spec.kind == "binary" and len(np.unique(y)) < 2:
+        raise TargetError(f"every '{spec.name}' label in the train split is {bool(y[0, 0])}: a classifier needs "
+                          "both classes (check the task definition or the split)")
+    if spec.kind == "multiclass" and len(np.unique(y)) < 2:
+        raise TargetError(f"the train split of '{spec.name}' holds one class only; a classifier needs two or more")
+
+
+def post_hoc(head: str, preds: dict[str, pd.DataFrame], metrics: dict[str, Any]) -> dict[str, Any]:
+    """Fit on the tuning split what is stored beside the weights: a temperature calibrator and split-conformal
+    sets (binary), conformal intervals (regression); record held-out ECE before/after and coverage."""
+    from ehrseq.evaluate.calibration import TemperatureScaler, ece
+    from ehrseq.evaluate.conformal import (
+        SplitConformalClassifier,
+        SplitConformalRegressor,
+        interval_coverage,
+        set_coverage,
+    )
+
+    tune, ho = preds["tuning"], preds["held_out"]
+    extras: dict[str, Any] = {}
+    if head == "binary" and tune["y_true"].nunique() == 2:
+        ts = TemperatureScaler(inputs="prob").fit(tune["y_prob"], tune["y_true"])
+        conf = SplitConformalClassifier(alpha=0.1).fit(tune["y_prob"], tune["y_true"])
+        extras = {"calibrator": {"kind": "temperature", **ts.to_dict()}, "conformal": conf.to_dict()}
+        if len(ho):
+            metrics["held_out"]["ece"] = {"value": float(ece(ho["y_true"], ho["y_prob"]))}
+            metrics["held_out"]["ece_calibrated"] = {"value": float(ece(ho["y_true"], ts.transform(ho["y_prob"])))}
+            cov = set_coverage(conf.predict_sets(ho["y_prob"].to_numpy()), ho["y_true"].astype(int).to_numpy())
+            metrics["held_out"]["conformal_90"] = cov
+    elif head == "regression" and len(tune):
+        conf = SplitConformalRegressor(alpha=0.1).fit(tune["y_pred"], tune["y_true"])
+        extras = {"conformal": conf.to_dict()}
+        if len(ho):
+            lo, hi = conf.predict_interval(ho["y_pred"].to_numpy())
+            metrics["held_out"]["conformal_90"] = interval_coverage(lo, hi, ho["y_true"].to_numpy())
+    return extras
+
+
+def predictions_frame(model: torch.nn.Module, ds: SequenceDataset, head: str, label_names: list[str] | None) -> pd.DataFrame:
+    """subject_id, prediction_time and y_true / y_prob (binary), y_pred (regression), or y_true_<name> /
+    y_prob_<name> per label (multilabel) or per class (multiclass, one-hot truth)."""
+    from ehrseq.models.heads import to_prediction
+    from ehrseq.train.trainer import predict_logits
+
+    logits = predict_logits(model, ds)
+    pred = to_prediction(head, torch.from_numpy(logits)).numpy()
+    df = ds.fs.labels[["subject_id", "prediction_time"]].copy()
+    if head in ("multilabel", "multiclass"):
+        truth = ds.targets
+        if head == "multiclass" and truth is not None:
+            truth = np.eye(len(label_names or []), dtype=np.float32)[truth[:, 0].astype(int)]
+        for j, n in enumerate(label_names or []):
+            df[f"y_true_{n}"] = truth[:, j] if truth is not None else np.nan
+            df[f"y_prob_{n}"] = pred[:, j]
+    else:
+        if ds.targets is not None:
+            df["y_true"] = ds.targets[:, 0]
+        df["y_pred" if head == "regression" else "y_prob"] = pred[:, 0]
+    return df

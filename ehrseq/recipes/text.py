@@ -1,0 +1,128 @@
+"""The text recipe: the biopsy-report classifier on the reports of a dataset (``finetune --target biopsy``).
+
+Set up (reports joined with their labels, split by patient, optionally a second site's unlabelled reports to
+self-train towards), train (:meth:`TextClassifier.fit`), evaluate (per-label and macro AUROC, AUPRC, F1 at the
+thresholds chosen on tuning) and save.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ehrseq.artifacts import load_artifact
+from ehrseq.config import FinetuneConfig
+from ehrseq.data.loading import LoadedData, biopsy_frame
+from ehrseq.errors import TargetError
+from ehrseq.models.text_classifier import TextClassifier, TextClassifierConfig, TextInput
+from ehrseq.recipes.common import FinetuneResult, resolve_splits
+from ehrseq.split import ids_in
+
+
+def text_config(cfg: FinetuneConfig) -> TextClassifierConfig:
+    """The classifier's config from a run config: its preset, then model_overrides, then the train keys set."""
+    from ehrseq.errors import ConfigError
+    from ehrseq.models.text_net import PRESETS
+    from ehrseq.registry import family_train_overrides
+
+    if cfg.preset not in PRESETS:
+        raise ConfigError(f"unknown text preset '{cfg.preset}'; choose one of {', '.join(PRESETS)}")
+    over = dict(cfg.model_overrides)
+    train = family_train_overrides("text", cfg.train, cfg.train_set, over)
+    try:
+        return TextClassifierConfig.from_preset(cfg.preset, seed=cfg.seed, **over, **train)
+    except TypeError as e:
+        raise ConfigError(f"model_overrides: {e}") from e
+
+
+def finetune_text(d: LoadedData, cfg: FinetuneConfig, out: str | Path | None) -> FinetuneResult:
+    every = biopsy_frame(d)
+    splits = resolve_splits(d, cfg)
+    df = every.loc[every["site"].isin(cfg.sites)] if cfg.sites else every
+    part = {n: df.loc[df["subject_id"].isin(ids_in(splits, n))].reset_index(drop=True) for n in ("train", "tuning", "held_out")}
+    for name, p in part.items():
+        if p.empty:
+            raise TargetError(f"no labelled biopsy reports in the {name} split; the biopsy target needs reports in "
+                              "train, tuning and held_out")
+    adapt, also = None, {}
+    if cfg.adapt_sites:
+        overlap = set(cfg.adapt_sites) & set(cfg.sites)
+        if overlap or not cfg.sites:
+            raise TargetError(f"adapt_sites {list(cfg.adapt_sites)} must be other sites than the labelled ones: "
+                              "set sites (e.g. --sites A --adapt-sites B)")
+        new = every.loc[every["site"].isin(cfg.adapt_sites)]
+        adapt = new.loc[new["subject_id"].isin(ids_in(splits, "train")), "text"]  # labels are never read
+        new_held_out = new.loc[new["subject_id"].isin(ids_in(splits, "held_out"))].reset_index(drop=True)
+        if not new_held_out.empty:  # the new site's labelled held-out reports, scored next to held_out
+            also["held_out_adapt_sites"] = new_held_out
+        if adapt.empty:
+            raise TargetError(f"no reports of site(s) {list(cfg.adapt_sites)} in the train split to adapt to")
+    tcfg = text_config(cfg)
+    metrics = finetune_biopsy(part["train"], part["tuning"], part["held_out"], out, tcfg, adapt_to=adapt,
+                              also_evaluate=also)
+    extra = {name: metrics.pop(name) for name in also}
+    return FinetuneResult(Path(out) if out else None, {"held_out": metrics, **extra}, {})
+
+
+def finetune_biopsy(
+    train_df: pd.DataFrame,
+    tuning_df: pd.DataFrame,
+    held_out_df: pd.DataFrame,
+    out_dir: str | Path,
+    config: TextClassifierConfig | None = None,
+    adapt_to: TextInput | None = None,
+    also_evaluate: dict[str, pd.DataFrame] | None = None,
+) -> dict[str, Any]:
+    """Fit on train, choose thresholds on tuning, evaluate on held_out, save the artifact; return metrics.
+
+    Used by ``ehrseq finetune --target biopsy``. The metrics dict is also written as the artifact's
+    ``metrics.json`` and carries ``artifact_id`` and ``artifact_path``. ``adapt_to``: unlabelled reports of a
+    new site (self-training, see :meth:`TextClassifier.fit`); ``also_evaluate``: more labelled frames, each
+    scored under its name (e.g. the new site's held-out reports).
+    """
+    model = TextClassifier(config).fit(train_df, tuning_df, adapt_to=adapt_to)
+    labels = model.config.labels
+
+    def score(frame: pd.DataFrame) -> dict[str, Any]:
+        return multilabel_metrics(frame[list(labels)].to_numpy(), model.predict_proba(frame), model.thresholds_,
+                                  labels)
+
+    metrics = score(held_out_df)
+    metrics["split_sizes"] = {"train": len(train_df), "tuning": len(tuning_df), "held_out": len(held_out_df)}
+    if adapt_to is not None:
+        metrics["split_sizes"]["adapt_to"] = len(adapt_to)  # fit has checked every one of them
+    for name, frame in (also_evaluate or {}).items():
+        metrics[name] = {**score(frame), "n": len(frame)}
+    path = model.save(out_dir, metrics=metrics)
+    metrics["artifact_path"] = str(path)
+    metrics["artifact_id"] = load_artifact(path).artifact_id
+    return metrics
+
+
+def multilabel_metrics(
+    y: np.ndarray, p: np.ndarray, thresholds: np.ndarray, labels: tuple[str, ...] | list[str]
+) -> dict[str, Any]:
+    """Per-label and macro AUROC, AUPRC and F1 at ``thresholds``; None where a label has one class."""
+    from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+
+    out: dict[str, Any] = {}
+    for k, lab in enumerate(labels):
+        yk = y[:, k].astype(int)
+        one_class = yk.min() == yk.max()
+        out[lab] = {
+            "auroc": None if one_class else float(roc_auc_score(yk, p[:, k])),
+            "auprc": None if one_class else float(average_precision_score(yk, p[:, k])),
+            "f1": float(f1_score(yk, (p[:, k] >= thresholds[k]).astype(int), zero_division=0)),
+            "threshold": float(thresholds[k]),
+            "n": int(len(yk)),
+            "n_positive": int(yk.sum()),
+        }
+    macro = {}
+    for m in ("auroc", "auprc", "f1"):
+        vals = [out[lab][m] for lab in labels if out[lab][m] is not None]
+        macro[m] = float(np.mean(vals)) if vals else None
+    out["macro"] = macro
+    return out
