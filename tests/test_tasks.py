@@ -143,6 +143,7 @@ def test_evaluate_describes_the_task_and_writes_meds_evaluation_predictions(rnn_
     assert rc == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "long_stay" in md and "rheumatoid" not in md.lower() and "disease-activity" not in md
+    assert "evaluated patients trained this model" in md  # --split all includes the train patients: said so
     table = pq.read_table(tmp_path / "rep" / "predictions.parquet")
     aligned = PredictionSchema.align(table)  # raises on extra or mistyped columns
     assert aligned.num_rows == len(pd.read_parquet(label_files["long_stay"]))
@@ -234,6 +235,7 @@ def test_evaluate_finds_the_held_out_patients_in_the_artifact_when_the_data_has_
                       column_map=MIMIC_COLUMN_MAP, n_boot=10, plots=False)
     got = pd.read_parquet(tmp_path / "rep" / "predictions.parquet")
     assert set(got["subject_id"]) <= set(split["held_out"])
+    assert "trained this model" not in (tmp_path / "rep" / "report.md").read_text()
     assert len(got) == rnn_long_stay.metrics["held_out"]["n_rows"]
     np.testing.assert_allclose(np.sort(got["predicted_boolean_probability"]),
                                np.sort(rnn_long_stay.predictions["held_out"]["y_prob"]), atol=1e-6)
@@ -291,3 +293,20 @@ def test_every_family_takes_the_train_knobs_it_has_and_refuses_the_others():
         text_config(load_config(None, preset="base"))
     with pytest.raises(ConfigError, match="both in train"):
         deepsurv_config(load_config(None, train={"lr": 0.1}, model_overrides={"lr": 0.2}))
+
+
+def test_init_from_an_artifact_whose_patients_are_now_held_out_is_refused_or_reported(
+        rnn_long_stay, mimic_slice, label_files, tmp_path):
+    from ehrseq.errors import LeakageError
+    from ehrseq.recipes.evaluate import evaluate_artifact
+
+    other = {**TINY, "split": {"strategy": "random", "seed": 5}}  # another split: train patients move
+    with pytest.raises(LeakageError, match="held_out"):
+        api.finetune(mimic_slice, labels=label_files["long_stay"], column_map=MIMIC_COLUMN_MAP, model="rnn",
+                     init=rnn_long_stay.artifact, **other)
+    res = api.finetune(mimic_slice, labels=label_files["long_stay"], column_map=MIMIC_COLUMN_MAP, model="rnn",
+                       init=rnn_long_stay.artifact, allow_init_overlap=True, out=tmp_path / "again", **other)
+    assert res.metrics["init_overlap"]["allowed"] and sum(res.metrics["init_overlap"]["overlap"].values()) > 0
+    evaluate_artifact(tmp_path / "again", mimic_slice, tmp_path / "rep", labels=label_files["long_stay"],
+                      column_map=MIMIC_COLUMN_MAP, n_boot=10, plots=False)
+    assert "--allow-init-overlap" in (tmp_path / "rep" / "report.md").read_text()

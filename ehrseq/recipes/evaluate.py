@@ -70,6 +70,25 @@ def predict_for_report(art: Artifact, data, labels=None) -> tuple[pd.DataFrame, 
     raise EhrseqError(f"evaluate does not support model_type '{kind}'")
 
 
+def _provenance_note(art: Artifact, preds: pd.DataFrame) -> str:
+    """What the report must say about who trained the model: an --init overlap that was accepted, and
+    evaluated patients whose data trained it (their figures are optimistic)."""
+    notes = []
+    ov = (art.metrics or {}).get("init_overlap") or {}
+    if ov.get("allowed"):
+        counts = ", ".join(f"{n} {s}" for s, n in (ov.get("overlap") or {}).items() if n)
+        notes.append(f" Trained from an --init artifact whose train subjects include {counts or 'some'} subjects of "
+                     "this model's own evaluation splits (accepted with --allow-init-overlap): its tuning and "
+                     "held-out figures are optimistic.")
+    if art.train_subjects is not None and len(preds):
+        seen = preds["subject_id"].isin(art.train_subjects)
+        if seen.any():
+            notes.append(f" {int(preds.loc[seen, 'subject_id'].nunique())} of the {int(preds['subject_id'].nunique())} "
+                         "evaluated patients trained this model: their figures are optimistic (evaluate the "
+                         "held-out split, --split held_out, for an honest estimate).")
+    return "".join(notes)
+
+
 def _studying(spec) -> str:
     ra = spec is None or (spec.source or "").startswith("builtin:")
     return "disease-activity forecasting in rheumatology" if ra else f"the task '{spec.name}'"
@@ -114,7 +133,7 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *
                         "sites. Not for clinical decisions.",
         "limitations": "Trained on the data named by data_hash; performance at other sites, periods or coding "
                        "practices must be checked (see the external and subgroup sections). Synthetic-cohort "
-                       "results do not transfer to patients.",
+                       "results do not transfer to patients." + _provenance_note(art, preds),
     }
     report = build_report(preds, task, card, subgroup_columns=["sex", "age_band", "site", *group_by], external=ext,
                           conformal=conformal, min_group_size=min_group_size, n_boot=n_boot, seed=seed)
