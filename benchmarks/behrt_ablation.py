@@ -61,7 +61,7 @@ def main() -> None:
         from ehrseq.recipes.pretrain import pretrain
 
         init = root / f"pretrained-{a.name}"
-        pretrain(data if a.pretrain == "AB" else site_a, out=init, model="behrt", seed=0,
+        pretrain(data if a.pretrain == "AB" else site_a, out=init, model="behrt", seed=0, overwrite=True,
                  prefixes_per_subject=a.prefixes, featurizer=featurizer, model_overrides=model,
                  train={"epochs": a.pretrain_epochs, "progress": False, "lr": a.lr, "batch_size": 32, "patience": 2})
     r = api.finetune(site_a, init=init, target="cdai", model="behrt", seed=0, n_bootstrap=0,

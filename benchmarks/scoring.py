@@ -40,7 +40,7 @@ def _case(spec: dict) -> dict:
         summary: dict = {"seconds": time.perf_counter() - t0}
     else:
         s = score(spec["artifact"], spec["data"], spec["out"], prediction_time=spec.get("prediction_time"),
-                  engine=spec.get("engine", "local"), resume=False)
+                  engine=spec.get("engine", "local"), resume=False, overwrite=True)
         summary = s.to_dict()
     summary["peak_rss_mib"] = peak_rss_mib()
     return summary
@@ -109,7 +109,7 @@ def main() -> None:
     arts = {}
     for model in ("rnn", "behrt"):
         arts[model] = str(work / f"art_{model}")
-        api.finetune(work / "train" / "meds", target="cdai", model=model, out=arts[model], preset="tiny",
+        api.finetune(work / "train" / "meds", target="cdai", model=model, out=arts[model], preset="tiny", overwrite=True,
                      train={"epochs": 1, "progress": False}, n_bootstrap=0)
 
     x1, x4 = str(work / "x1" / "meds"), str(work / "x4")

@@ -6,7 +6,9 @@ JSON-serialisable dict of counts; :func:`format_summary` turns it into aligned p
 
 Privacy: the summary holds counts, the dates of the time range, metadata names and codes, never another cell
 value. A code (or code prefix) is named only when it occurs in at least ``min_code_events`` events of at least
-``min_code_subjects`` subjects: a rare code can carry an identifier. Rare codes are counted, not named.
+``min_code_subjects`` subjects: a rare code can carry an identifier. Rare codes are counted, not named. With
+two or more sites (SITE// static codes) a site comparison follows (:mod:`ehrseq.io.site_summary`); its value
+quartiles are aggregates over many values and subjects (its module says how many).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ehrseq import codes as C
 from ehrseq.errors import DataValidationError
 from ehrseq.io.extract import read_extract
 from ehrseq.io.meds import EventsResult, read_meds, read_subject_splits
+from ehrseq.io.site_summary import compare_sites, format_sites
 
 MIN_CODE_EVENTS = 5
 MIN_CODE_SUBJECTS = 2
@@ -280,6 +283,8 @@ def summarize_dataset(
         "conventions": _conventions(events, c, n_subj, warnings),
         "labels": (_labels(labels, events, label_kind, max_unmatched_label_fraction) if labels is not None
                    else None),
+        "sites": compare_sites(events, min_code_events=min_code_events, min_code_subjects=min_code_subjects,
+                               warnings=warnings),
         "codes_not_shown": int((~c.ok).sum()),
         "code_rule": {"min_events": min_code_events, "min_subjects": min_code_subjects},
         "warnings": warnings,
@@ -391,6 +396,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     out += ["", *_kv(tail)]
     if s["labels"]:
         out += ["", *_label_lines(s["labels"])]
+    if s.get("sites"):
+        out += ["", *format_sites(s["sites"])]
     if s["warnings"]:
         out += ["", "warnings:", *[f"  - {w}" for w in s["warnings"]]]
     rule = s["code_rule"]

@@ -256,6 +256,20 @@ def test_zero_row_input_to_score_is_an_error_and_no_predictions_is_said(world, t
     assert s.predictions_written == 0 and done["warnings"] and "no prediction rows" in done["warnings"][0]
 
 
+def test_a_missing_value_column_hint_names_the_files_own_column(world, tmp_path, capsys):
+    ev = _events(world, 3).rename(columns={"numeric_value": "value"}).assign(text_value="x")
+    f = tmp_path / "in" / "0.parquet"
+    f.parent.mkdir()
+    pq.write_table(pa.Table.from_pandas(ev, preserve_index=False), f)
+    for argv in (["validate", "--data", str(f.parent)],
+                 ["score", "--artifact", str(world["art"]), "--data", str(f.parent), "--out", str(tmp_path / "o"),
+                  "--prediction-time", T_PRED]):
+        code, err = _cli(capsys, *argv)
+        assert code == 2 and "0.parquet" in err and "--column-map value=numeric_value" in err, err
+        assert "text_value=numeric_value" not in err
+    assert not (tmp_path / "o").exists()
+
+
 # ------------------------------------------------------------------------------- 3. overwrite and writability
 def test_an_existing_artifact_is_never_replaced_without_overwrite(world, tmp_path, capsys):
     art = tmp_path / "art"

@@ -175,7 +175,7 @@ def similar_columns(missing: str, present: Sequence[str]) -> list[str]:
 
 # Readers that take a column map, and the commands that pass --column-map to them.
 _COLUMN_MAP_READERS = ("read_meds", "iter_meds_batches")
-_COLUMN_MAP_COMMANDS = ("validate", "finetune", "pretrain")
+_COLUMN_MAP_COMMANDS = ("validate", "finetune", "pretrain", "evaluate", "explain", "labels", "score")
 
 
 def missing_column_error(

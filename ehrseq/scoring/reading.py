@@ -78,8 +78,19 @@ def file_policies(src: _Source, column_map: Mapping[str, str] | None, policy: Va
                   batch_rows: int = 262_144) -> dict[str, ValidationPolicy]:
     """The policy to parse each MEDS file with (:func:`ehrseq.io.timeformat.file_time_policy`): a text time
     column is judged whole (day/month order, time zones), never per batch. A numeric time column, mixed time
-    zones and mixed or ambiguous day/month order are refused here, naming the file, before any output exists."""
+    zones and mixed or ambiguous day/month order are refused here, naming the file, before any output exists;
+    so is a file without a required column (the hint names the file's own columns, e.g. ``value``)."""
     if src.kind == "meds":
+        from ehrseq.io.validate import REQUIRED_COLUMNS, missing_column_error
+
+        inverse = {v: k for k, v in dict(column_map or {}).items()}
+        for f in src.files:
+            pf = parquet_file(f)
+            names = pf.schema_arrow.names
+            for col in REQUIRED_COLUMNS:
+                if inverse.get(col, col) not in names:
+                    raise missing_column_error(col, names, file=src.rel(f), n_rows=pf.metadata.num_rows,
+                                               reader="iter_meds_batches")
         src.policies = {src.rel(f): file_time_policy(f, policy, column_map=column_map, label=src.rel(f),
                                                      batch_rows=batch_rows) for f in src.files}
     return src.policies
