@@ -16,9 +16,8 @@ PKG = Path(__file__).resolve().parents[1] / "ehrseq"
 
 # Lower number = lower layer. A module may import its own layer or below; within a layer, no cycles.
 LAYERS: list[tuple[int, tuple[str, ...]]] = [
-    (0, ("ehrseq", "ehrseq.errors", "ehrseq.utils", "ehrseq.codes", "ehrseq.schemas", "ehrseq.artifacts",
-         "ehrseq.names")),
-    (1, ("ehrseq.io", "ehrseq.synth")),
+    (0, ("ehrseq", "ehrseq.errors", "ehrseq.utils", "ehrseq.codes", "ehrseq.schemas", "ehrseq.names")),
+    (1, ("ehrseq.io", "ehrseq.synth", "ehrseq.artifacts")),  # artifacts: written through io's output guards
     (2, ("ehrseq.split", "ehrseq.labels", "ehrseq.tasks", "ehrseq.data.loading")),
     (3, ("ehrseq.featurize", "ehrseq.data")),
     (4, ("ehrseq.train",)),  # the one training loop: model-agnostic, so estimators' fit() can use it

@@ -26,16 +26,25 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from ehrseq.errors import DataValidationError, first_ids
+from ehrseq.errors import DataValidationError
 from ehrseq.io import ids as ids_mod
 from ehrseq.io.ids import parse_subject_ids
 from ehrseq.io.plausibility import count_birth_death, drop_implausible
+from ehrseq.io.policy import (  # noqa: F401  (re-exported: the readers' shared policy and report types)
+    _DMY,
+    _REPAIRS,
+    _TZ_SUFFIX,
+    ValidationPolicy,
+    ValidationReport,
+    _ids,
+    _rows,
+    _where,
+)
+from ehrseq.io.times import _mixed_tz_error, parse_time_column  # noqa: F401  (re-exported)
 
 logger = logging.getLogger("ehrseq.io")
 
@@ -50,118 +59,6 @@ _SYNONYMS: dict[str, tuple[str, ...]] = {
     "numeric_value": ("value", "value_as_number", "numeric", "result", "num_value"),
     "text_value": ("text", "value_as_string", "note", "string_value"),
 }
-
-_REPAIRS = ("duplicates_dropped", "nonfinite_nulled", "nonfinite_dropped", "empty_subjects_skipped",
-            "timezone_converted", "subject_id_from_float", "dayfirst_inferred", "implausible_times_dropped",
-            "events_before_birth", "events_after_death")
-_DMY = r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})(.*)$"
-_TZ_SUFFIX = r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2})$"
-
-
-@dataclass(frozen=True)
-class ValidationPolicy:
-    """What to do with data problems that have a safe repair.
-
-    duplicates: identical rows: ``"drop"`` (keep the first, counted), ``"keep"`` or ``"error"``.
-    nonfinite: +/-inf in ``numeric_value``: ``"null"`` (set to NaN, counted), ``"drop"`` the row, or ``"error"``.
-        NaN itself means "no number" and is always allowed.
-    empty_subjects: subjects with only static rows (no timed event): ``"skip"`` them (one aggregated
-        count) or ``"keep"`` them.
-    dayfirst: how to read ``01/02/2020``-style dates. ``None`` infers it when a column has a part > 12 and
-        raises when the column is ambiguous; ``True`` reads day/month/year, ``False`` month/day/year.
-    utc: allow a time column that mixes time zones (or mixes zoned and naive values); all values are
-        converted to UTC (naive values are taken as UTC).
-    min_year, max_year, max_implausible_fraction: timed rows before ``min_year``-01-01 or after the end of
-        ``max_year`` (sentinels such as 0001-01-01, 9999-12-31) are dropped and counted; more than this share of
-        the rows read is an error (:mod:`ehrseq.io.plausibility`).
-    Unsorted rows are always sorted stably and counted.
-    """
-
-    duplicates: Literal["drop", "keep", "error"] = "drop"
-    nonfinite: Literal["drop", "null", "error"] = "null"
-    empty_subjects: Literal["skip", "keep"] = "skip"
-    dayfirst: bool | None = None
-    utc: bool = False
-    min_year: int = 1800
-    max_year: int = 2500
-    max_implausible_fraction: float = 0.01
-
-    def __post_init__(self) -> None:
-        allowed = {"duplicates": ("drop", "keep", "error"), "nonfinite": ("drop", "null", "error"),
-                   "empty_subjects": ("skip", "keep")}
-        for name, options in allowed.items():
-            if getattr(self, name) not in options:
-                raise ValueError(f"ValidationPolicy.{name} must be one of {options}")
-        if not 1 <= self.min_year <= self.max_year <= 9999:
-            raise ValueError("ValidationPolicy needs 1 <= min_year <= max_year <= 9999")
-        if not 0 <= self.max_implausible_fraction <= 1:
-            raise ValueError("ValidationPolicy.max_implausible_fraction must be in [0, 1]")
-
-
-@dataclass
-class ValidationReport:
-    """Counts of what validation read, repaired and dropped. Holds no cell values."""
-
-    files: list[str] = field(default_factory=list)
-    rows_read: int = 0
-    rows_out: int = 0
-    subjects_out: int = 0
-    duplicates_dropped: int = 0
-    duplicates_kept: int = 0
-    rows_moved_by_sort: int = 0
-    nonfinite_nulled: int = 0
-    nonfinite_dropped: int = 0
-    empty_subjects_skipped: int = 0
-    rows_of_empty_subjects_dropped: int = 0
-    timezone_converted: int = 0
-    subject_id_from_float: int = 0
-    times_parsed_from_text: int = 0
-    dayfirst_inferred: int = 0
-    implausible_times_dropped: int = 0  # outside [min_year, max_year]: dropped (ehrseq.io.plausibility)
-    events_before_birth: int = 0  # counted, kept
-    events_after_death: int = 0  # more than a day after MEDS_DEATH: counted, kept
-
-    def merge(self, other: ValidationReport) -> ValidationReport:
-        """Add ``other``'s counts into this report (``rows_out``/``subjects_out`` are set by tidy)."""
-        for f in fields(self):
-            if f.name == "files":
-                self.files.extend(x for x in other.files if x not in self.files)
-            elif f.name not in ("rows_out", "subjects_out"):
-                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-        return self
-
-    def counts(self) -> dict[str, int]:
-        """Every count, by name."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "files"}
-
-    def log(self, log: logging.Logger = logger) -> None:
-        """Log the counts (never values): one info line, plus a warning line for each repair made."""
-        c = self.counts()
-        log.info("read %d rows from %d file(s) -> %d rows, %d subjects", c["rows_read"], len(self.files),
-                 c["rows_out"], c["subjects_out"])
-        for name, value in c.items():
-            if value and name in _REPAIRS:
-                log.warning("validation: %s = %d", name, value)
-            elif value and name not in ("rows_read", "rows_out", "subjects_out"):
-                log.info("validation: %s = %d", name, value)
-
-
-def _where(file: str | None) -> str:
-    return file or "<frame>"
-
-
-def _ids(subject_ids: pd.Series | None, mask: np.ndarray | pd.Series) -> list[object]:
-    if subject_ids is None:
-        return []
-    m = np.asarray(mask, dtype=bool)
-    vals = subject_ids.to_numpy()[m]
-    return [int(v) if isinstance(v, (int, np.integer)) else v for v in first_ids(v for v in vals if pd.notna(v))]
-
-
-def _rows(mask: np.ndarray | pd.Series, n: int = 5) -> str:
-    pos = np.flatnonzero(np.asarray(mask, dtype=bool))[:n]
-    return ", ".join(str(p + 1) for p in pos)
-
 
 def similar_columns(missing: str, present: Sequence[str]) -> list[str]:
     """Columns in ``present`` that probably hold ``missing`` (known synonyms first, then difflib)."""
@@ -223,136 +120,6 @@ def apply_column_map(df: pd.DataFrame, column_map: Mapping[str, str] | None, *, 
 
 
 # ---------------------------------------------------------------------------------------------- times
-
-
-def parse_time_column(
-    values: pd.Series,
-    *,
-    column: str,
-    file: str | None,
-    policy: ValidationPolicy,
-    report: ValidationReport,
-    subject_ids: pd.Series | None = None,
-) -> pd.Series:
-    """Convert one column of dates/timestamps to naive ``datetime64[us]`` (null -> NaT).
-
-    Accepts datetime columns (zoned ones converted to UTC), ISO 8601 text, and day/month/year text
-    (``policy.dayfirst``). Raises on numbers, unparseable text, mixed time zones and ambiguous dates.
-    """
-    s = values.reset_index(drop=True)
-    where = _where(file)
-    if isinstance(s.dtype, pd.DatetimeTZDtype):
-        report.timezone_converted += int(s.notna().sum())
-        return s.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[us]")
-    if pd.api.types.is_datetime64_dtype(s.dtype):
-        return s.astype("datetime64[us]")
-    if pd.api.types.is_numeric_dtype(s.dtype) and not s.isna().all():
-        raise DataValidationError(
-            f"holds numbers, not timestamps (dtype {s.dtype})", file=where, column=column,
-            n_rows=int(s.notna().sum()), subject_ids=_ids(subject_ids, s.notna()),
-            hint="Store times as a timestamp type or ISO 8601 text (YYYY-MM-DD[THH:MM:SS]).",
-        )
-    kind = pd.api.types.infer_dtype(s, skipna=True)
-    if kind in ("empty",) or s.isna().all():
-        return pd.Series(pd.NaT, index=s.index, dtype="datetime64[us]")
-    if kind != "string":
-        return _parse_time_objects(s, column=column, where=where, policy=policy, report=report,
-                                   subject_ids=subject_ids)
-    return _parse_time_text(s.astype(object), column=column, where=where, policy=policy, report=report,
-                            subject_ids=subject_ids)
-
-
-def _parse_time_objects(s: pd.Series, *, column: str, where: str, policy: ValidationPolicy,
-                        report: ValidationReport, subject_ids: pd.Series | None) -> pd.Series:
-    try:
-        parsed = pd.to_datetime(s, utc=policy.utc)
-    except (ValueError, TypeError) as e:
-        if "tz" in str(e).lower() or "zone" in str(e).lower() or "offset" in str(e).lower():
-            raise _mixed_tz_error(column, where, int(s.notna().sum()), []) from None
-        raise DataValidationError(
-            "holds values that are not timestamps", file=where, column=column, n_rows=int(s.notna().sum()),
-            hint="Store times as a timestamp type or ISO 8601 text.",
-        ) from None
-    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
-        report.timezone_converted += int(parsed.notna().sum())
-        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-    return parsed.astype("datetime64[us]")
-
-
-def _mixed_tz_error(column: str, where: str, n: int, ids: list[object]) -> DataValidationError:
-    return DataValidationError(
-        "mixes time zones (or zoned and naive timestamps)", file=where, column=column, n_rows=n,
-        subject_ids=ids,
-        hint="Convert the column to one time zone, or read it from Python with ValidationPolicy(utc=True) "
-             "to convert every value to UTC, naive values taken as UTC (the command line has no such option).",
-    )
-
-
-def _parse_time_text(s: pd.Series, *, column: str, where: str, policy: ValidationPolicy,
-                     report: ValidationReport, subject_ids: pd.Series | None) -> pd.Series:
-    stripped = s.str.strip()
-    null = (s.isna() | (stripped == "")).to_numpy()
-    text = stripped.where(~null, None)
-    report.times_parsed_from_text += int((~null).sum())
-
-    # Day/month/year (or month/day/year) text: decide the order, then rewrite as ISO 8601.
-    dmy = text.str.extract(_DMY)
-    matched = dmy[0].notna().to_numpy()
-    if matched.any():
-        a = pd.to_numeric(dmy.loc[matched, 0]).to_numpy()
-        b = pd.to_numeric(dmy.loc[matched, 1]).to_numpy()
-        dayfirst = policy.dayfirst
-        if dayfirst is None:
-            a_big, b_big = bool((a > 12).any()), bool((b > 12).any())
-            if a_big and b_big:
-                raise DataValidationError(
-                    "mixes day-first and month-first dates", file=where, column=column,
-                    n_rows=int(matched.sum()), subject_ids=_ids(subject_ids, matched),
-                    hint="Write the column in one format, ideally ISO 8601 (YYYY-MM-DD).",
-                )
-            if not a_big and not b_big and bool((a != b).any()):
-                raise DataValidationError(
-                    "has ambiguous dates: every day and month part is <= 12, so day/month order "
-                    "cannot be told", file=where, column=column, n_rows=int(matched.sum()),
-                    subject_ids=_ids(subject_ids, matched),
-                    hint="Use ISO 8601 dates (YYYY-MM-DD), or read from Python with "
-                         "ValidationPolicy(dayfirst=True) for day/month/year or dayfirst=False for "
-                         "month/day/year (the command line has no such option).",
-                )
-            dayfirst = a_big or not b_big
-            report.dayfirst_inferred += 1
-        day, month = (dmy.loc[matched, 0], dmy.loc[matched, 1]) if dayfirst else (dmy.loc[matched, 1],
-                                                                                dmy.loc[matched, 0])
-        iso = dmy.loc[matched, 2] + "-" + month.str.zfill(2) + "-" + day.str.zfill(2) + dmy.loc[matched, 3]
-        text = text.copy()
-        text[matched] = iso.to_numpy()
-
-    offsets = text.str.extract(_TZ_SUFFIX)[0]
-    zoned = offsets.notna().to_numpy()
-    utc = bool(zoned.any())
-    if utc:
-        norm = offsets[zoned].str.replace("Z", "+00:00").str.replace(r"^([+-]\d{2})(\d{2})$", r"\1:\2",
-                                                                     regex=True)
-        mixed = norm.nunique() > 1 or bool((~zoned & ~null).any())
-        if mixed and not policy.utc:
-            raise _mixed_tz_error(column, where, int(zoned.sum()), _ids(subject_ids, zoned))
-        report.timezone_converted += int(zoned.sum())
-    utc = utc or policy.utc
-    parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=utc)
-    if utc:
-        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-    bad = parsed.isna().to_numpy() & ~null
-    if bad.any():
-        raise DataValidationError(
-            "has values that are not dates/timestamps", file=where, column=column, n_rows=int(bad.sum()),
-            subject_ids=_ids(subject_ids, bad),
-            hint=f"Use ISO 8601 (YYYY-MM-DD[THH:MM:SS]) or day/month/year text; first bad row(s): "
-                 f"{_rows(bad)}.",
-        )
-    return parsed.astype("datetime64[us]")
-
-
-# ---------------------------------------------------------------------------------------- columns
 
 
 def to_subject_ids(values: pd.Series, *, column: str, file: str | None, report: ValidationReport) -> pd.Series:

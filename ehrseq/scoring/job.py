@@ -18,19 +18,19 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
 from ehrseq.artifacts import sha256_file
 from ehrseq.cli_parser import add_score_args  # noqa: F401  (defined torch-free for `ehrseq --help`)
 from ehrseq.errors import DataValidationError
+from ehrseq.io.code_map import apply_code_map, resolve_code_map
 from ehrseq.io.files import parquet_file
 from ehrseq.io.guards import OutputLock, check_output
 from ehrseq.io.validate import (
     ValidationPolicy,
 )
-from ehrseq.scoring.constants import JOB_FORMAT, LOCK_FILE, META_KEY, QUARANTINE_FILE
+from ehrseq.scoring.constants import JOB_FORMAT, LOCK_FILE, QUARANTINE_FILE
 from ehrseq.scoring.predict import TRUTH_COLUMNS, LabelSource, Scorer, _parse_prediction_time
 from ehrseq.scoring.reading import (
     _EventStream,
@@ -39,6 +39,7 @@ from ehrseq.scoring.reading import (
     _resolve_source,
     file_policies,
 )
+from ehrseq.scoring.shards import _score_and_write, _shard_stats, _write_shard, shard_path  # noqa: F401
 from ehrseq.scoring.summary import QuarantineLimitError, ScoreSummary, ScoringError
 
 log = logging.getLogger(__name__)
@@ -70,47 +71,6 @@ def _shards(frames: Iterator[pd.DataFrame], shard_rows: int) -> Iterator[tuple[i
 
 
 # ============================================================================================ output files
-def shard_path(out: Path, i: int) -> Path:
-    return out / f"part-{i:05d}.parquet"
-
-
-def _write_shard(out: Path, i: int, table: pa.Table, stats: dict[str, Any]) -> Path:
-    """Write one shard atomically (temporary file, then os.replace); the footer records ``stats``."""
-    path = shard_path(out, i)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    meta = dict(table.schema.metadata or {})
-    meta[META_KEY] = json.dumps(stats, sort_keys=True).encode()
-    try:
-        pq.write_table(table.replace_schema_metadata(meta), tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def _shard_stats(path: Path) -> dict[str, Any] | None:
-    try:
-        meta = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowInvalid):
-        return None
-    raw = meta.get(META_KEY)
-    return json.loads(raw) if raw else None
-
-
-def _score_and_write(scorer: Scorer, out: Path, i: int, events: pd.DataFrame, source: LabelSource,
-                     job_hash: str) -> dict[str, Any]:
-    """Score one shard of canonical events and write part-<i>.parquet; returns its stats (with timings)."""
-    table, tm = scorer.score_events(events, source)
-    t0 = time.perf_counter()
-    stats = {"job_hash": job_hash, "shard": i, "input_rows": int(len(events)),
-             "subjects": int(events["subject_id"].nunique()), "predictions": table.num_rows,
-             "subjects_scored": int(len(pc.unique(table["subject_id"]))) if table.num_rows else 0}
-    _write_shard(out, i, table, stats)
-    tm["write"] = time.perf_counter() - t0
-    return {**stats, "timings": tm}
-
-
 def _atomic_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
@@ -142,6 +102,7 @@ def score(
     after_shard: Callable[[int, Path], None] | None = None,
     horizons: Sequence[float] | None = None,
     overwrite: bool = False,
+    code_map: str | Path | Mapping[str, str] | None = None,
 ) -> ScoreSummary:
     """Score ``data`` (MEDS root / Parquet files, or an EHR-extract directory) with a sequence-model artifact.
 
@@ -154,7 +115,7 @@ def score(
     split; part of the job identity). resume: skip shards already written by an interrupted run of the same
     job (False: delete this job's earlier output first). overwrite: replace the output of a *different* job in
     ``out`` (otherwise refused). after_shard(i, path): called after each shard is written (progress reporting;
-    tests use it to simulate a crash).
+    tests use it to simulate a crash). code_map: a code map (:mod:`ehrseq.io.code_map`) applied to every shard.
 
     The job's identity (``out/_job.json``) is the artifact, the input's content (sha256 of every file, streamed),
     and every option that changes the output (prediction rows, shard_rows, horizons, column_map, policy); not
@@ -177,6 +138,7 @@ def score(
     if engine == "ray":
         _import_ray()
     policy = policy or ValidationPolicy()
+    cmap = resolve_code_map(code_map)  # a bad map file fails before any output
     out = Path(out)
     check_output(out, overwrite=True)  # writable (an existing job dir is checked by _prepare_out)
     scorer = Scorer.load(artifact, horizons=horizons)
@@ -218,6 +180,7 @@ def score(
         "horizons": list(scorer.horizons),
         "column_map": dict(column_map or {}),
         "policy": asdict(policy),
+        **({"code_map": cmap} if cmap else {}),
     }
     job_hash = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]
     out.mkdir(parents=True, exist_ok=True)
@@ -225,14 +188,14 @@ def score(
         return _run_job(scorer, src, source, out, job, job_hash, resume=resume, overwrite=overwrite,
                         batch_rows=batch_rows, shard_rows=shard_rows, column_map=column_map, policy=policy,
                         engine=engine, artifact=artifact, after_shard=after_shard,
-                        max_quarantine_fraction=max_quarantine_fraction, t_start=t_start)
+                        max_quarantine_fraction=max_quarantine_fraction, t_start=t_start, code_map=cmap)
 
 
 def _run_job(scorer: Scorer, src: Any, source: LabelSource, out: Path, job: dict[str, Any], job_hash: str, *,
              resume: bool, overwrite: bool, batch_rows: int, shard_rows: int, column_map: Mapping[str, str] | None,
              policy: ValidationPolicy, engine: str, artifact: str | Path,
              after_shard: Callable[[int, Path], None] | None, max_quarantine_fraction: float,
-             t_start: float) -> ScoreSummary:
+             t_start: float, code_map: Mapping[str, str] | None = None) -> ScoreSummary:
     """The body of :func:`score`, run while holding ``out``'s lock."""
     done = _prepare_out(out, job, job_hash, resume, overwrite)
 
@@ -256,6 +219,7 @@ def _run_job(scorer: Scorer, src: Any, source: LabelSource, out: Path, job: dict
     finished: list[dict[str, Any]] = []
     try:
         shards = _shards(stream.frames(_raw_batches(src, batch_rows, column_map, policy)), shard_rows)
+        shards = ((i, apply_code_map(ev, code_map)[0]) for i, ev in shards) if code_map else shards
         if engine == "local":
             for i, events in shards:
                 if i in done:
@@ -448,6 +412,6 @@ def run_score(args: argparse.Namespace) -> int:
               batch_rows=args.batch_rows, shard_rows=args.shard_rows,
               max_quarantine_fraction=args.max_quarantine_fraction, engine=args.engine, resume=args.resume,
               column_map=_column_map(args.column_map), horizons=args.horizons,
-              overwrite=getattr(args, "overwrite", False))
+              overwrite=getattr(args, "overwrite", False), code_map=getattr(args, "code_map", None))
     print(json.dumps(s.to_dict(), indent=2))
     return 0
