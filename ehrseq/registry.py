@@ -122,13 +122,13 @@ def model_from_artifact(art: Artifact) -> torch.nn.Module:
 
 
 def behrt_from_pretrained(art: Artifact, head: str, num_labels: int,
-                          overrides: dict[str, Any] | None = None) -> torch.nn.Module:
+                          overrides: dict[str, Any] | None = None, pos_weight: float | None = None) -> torch.nn.Module:
     """A BEHRT with a fresh ``head`` whose embeddings and encoder come from an MLM-pretraining artifact.
 
     ``overrides`` (the fine-tuning config's model_overrides) may change what has no weights: pooling, dropout.
     """
     mc = saved_behrt_config(art.config["model"])
-    mc.update(head=head, num_labels=num_labels, pos_weight=None, **(overrides or {}))
+    mc.update(head=head, num_labels=num_labels, pos_weight=pos_weight, **(overrides or {}))
     model = BehrtModel(BehrtConfig(**mc))
     body = {k: v for k, v in art.state_dict.items() if k.startswith(("embeddings.", "encoder."))}
     missing, unexpected = model.load_state_dict(body, strict=False)
@@ -150,6 +150,12 @@ DEEPSURV_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"hidden_sizes": (16,), "epochs": 50, "lr": 1e-2},
     "small": {"hidden_sizes": (32, 32), "lr": 1e-2},
 }
+# The discrete-time heads' presets (DiscreteTimeConfig; num_durations: cut points of the time axis, also a
+# model_overrides key). The same for logistic_hazard, pmf and deephit.
+DISCRETE_TIME_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"hidden_sizes": (16,), "epochs": 50, "lr": 1e-2, "num_durations": 10},
+    "small": {"hidden_sizes": (32, 32), "lr": 1e-2, "num_durations": 20},
+}
 # The `train` keys (config file or CLI flags) each family has a knob for, and the knob's name there.
 TRAIN_KNOBS: dict[str, dict[str, str]] = {
     "deepsurv": {"epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "patience": "patience",
@@ -157,6 +163,38 @@ TRAIN_KNOBS: dict[str, dict[str, str]] = {
     "text": {"epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "weight_decay": "weight_decay",
              "warmup": "warmup"},
 }
+TRAIN_KNOBS.update({m: TRAIN_KNOBS["deepsurv"] for m in names.DISCRETE_TIME_MODELS})
+
+
+def _deepsurv_class() -> type:
+    from ehrseq.models.deepsurv import DeepSurv
+
+    return DeepSurv
+
+
+def _discrete_time_class(model: str) -> Callable[[], type]:
+    def load() -> type:
+        from ehrseq.models.discrete_time import DISCRETE_TIME_MODELS  # imports pycox: only when asked
+
+        return DISCRETE_TIME_MODELS[model]
+    return load
+
+
+# Time-to-event model name -> its estimator class (imported when first asked for). Each class has fit,
+# predict_risk, predict_survival(X, times), save and load; artifacts record the name as model_type.
+SURVIVAL_MODELS: dict[str, Callable[[], type]] = {
+    "deepsurv": _deepsurv_class, **{m: _discrete_time_class(m) for m in names.DISCRETE_TIME_MODELS}}
+if tuple(SURVIVAL_MODELS) != names.SURVIVAL_MODELS or any(
+        tuple(DISCRETE_TIME_PRESETS) != names.PRESETS_OF_MODEL.get(m) for m in names.DISCRETE_TIME_MODELS):
+    raise ImportError("ehrseq/names.py is out of step with the survival-model registry: update its "
+                      "SURVIVAL_MODELS / PRESETS_OF_MODEL")
+
+
+def survival_model_class(model: str) -> type:
+    """The estimator class of a time-to-event model name (``deepsurv``, ``logistic_hazard``, ``pmf``, ``deephit``)."""
+    if model not in SURVIVAL_MODELS:
+        raise TargetError(f"unknown time-to-event model '{model}'; choose one of {', '.join(SURVIVAL_MODELS)}")
+    return SURVIVAL_MODELS[model]()
 
 
 def family_train_overrides(family: str, train: Any, train_set: tuple[str, ...],
@@ -175,3 +213,18 @@ def family_train_overrides(family: str, train: Any, train_set: tuple[str, ...],
     if both:
         raise ConfigError(f"'{both[0]}' is set both in train (or a flag) and in model_overrides; keep one")
     return out
+
+
+def family_config(family: str, cfg: Any, presets: dict[str, dict[str, Any]], build: Callable[[dict[str, Any]], Any]) -> Any:
+    """A family's model config from a run config: its preset, then ``model_overrides``, then the ``train``
+    keys the user set (:func:`family_train_overrides`); ``build`` makes the config object from the keywords."""
+    from ehrseq.errors import ConfigError
+
+    if cfg.preset not in presets:
+        raise ConfigError(f"unknown {family} preset '{cfg.preset}'; choose one of {', '.join(presets)}")
+    over = dict(cfg.model_overrides)
+    train = family_train_overrides(family, cfg.train, cfg.train_set, over)
+    try:
+        return build({**presets[cfg.preset], **over, **train})
+    except TypeError as e:
+        raise ConfigError(f"model_overrides: {e}") from e

@@ -310,3 +310,22 @@ def test_init_from_an_artifact_whose_patients_are_now_held_out_is_refused_or_rep
     evaluate_artifact(tmp_path / "again", mimic_slice, tmp_path / "rep", labels=label_files["long_stay"],
                       column_map=MIMIC_COLUMN_MAP, n_boot=10, plots=False)
     assert "--allow-init-overlap" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_a_failing_evaluate_leaves_the_old_report_whole(rnn_long_stay, mimic_slice, label_files, tmp_path,
+                                                        monkeypatch):
+    import ehrseq.recipes.evaluate as ev
+
+    kw = {"labels": label_files["long_stay"], "column_map": MIMIC_COLUMN_MAP, "n_boot": 5, "plots": False}
+    ev.evaluate_artifact(rnn_long_stay.artifact, mimic_slice, tmp_path / "rep", **kw)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "rep").iterdir()}
+
+    def half_written(report, out, **_):
+        (out / "report.json").write_text("{")
+        raise OSError("disk full")
+
+    monkeypatch.setattr("ehrseq.evaluate.report.write_report", half_written)
+    with pytest.raises(OSError, match="disk full"):
+        ev.evaluate_artifact(rnn_long_stay.artifact, mimic_slice, tmp_path / "rep", **kw)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "rep").iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]  # no temporary directory left behind

@@ -215,3 +215,23 @@ def check_training_cohort(labels: pd.DataFrame, kind: str, train_ids: object, *,
 
 __all__ = ["OutputExistsError", "OutputLock", "OutputLockedError", "OutputNotWritableError", "check_output",
            "check_output_file", "check_training_cohort"]
+
+
+def replace_directory(tmp: Path, out: Path) -> None:
+    """Put the finished directory ``tmp`` at ``out``: an existing ``out`` is moved aside first and removed only
+    once ``tmp`` is in place, so a failure at any point leaves either the old output or the new one, whole."""
+    import shutil
+
+    out = Path(out)
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

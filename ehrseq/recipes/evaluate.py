@@ -6,6 +6,8 @@ age at prediction_time and site, and passed to :func:`ehrseq.evaluate.report.bui
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import pandas as pd
 from ehrseq import codes
 from ehrseq.artifacts import Artifact, load_artifact
 from ehrseq.errors import EhrseqError
+from ehrseq.io.guards import replace_directory
 
 TARGET_DEFINITIONS = {
     "cdai": "Controlled rheumatoid arthritis (CDAI <= threshold) at the next CDAI measurement, predicted at each "
@@ -50,7 +53,7 @@ def predict_for_report(art: Artifact, data, labels=None) -> tuple[pd.DataFrame, 
     from ehrseq.scoring.prediction import predict_rows
 
     kind = art.config["model_type"]
-    if kind in ("rnn", "behrt", "deepsurv"):
+    if kind in ("rnn", "behrt", "deepsurv", "logistic_hazard", "pmf", "deephit"):
         p = predict_rows(art, data, labels)
         if not p.has_truth:
             raise EhrseqError("evaluate needs the truth: pass a label file with the task's value column(s)")
@@ -97,9 +100,10 @@ def _studying(spec) -> str:
 def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *, split: str = "held_out",
                       external: str | Path | None = None, group_by: list[str] | tuple[str, ...] = (),
                       min_group_size: int = 30, n_boot: int = 1000, plots: bool = True, seed: int = 0,
-                      labels=None, column_map=None) -> dict[str, Path]:
+                      labels=None, column_map=None, code_map=None) -> dict[str, Path]:
     """Write report.json, report.md, report.html (and predictions.parquet) for ``artifact`` on one split of
-    ``data``, at the rows of ``labels`` (a MEDS label file) or of the artifact's task rebuilt on the data."""
+    ``data``, at the rows of ``labels`` (a MEDS label file) or of the artifact's task rebuilt on the data.
+    ``code_map`` (a code map file or mapping) renames the codes of ``data`` and ``external`` as they are read."""
     from ehrseq.data.loading import load_data, subset_split
     from ehrseq.evaluate.conformal import SplitConformalClassifier, SplitConformalRegressor
     from ehrseq.evaluate.report import build_report, write_report
@@ -110,12 +114,12 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *
     if task == "multiclass":
         task = "multilabel"  # one-vs-rest per class
     spec = artifact_task(art) if art.config["model_type"] != "text_classifier" else None
-    d = subset_split(load_data(data, column_map=column_map), split, art.extras.get("split"))
+    d = subset_split(load_data(data, column_map=column_map, code_map=code_map), split, art.extras.get("split"))
     ev_frame, meds = predict_for_report(art, d, labels)
     preds = demographics(d.events, ev_frame)
     ext = None
     if external:
-        de = load_data(external, column_map=column_map)
+        de = load_data(external, column_map=column_map, code_map=code_map)
         ext = demographics(de.events, predict_for_report(art, de, labels)[0])
     conformal: Any = None
     if "conformal" in art.extras:
@@ -137,10 +141,18 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *
     }
     report = build_report(preds, task, card, subgroup_columns=["sex", "age_band", "site", *group_by], external=ext,
                           conformal=conformal, min_group_size=min_group_size, n_boot=n_boot, seed=seed)
-    paths = write_report(report, out, plots=plots)
-    if meds is not None:  # the predictions behind the report, readable by MEDS tools (meds-evaluation)
-        paths["predictions"] = _write_predictions(meds, Path(out) / "predictions.parquet")
-    return paths
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))  # written whole, then moved in
+    try:
+        paths = write_report(report, tmp, plots=plots)
+        if meds is not None:  # the predictions behind the report, readable by MEDS tools (meds-evaluation)
+            paths["predictions"] = _write_predictions(meds, tmp / "predictions.parquet")
+        replace_directory(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {k: out / p.relative_to(tmp) for k, p in paths.items()}
 
 
 def _write_predictions(table: Any, path: Path) -> Path:
