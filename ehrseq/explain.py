@@ -8,7 +8,7 @@ The importance of a group is the drop in the task's metric when the group's info
   sex, each baseline lab). Step columns are shuffled across all real steps of the explained rows (each step
   gets another real step's values, so padding never leaks in and a constant column stays constant); static
   columns across rows.
-- **DeepSurv** (permutation): the same groups on its tabular input (static features, then the last step
+- **DeepSurv** and the discrete-time heads (permutation): the same groups on its tabular input (static features, then the last step
   vector, see :func:`ehrseq.featurize.tabular.tabular_view`), shuffled across rows; the joined sequence
   embeddings, when the artifact has them, are one group.
 - **BEHRT** (occlusion): a group is a code prefix (``LAB//*``; the static header tokens such as ``SEX//F``
@@ -41,6 +41,7 @@ from ehrseq.data.dataset import SequenceDataset, collate
 from ehrseq.errors import DataValidationError, EhrseqError
 from ehrseq.evaluate.metrics import MetricResult, auroc, macro_auroc, r2
 from ehrseq.featurize.featurizer import Featurizer
+from ehrseq.names import SURVIVAL_MODELS
 
 if TYPE_CHECKING:
     from ehrseq.artifacts import Artifact
@@ -285,7 +286,7 @@ def tabular_permutation_importance(predict: Callable[[np.ndarray], np.ndarray], 
 def _explain_deepsurv(art: Artifact, events: pd.DataFrame, rows: pd.DataFrame, fz: Featurizer, *,
                       n_repeats: int, seed: int) -> pd.DataFrame:
     from ehrseq.featurize.tabular import tabular_view
-    from ehrseq.models.deepsurv import DeepSurv
+    from ehrseq.registry import survival_model_class
     from ehrseq.scoring.predict import sequence_embeddings
 
     x = tabular_view(fz.transform(events, rows))
@@ -298,7 +299,7 @@ def _explain_deepsurv(art: Artifact, events: pd.DataFrame, rows: pd.DataFrame, f
         emb = sequence_embeddings(source, events, rows)
         n_emb = emb.shape[1]
         x = np.concatenate([x, emb], axis=1)
-    model = DeepSurv.load(art.path)
+    model = survival_model_class(art.config["model_type"]).load(art.path)  # DeepSurv or a discrete-time head
     y = np.stack([rows["duration"].to_numpy(np.float64), rows["event"].to_numpy(np.float64)], axis=1)
     return tabular_permutation_importance(model.predict_risk, x.astype(np.float64), y, tabular_groups(fz, n_emb),
                                           kind="survival", n_repeats=n_repeats, seed=seed)
@@ -324,8 +325,9 @@ def explain_artifact(artifact: str | Path | Artifact, data: str | Path | LoadedD
 
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     family = art.config.get("model_type")
-    if family not in ("rnn", "behrt", "deepsurv"):
-        raise EhrseqError(f"{art.path}: explain supports the sequence models (rnn, behrt) and DeepSurv; this "
+    if family not in ("rnn", "behrt", *SURVIVAL_MODELS):
+        raise EhrseqError(f"{art.path}: explain supports the sequence models (rnn, behrt) and the time-to-event "
+                          f"models ({', '.join(SURVIVAL_MODELS)}); this "
                           f"artifact holds a '{family}' model (importance of report text is not implemented)")
     if art.config.get("target") == PRETRAIN_TARGET:
         raise EhrseqError(f"{art.path}: a masked-code pretraining artifact has no task to explain; explain the "
@@ -342,7 +344,7 @@ def explain_artifact(artifact: str | Path | Artifact, data: str | Path | LoadedD
         raise EhrseqError(f"explain needs the truth: pass labels with the task's value column(s) ({cols})")
     if len(rows) == 0:
         raise EhrseqError(f"explain: no label rows for the subjects of split '{split}'")
-    if family == "deepsurv":
+    if family in SURVIVAL_MODELS:
         return _explain_deepsurv(art, events, rows, fz, n_repeats=n_repeats, seed=seed)
     fs = fz.transform(events, rows)
     ds = make_dataset(fs, target_arrays(spec, fs.labels, art.config.get("label_names")), fz, family)

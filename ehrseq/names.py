@@ -9,13 +9,17 @@ to a registry without being added here fails loudly instead of being refused by 
 from __future__ import annotations
 
 SEQUENCE_MODELS: tuple[str, ...] = ("rnn", "behrt")
-MODELS: tuple[str, ...] = (*SEQUENCE_MODELS, "deepsurv", "text")
+# Time-to-event models: DeepSurv (Cox) and the discrete-time heads of ehrseq.models.discrete_time.
+DISCRETE_TIME_MODELS: tuple[str, ...] = ("logistic_hazard", "pmf", "deephit")
+SURVIVAL_MODELS: tuple[str, ...] = ("deepsurv", *DISCRETE_TIME_MODELS)
+MODELS: tuple[str, ...] = (*SEQUENCE_MODELS, *SURVIVAL_MODELS, "text")
 
 # Size presets per model family (deepsurv has none: --preset does not apply to it).
 PRESETS_OF_MODEL: dict[str, tuple[str, ...]] = {
     "rnn": ("tiny", "small"),
     "behrt": ("tiny", "small", "base"),
     "text": ("tiny", "small"),
+    **{m: ("tiny", "small") for m in DISCRETE_TIME_MODELS},
 }
 PRESETS: tuple[str, ...] = ("tiny", "small", "base")
 

@@ -200,5 +200,5 @@ def test_training_without_a_terminal_logs_a_heartbeat_with_step_loss_and_eta(mon
 def test_help_of_finetune_names_the_choices(capsys):
     assert main(["finetune", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "{rnn,behrt,deepsurv,text}" in out and "{cdai,cdai_value,next_visit_dx,survival,biopsy}" in out
+    assert "{rnn,behrt,deepsurv,logistic_hazard,pmf,deephit,text}" in out and "{cdai,cdai_value,next_visit_dx,survival,biopsy}" in out
     assert "examples:" in out and "(default: from --config, else rnn)" in out

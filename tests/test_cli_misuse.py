@@ -58,7 +58,7 @@ MISUSE = [
     ("config with an unknown key", [*FT, "--config", "{cfg}"],
      "unknown key(s) ['epoch'] (did you mean 'train.epochs'?)"),
     ("config naming an unknown model", [*FT, "--config", "{dir}/lstm.yaml"],
-     "model 'lstm' is not one of rnn, behrt, deepsurv, text"),
+     "model 'lstm' is not one of rnn, behrt, deepsurv, logistic_hazard, pmf, deephit, text"),
     ("missing task file", ["labels", "--task", "mimic/nope", "--data", "{data}", "--out", "{out}"],
      "task file mimic/nope does not exist"),
     ("evaluate a missing artifact", ["evaluate", "--artifact", "{dir}/none", "--data", "{data}", "--out",

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ehrseq.errors import TargetError
+from ehrseq.names import SURVIVAL_MODELS
 from ehrseq.recipes.pretrain import pretrain
 from ehrseq.recipes.sequence import finetune_sequence
 from ehrseq.recipes.survival import finetune_survival
@@ -19,7 +20,7 @@ from ehrseq.registry import SEQUENCE_MODELS
 
 RECIPES: dict[str, Callable[..., Any]] = {
     "sequence": finetune_sequence,  # RNN / BEHRT: binary, regression, multiclass, multi-label
-    "survival": finetune_survival,  # DeepSurv: time to event
+    "survival": finetune_survival,  # DeepSurv, LogisticHazard, PMF, DeepHit: time to event
     "text": finetune_text,  # the biopsy-report classifier
     "pretrain": pretrain,  # BEHRT masked-code pretraining
 }
@@ -27,11 +28,11 @@ RECIPES: dict[str, Callable[..., Any]] = {
 
 def recipe_for(kind: str, model: str) -> str:
     """The recipe that fits a task of ``kind`` with ``model`` (refuses a model that cannot)."""
-    if kind == "survival" or model == "deepsurv":
+    if kind == "survival" or model in SURVIVAL_MODELS:
         if kind != "survival":
-            raise TargetError(f"deepsurv fits time-to-event tasks; this task is '{kind}'")
+            raise TargetError(f"{model} fits time-to-event tasks; this task is '{kind}'")
         return "survival"
     if model not in SEQUENCE_MODELS:
         raise TargetError(f"model '{model}' cannot fit a '{kind}' task; use one of {', '.join(SEQUENCE_MODELS)} "
-                          "(or deepsurv for time to event)")
+                          f"(or {', '.join(SURVIVAL_MODELS)} for time to event)")
     return "sequence"

@@ -1,6 +1,9 @@
-"""The survival recipe: DeepSurv over the shared featurizer's tabular view on a time-to-event task, optionally
-joined with patient embeddings exported by a sequence-model artifact at the same prediction_time
-(``finetune --target survival``, ``--task`` with a time_to_event block, or a time-to-event label file)."""
+"""The survival recipe: a time-to-event model over the shared featurizer's tabular view, optionally joined with
+patient embeddings exported by a sequence-model artifact at the same prediction_time (``finetune --target
+survival``, ``--task`` with a time_to_event block, or a time-to-event label file).
+
+The model is ``cfg.model`` when it names a discrete-time head (``logistic_hazard``, ``pmf``, ``deephit``:
+:mod:`ehrseq.models.discrete_time`), else DeepSurv."""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from ehrseq.evaluate.survival import (
 )
 from ehrseq.featurize.featurizer import Featurizer
 from ehrseq.featurize.tabular import tabular_view
-from ehrseq.models.deepsurv import DeepSurv, DeepSurvConfig
+from ehrseq.models.deepsurv import DeepSurvConfig
 from ehrseq.split import ids_in
 from ehrseq.utils import frame_hash
 
@@ -40,22 +43,41 @@ def _c_index(y: np.ndarray, risk: np.ndarray, sample_weight: np.ndarray | None =
 
 def deepsurv_config(cfg: FinetuneConfig) -> DeepSurvConfig:
     """DeepSurv's config from a run config: its preset, then model_overrides, then the train keys set."""
-    from ehrseq.errors import ConfigError
-    from ehrseq.registry import DEEPSURV_PRESETS, family_train_overrides
+    from ehrseq.registry import DEEPSURV_PRESETS, family_config
 
-    if cfg.preset not in DEEPSURV_PRESETS:
-        raise ConfigError(f"unknown deepsurv preset '{cfg.preset}'; choose one of {', '.join(DEEPSURV_PRESETS)}")
-    over = dict(cfg.model_overrides)
-    train = family_train_overrides("deepsurv", cfg.train, cfg.train_set, over)
-    try:
-        return replace(DeepSurvConfig(seed=cfg.seed), **{**DEEPSURV_PRESETS[cfg.preset], **over, **train})
-    except TypeError as e:
-        raise ConfigError(f"model_overrides: {e} (DeepSurv takes {', '.join(DeepSurvConfig.__dataclass_fields__)})") from e
+    return family_config("deepsurv", cfg, DEEPSURV_PRESETS, lambda kw: replace(DeepSurvConfig(seed=cfg.seed), **kw))
+
+
+def discrete_time_config(cfg: FinetuneConfig) -> Any:
+    """A discrete-time head's DiscreteTimeConfig from a run config: its preset, then model_overrides (e.g.
+    ``num_durations``), then the train keys set; alpha and sigma only for deephit (elsewhere they would be
+    ignored)."""
+    from ehrseq.errors import ConfigError
+    from ehrseq.models.discrete_time import DiscreteTimeConfig
+    from ehrseq.registry import DISCRETE_TIME_PRESETS, family_config
+
+    stray = sorted({"alpha", "sigma"} & set(cfg.model_overrides)) if cfg.model != "deephit" else []
+    if stray:
+        raise ConfigError(f"model_overrides.{stray[0]} applies to deephit only, not {cfg.model}; remove it")
+    return family_config(cfg.model, cfg, DISCRETE_TIME_PRESETS,
+                         lambda kw: replace(DiscreteTimeConfig(seed=cfg.seed), **kw))
+
+
+def survival_estimator(cfg: FinetuneConfig) -> Any:
+    """The unfitted time-to-event estimator ``cfg`` asks for: a discrete-time head by name, else DeepSurv."""
+    from ehrseq import names
+    from ehrseq.models.deepsurv import DeepSurv
+    from ehrseq.registry import survival_model_class
+
+    if cfg.model in names.DISCRETE_TIME_MODELS:
+        return survival_model_class(cfg.model)(discrete_time_config(cfg))
+    return DeepSurv(deepsurv_config(cfg))
 
 
 def finetune_survival(run: Any, cfg: FinetuneConfig, out: str | Path | None) -> Any:
-    """DeepSurv on ``run``'s time-to-event task (frame: subject_id, prediction_time, duration in days, event);
-    ``run.init`` (a sequence artifact), when given, adds its patient embeddings to the features."""
+    """A time-to-event model (:func:`survival_estimator`) on ``run``'s task (frame: subject_id, prediction_time,
+    duration in days, event); ``run.init`` (a sequence artifact), when given, adds its patient embeddings to the
+    features."""
     from ehrseq.provenance import training_subjects
     from ehrseq.recipes.common import FinetuneResult, split_record
     from ehrseq.scoring.predict import sequence_embeddings
@@ -68,17 +90,16 @@ def finetune_survival(run: Any, cfg: FinetuneConfig, out: str | Path | None) -> 
     for name in ("train", "tuning", "held_out"):
         lab[name] = labels.loc[labels["subject_id"].isin(ids_in(splits, name))].reset_index(drop=True)
         if lab[name].empty:
-            raise TargetError(f"no '{task.spec.name}' label rows in the {name} split: DeepSurv needs rows in "
-                              "train, tuning and held_out")
+            raise TargetError(f"no '{task.spec.name}' label rows in the {name} split: a time-to-event model "
+                              "needs rows in train, tuning and held_out")
     if int(lab["train"]["event"].sum()) == 0:
-        raise TargetError(f"no events in the train split of '{task.spec.name}' (every row is censored): a Cox "
-                          "model cannot be fitted; check the event predicate or the horizon")
+        raise TargetError(f"no events in the train split of '{task.spec.name}' (every row is censored): a "
+                          "survival model cannot be fitted; check the event predicate or the horizon")
     for name in ("train", "tuning", "held_out"):
         X[name] = tabular_view(fz.transform(events, lab[name]))
         if embeddings_from:
             X[name] = np.concatenate([X[name], sequence_embeddings(embeddings_from, events, lab[name])], axis=1)
-    ds_cfg = deepsurv_config(cfg)
-    model = DeepSurv(ds_cfg).fit(
+    model = survival_estimator(cfg).fit(
         X["train"], lab["train"]["duration"].to_numpy(), lab["train"]["event"].to_numpy(),
         X["tuning"], lab["tuning"]["duration"].to_numpy(), lab["tuning"]["event"].to_numpy(),
     )

@@ -24,18 +24,10 @@ from ehrseq.split import ids_in
 
 def text_config(cfg: FinetuneConfig) -> TextClassifierConfig:
     """The classifier's config from a run config: its preset, then model_overrides, then the train keys set."""
-    from ehrseq.errors import ConfigError
     from ehrseq.models.text_net import PRESETS
-    from ehrseq.registry import family_train_overrides
+    from ehrseq.registry import family_config
 
-    if cfg.preset not in PRESETS:
-        raise ConfigError(f"unknown text preset '{cfg.preset}'; choose one of {', '.join(PRESETS)}")
-    over = dict(cfg.model_overrides)
-    train = family_train_overrides("text", cfg.train, cfg.train_set, over)
-    try:
-        return TextClassifierConfig.from_preset(cfg.preset, seed=cfg.seed, **over, **train)
-    except TypeError as e:
-        raise ConfigError(f"model_overrides: {e}") from e
+    return family_config("text", cfg, PRESETS, lambda kw: TextClassifierConfig(seed=cfg.seed, **kw))
 
 
 def finetune_text(d: LoadedData, cfg: FinetuneConfig, out: str | Path | None) -> FinetuneResult:

@@ -11,8 +11,10 @@ Output columns (``data_schemas/README.md``, "Prediction files"), after ``subject
 - multiclass: ``predicted_integer_value`` (the most probable class index), ``predicted_categorical_value`` (its
   name) and ``predicted_<class>_probability`` per class (truth: ``integer_value``);
 - multilabel: ``predicted_<label>_probability`` per label;
-- survival (DeepSurv): ``predicted_risk`` (log relative hazard) and ``predicted_survival_<h>d`` per horizon
-  (truth: ``float_value`` = days to event or censoring, ``boolean_value`` = event).
+- survival (DeepSurv, LogisticHazard, PMF, DeepHit): ``predicted_risk`` (higher: earlier events; DeepSurv's is the
+  log relative hazard, the discrete-time heads' the mean cumulative incidence up to their last cut point) and
+  ``predicted_survival_<h>d`` per horizon (truth: ``float_value`` = days to event or censoring, ``boolean_value``
+  = event).
 
 The artifact's id and manifest hash are in each file's Parquet metadata (key ``ehrseq.artifact``), not in
 columns, so the files stay readable by MEDS tools that refuse extra columns.
@@ -36,6 +38,7 @@ import torch
 
 from ehrseq.artifacts import Artifact, load_artifact, sha256_file
 from ehrseq.errors import ArtifactError, TargetError
+from ehrseq.names import SURVIVAL_MODELS
 from ehrseq.scoring.constants import _PRED_BATCH
 from ehrseq.tasks.spec import TaskSpec
 
@@ -102,13 +105,13 @@ def _parse_prediction_time(value: str | None) -> pd.Timestamp:
 class Scorer:
     """A loaded artifact ready to predict: frozen featurizer, model in eval mode, output schema.
 
-    ``horizons``: days at which DeepSurv artifacts report survival (default: the task's horizon, else the
+    ``horizons``: days at which time-to-event artifacts report survival (default: the task's horizon, else the
     quartiles of the training event times).
     """
 
     def __init__(self, art: Artifact, *, horizons: Sequence[float] | None = None) -> None:
         from ehrseq.featurize.featurizer import FORMAT, Featurizer
-        from ehrseq.registry import SEQUENCE_MODELS, model_from_artifact
+        from ehrseq.registry import SEQUENCE_MODELS, model_from_artifact, survival_model_class
 
         kind = art.config.get("model_type")
         self.art, self.model_type = art, kind
@@ -117,9 +120,9 @@ class Scorer:
         if kind == TEXT_MODEL:
             self._init_text(art, horizons)
             return
-        if kind not in (*SEQUENCE_MODELS, "deepsurv"):
-            raise ArtifactError(f"{art.path}: `ehrseq score` scores {', '.join(SEQUENCE_MODELS)}, deepsurv and "
-                                f"{TEXT_MODEL} artifacts; this one holds a '{kind}' model")
+        if kind not in (*SEQUENCE_MODELS, *SURVIVAL_MODELS):
+            raise ArtifactError(f"{art.path}: `ehrseq score` scores {', '.join((*SEQUENCE_MODELS, *SURVIVAL_MODELS))} "
+                                f"and {TEXT_MODEL} artifacts; this one holds a '{kind}' model")
         if art.featurizer is None:
             raise ArtifactError(f"{art.path}: no featurizer.json; a '{kind}' artifact needs its featurizer")
         if art.featurizer.get("format") != FORMAT:
@@ -140,14 +143,13 @@ class Scorer:
         self.finetune_cfg = dict(art.config.get("finetune") or {})
         self.label_names = list(art.config.get("label_names") or [])
         self.threshold = decision_threshold(art)
-        if kind == "deepsurv":
-            from ehrseq.models.deepsurv import DeepSurv
-
-            self.model: Any = DeepSurv.load(art.path)
-            self.horizons = _horizons(horizons, self.spec, self.model.baseline_times_)
+        if kind in SURVIVAL_MODELS:
+            self.model: Any = survival_model_class(kind).load(art.path)
+            event_times = self.model.baseline_times_ if kind == "deepsurv" else self.model.event_times_
+            self.horizons = _horizons(horizons, self.spec, event_times)
         else:
             if horizons:
-                raise TargetError("--horizons applies to DeepSurv (time-to-event) artifacts only")
+                raise TargetError("--horizons applies to time-to-event artifacts only")
             self.model = model_from_artifact(art).eval()
             self.horizons = ()
 
@@ -157,7 +159,7 @@ class Scorer:
         from ehrseq.models.text_classifier import TextClassifier
 
         if horizons:
-            raise TargetError("--horizons applies to DeepSurv (time-to-event) artifacts only")
+            raise TargetError("--horizons applies to time-to-event artifacts only")
         self.model = TextClassifier.load(art.path)
         self.head, self.horizons, self.threshold, self.finetune_cfg = "multilabel", (), 0.5, {}
         self.label_names = list(self.model.config.labels)
@@ -206,14 +208,14 @@ class Scorer:
     @torch.no_grad()
     def predict_values(self, events: pd.DataFrame, rows: pd.DataFrame) -> dict[str, np.ndarray]:
         """Model outputs for ``rows`` (subject_id, prediction_time) from ``events`` (whole subjects):
-        {"pred": (N, K)} for sequence heads, {"risk": (N,), "survival": (N, H)} for DeepSurv."""
+        {"pred": (N, K)} for sequence heads, {"risk": (N,), "survival": (N, H)} for time-to-event models."""
         from ehrseq.models.heads import to_prediction
 
         if self.model_type == TEXT_MODEL:
             return {"pred": self._text_values(events, rows.reset_index(drop=True))}
         fz = self.featurizer
         fs = fz.transform(events, rows.reset_index(drop=True))
-        if self.model_type == "deepsurv":
+        if self.model_type in SURVIVAL_MODELS:
             from ehrseq.featurize.tabular import tabular_view
 
             x = tabular_view(fs)
