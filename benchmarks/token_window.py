@@ -22,7 +22,7 @@ from ehrseq.io import read_meds
 from ehrseq.labels import cdai_labels
 from ehrseq.synth.cohort import generate_cohort
 
-MIMIC = Path("/work/shared/data/mimic_iv_demo_meds/events.parquet")
+MIMIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "mimic_iv_demo_meds" / "events.parquet"  # ../shared beside the checkout
 ADMISSION = "HOSPITAL_ADMISSION//"
 HOURS = 24.0  # prediction time after each admission
 SETTINGS = [("all", 256), ("last_in_visit", 256), ("all", 512), ("last_in_visit", 512), ("last_in_visit", 1024)]
