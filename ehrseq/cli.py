@@ -126,7 +126,8 @@ def cmd_finetune(a: argparse.Namespace) -> int:
     from ehrseq.api import finetune
     from ehrseq.evaluate.summary import fmt
 
-    res = finetune(a.data, out=a.out, config=cfg, init=a.init, column_map=_column_map(a), overwrite=a.overwrite)
+    res = finetune(a.data, out=a.out, config=cfg, init=a.init, column_map=_column_map(a), code_map=a.code_map,
+                   overwrite=a.overwrite)
     _print_metrics(res.metrics, fmt)
     print(f"artifact: {res.artifact}")
     return 0
@@ -170,7 +171,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
                  is_ours=lambda d: (d / "report.json").is_file())  # before the data is read
     paths = evaluate_artifact(a.artifact, a.data, a.out, split=a.split, external=a.external,
                               group_by=a.group_by or [], min_group_size=a.min_group_size, n_boot=a.n_boot,
-                              plots=not a.no_plots, labels=a.labels, column_map=_column_map(a))
+                              plots=not a.no_plots, labels=a.labels, column_map=_column_map(a),
+                              code_map=a.code_map)
     for k, p in paths.items():
         print(f"{k}: {p}")
     return 0
@@ -232,10 +234,19 @@ def cmd_synth(a: argparse.Namespace) -> int:
     from ehrseq.api import synthesize
 
     t = time.perf_counter()
+    from ehrseq.synth.shift import parse_options, resolve_shift
+
+    try:
+        shift = resolve_shift(a.shift, **parse_options(_kv(a.shift_option) or {}))
+    except ValueError as e:
+        raise UsageError(f"--shift-option: {e}") from None
     out = synthesize(a.n_patients, out=a.out, n_sites=a.sites, seed=a.seed, extract=not a.no_extract,
-                     biopsy_rate=a.biopsy_rate)
-    print(f"wrote a synthetic cohort of {a.n_patients} patients at {a.sites} site(s) to {out} "
-          f"(meds/, extract/, meds/truth/) in {time.perf_counter() - t:.1f}s")
+                     biopsy_rate=a.biopsy_rate, shift=shift)
+    wrote = "meds/, meds/truth/" + (", extract/" if (Path(out) / "extract").is_dir() else "")
+    if (Path(out) / "meds" / "truth" / "code_map_b_to_a.csv").is_file():
+        wrote += ", meds/truth/code_map_b_to_a.csv (for --code-map)"
+    print(f"wrote a synthetic cohort of {a.n_patients} patients at {a.sites} site(s), {a.shift} site shift, to "
+          f"{out} ({wrote}) in {time.perf_counter() - t:.1f}s")
     return 0
 
 

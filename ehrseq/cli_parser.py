@@ -153,6 +153,12 @@ def _column_map_arg(p: argparse.ArgumentParser) -> None:
                    help="rename source columns as they are read, e.g. value=numeric_value")
 
 
+def _code_map_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--code-map", metavar="FILE", help="rename codes as they are read: a CSV (source_code,"
+                   "target_code) or YAML map, e.g. a second site's local codes to those the model was trained "
+                   "on; the rows renamed are logged (default: not set)")
+
+
 def _overwrite_arg(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help=f"replace {what} already at --out (default: refuse, "
@@ -225,6 +231,7 @@ def add_score_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="DeepSurv artifacts: report survival at these days after prediction_time "
                              "(default: the task's horizon, else the quartiles of the training event times)")
     _column_map_arg(parser)
+    _code_map_arg(parser)
     parser.add_argument("--no-resume", dest="resume", action="store_false",
                         help="start over instead of skipping shards an interrupted run already wrote")
     _overwrite_arg(parser, "the output of a different scoring job")
@@ -280,6 +287,7 @@ def _finetune(sub: Any) -> None:
     f.add_argument("--n-bootstrap", type=positive_int, metavar="N",
                    help="patient-bootstrap resamples for the CIs "
                    + _from_config("n_bootstrap"))
+    _code_map_arg(f)
 
 
 def _pretrain(sub: Any) -> None:
@@ -307,6 +315,7 @@ def _evaluate_explain(sub: Any) -> None:
                    help="MEDS label file or directory to evaluate at (default: the "
                    "artifact's task rebuilt on --data; needed for a task that came from a label file)")
     _column_map_arg(e)
+    _code_map_arg(e)
     e.add_argument("--external", metavar="PATH", help="a second site's data, reported side by side "
                    "(default: not set)")
     e.add_argument("--group-by", nargs="+", metavar="COLUMN",
@@ -371,6 +380,13 @@ def _synth(sub: Any) -> None:
     s.add_argument("--biopsy-rate", type=rate, default=0.05, metavar="SHARE",
                    help="share of patients over 55 with a GCA work-up and a temporal artery biopsy "
                         "report (x2)")
+    s.add_argument("--shift", choices=("mild", "realistic"), default="mild",
+                   help="how site B differs from A (ehrseq.synth.shift): mild = the long-standing cohort; "
+                        "realistic = local lab codes, ICD-9, units, state-dependent cadence and lab ordering, "
+                        "nurse visits without a CDAI, another treat-to-target policy, case mix")
+    s.add_argument("--shift-option", nargs="+", type=_pair, metavar="KEY=VALUE",
+                   help="change single switches of --shift, e.g. policy=same icd9=false (fields of "
+                        "SiteShift) (default: none)")
 
 
 def _demo_score(sub: Any) -> None:

@@ -24,9 +24,13 @@ Population and process (change the simulation at B):
 - ``cdai_documentation``: share of B's follow-up visits booked as nurse visits without a CDAI (1.5x as many
   after a visit at target, 0.5x after one above it). Treatment is held at a nurse visit (no score, no change).
 - ``policy="tight"`` (concept shift): B's nurse-led treat-to-target clinic escalates more often when above target
-  (:data:`TIGHT_ESCALATION`) and gives an intramuscular steroid that the extract does not record
-  (:data:`INJECTION_EFFECT` on the treated mean until the next recorded CDAI). The relation between the
-  recorded history and the next CDAI then differs between the sites, which no code map can fix.
+  (:data:`TIGHT_ESCALATION`), raises the methotrexate dose before adding a drug (one code at every dose, so the
+  data do not show it) and gives a depot steroid injection that the extract does not record: disease activity
+  drops by :data:`INJECTION_EFFECT` at the visit, then relaxes back at the disease's own pace. The relation
+  between the recorded history and the next CDAI then differs between the sites (patients just above target do
+  better at B than at A), which no code map can fix. The injection is strong by design: it is what makes the
+  drop of a model trained at A reach the published order (0.10 AUROC or more, benchmarks/results/transfer.md);
+  at 1.5 the drop was about 0.05.
 - ``separate_sites``: simulate each site with its own random stream, so that a switch at B leaves A's events bit
   for bit the same. Off in the mild shift (the cohort's original single stream).
 
@@ -76,7 +80,7 @@ TIGHT_ESCALATION = 0.95  # chance B escalates when above target (A: ESCALATION)
 ESCALATION = 0.7
 MTX_DOSE_STEPS = 2  # B's methotrexate dose optimisation: up to this many steps, each lowering the treated mean
 MTX_DOSE_EFFECT = 0.45
-INJECTION_EFFECT = 2.5  # drop of the treated mean disease activity after B's unrecorded IM steroid
+INJECTION_EFFECT = 2.5  # drop of latent activity at B's injection (8 CDAI points per unit); see the docstring
 DOCUMENTATION_BY_STATE = (1.5, 0.5)  # multiplier on cdai_documentation: (after a visit at target, above it)
 SEVERITY_PER_CASE_MIX = 0.25  # extra mean severity at B per unit of case_mix above 1
 
@@ -143,6 +147,30 @@ def resolve_shift(shift: SiteShift | str | None, **overrides: Any) -> SiteShift:
     if bad:
         raise ValueError(f"unknown SiteShift field(s) {bad}; known: {sorted(known)}")
     return replace(base, **overrides) if overrides else base
+
+
+def parse_options(pairs: dict[str, str]) -> dict[str, Any]:
+    """``{"policy": "same", "icd9": "false", "case_mix": "1.5"}`` (text, as a command line gives it) -> typed
+    SiteShift overrides. Raises ValueError naming the field for an unknown field or a value of the wrong type."""
+    types = {f.name: f.type for f in fields(SiteShift)}
+    out: dict[str, Any] = {}
+    for key, text in pairs.items():
+        kind = types.get(key)
+        if kind is None:
+            raise ValueError(f"unknown SiteShift field '{key}'; known: {sorted(types)}")
+        if kind in (bool, "bool"):
+            low = text.strip().lower()
+            if low not in ("true", "false", "yes", "no", "1", "0"):
+                raise ValueError(f"SiteShift field '{key}' takes true or false")
+            out[key] = low in ("true", "yes", "1")
+        elif kind in (float, "float"):
+            try:
+                out[key] = float(text)
+            except ValueError:
+                raise ValueError(f"SiteShift field '{key}' takes a number") from None
+        else:
+            out[key] = text.strip()
+    return out
 
 
 def code_map_to_a(shift: SiteShift) -> dict[str, str]:
