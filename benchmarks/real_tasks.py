@@ -1,16 +1,18 @@
 """The shipped MIMIC-IV demo tasks end to end: ehrseq's models against MEDS-Tab-style count baselines.
 
-    python -m benchmarks.real_tasks [--data PATH] [--tasks in_hospital_mortality ...] [--seed 0] [--quick]
+    python -m benchmarks.real_tasks [--data PATH] [--tasks in_hospital_mortality ...] [--seeds 0 1 2] [--quick]
     python -m benchmarks.real_tasks --labels my_task=labels/    # a MEDS label file/dir instead of a task file
 
-For each task file in configs/tasks/mimic/ (with predicates.yaml): labels are built once (ACES), one random
-patient split (70/15/15, --seed) is shared by every model, and every model is scored on the same held-out rows
-by the same code (ehrseq.evaluate.summary.summarize for binary tasks; Harrell's C with the same patient
-bootstrap, C-td and IBS on one time grid for time-to-event tasks). Binary tasks: ehrseq RNN and BEHRT (small
-presets, api.finetune) against L2 logistic regression and gradient boosting on count features
-(benchmarks/baselines.py) and a no-skill reference (the train prevalence). Time-to-event tasks: ehrseq DeepSurv
-against an elastic-net Cox model on the same count features and Kaplan-Meier. Writes
-benchmarks/results/real_tasks.md.
+For each task file in configs/tasks/mimic/ (with predicates.yaml): labels are built once (ACES); per seed
+(--seeds, default 0 1 2) one random patient split (70/15/15) is shared by every model, and every model is
+scored on the same held-out rows by the same code (ehrseq.evaluate.summary.summarize for binary tasks;
+Harrell's C with the same patient bootstrap, C-td and IBS on one time grid for time-to-event tasks). Binary
+tasks: ehrseq RNN and BEHRT through api.finetune, with today's defaults (small presets) and with the run
+configs for dense real data (configs/mimic_rnn.yaml, configs/mimic_behrt.yaml), against L2 logistic
+regression and gradient boosting on count features (benchmarks/baselines.py) and a no-skill reference (the
+train prevalence). Time-to-event tasks: ehrseq DeepSurv against an elastic-net Cox model on the same count
+features and Kaplan-Meier. Writes benchmarks/results/real_tasks.md: the first seed's tables in full, then
+AUROC (C) and near-constant flags of every model on every seed.
 
 Cost per step: wall seconds, and peak RSS above the RSS at the step's start (MB), from /proc/self/statm sampled
 every 5 ms by a thread. The steps of api.finetune are timed by wrapping, for the run only, Featurizer.fit and
@@ -39,8 +41,9 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks import baselines as B
 from benchmarks.common import write_result
-from benchmarks.real_tasks_report import COX, GBM, LR, cost_section, task_section
+from benchmarks.real_tasks_report import COX, GBM, LR, cost_section, header, seeds_section, task_section
 from ehrseq import api
+from ehrseq.config import FinetuneConfig, load_config
 from ehrseq.evaluate.bootstrap import bootstrap_ci
 from ehrseq.evaluate.metrics import MetricResult, auroc
 from ehrseq.evaluate.summary import prediction_spread, summarize
@@ -56,11 +59,15 @@ from ehrseq.tasks.label_files import TaskLabels, match_labels, read_task_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_DIR = ROOT / "configs" / "tasks" / "mimic"
-DEFAULT_DATA = Path("/work/shared/data/mimic_iv_demo_meds/events.parquet")
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mimic_iv_demo_meds" / "events.parquet"  # ../shared beside the checkout
 COLUMN_MAP = {"value": "numeric_value"}
 SPLITS = ("train", "tuning", "held_out")
 
 MB = 1024 * 1024
+RNN_DEFAULT, BEHRT_DEFAULT = "ehrseq RNN (GRU, small)", "ehrseq BEHRT (small)"  # today's defaults
+# the run configs for dense real data (each file says what it changes and why)
+RUN_CONFIGS = {"ehrseq RNN (configs/mimic_rnn.yaml)": ROOT / "configs" / "mimic_rnn.yaml",
+               "ehrseq BEHRT (configs/mimic_behrt.yaml)": ROOT / "configs" / "mimic_behrt.yaml"}
 AGE = "age only (no model)"
 log = logging.getLogger("benchmarks.real_tasks")
 
@@ -199,9 +206,36 @@ def _rows(feats: B.TabularFeatures, mask: np.ndarray) -> B.TabularFeatures:
     return B.TabularFeatures(feats.counts[mask], feats.dense[mask], feats.count_names, feats.dense_names)
 
 
-def run_task(name: str, tl: TaskLabels, data: api.LoadedData, meter: StepMeter, a: argparse.Namespace
-             ) -> dict[str, Any]:
-    """Every model of one task on the shared split; returns scores, row counts and per-model notes."""
+def binary_runs(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The ehrseq runs of a binary task: today's defaults (small presets) and the MIMIC run configs."""
+    epochs, behrt_epochs = (2, 2) if a.quick else (a.epochs, a.behrt_epochs)
+    quick = {"epochs": 2} if a.quick else {}
+    return {RNN_DEFAULT: dict(model="rnn", preset="small", train={"epochs": epochs, "patience": 5, "progress": False}),
+            BEHRT_DEFAULT: dict(model="behrt", preset="small",
+                                train={"epochs": behrt_epochs, "patience": 3, "progress": False}),
+            **{name: dict(config=str(path), train={"progress": False, **quick}) for name, path in RUN_CONFIGS.items()}}
+
+
+def _note(res: api.FinetuneResult, cfg: FinetuneConfig) -> str:
+    """Best epoch of the cap, what the model saw and, for the run configs, how the epoch was chosen."""
+    best = res.metrics["train"].get("best_epoch")  # DeepSurv counts from 0, the trainer from 1
+    best = None if best is None else best + (cfg.model == "deepsurv")
+    cap = cfg.model_overrides.get("epochs") if cfg.model == "deepsurv" else cfg.train.epochs
+    fz = res.featurizer
+    seen = {"rnn": f"{fz.n_step_features} step + {fz.n_static_features} static features"
+                   + (f", steps per {fz.config.step_every}" if fz.config.step_every != "event" else ""),
+            "behrt": f"vocabulary {len(fz.vocab_)} codes, max_len {fz.config.max_len}",
+            "deepsurv": f"{fz.n_static_features + fz.n_step_features} tabular features"}[cfg.model]
+    how = {"auroc": "best tuning AUROC", "last_epoch": "tuning has one class: last epoch"}.get(
+        res.metrics["train"].get("monitor", "loss"), "")
+    pw = res.metrics["train"].get("pos_weight")
+    extra = "".join(f"; {x}" for x in (how, f"pos_weight {pw:.1f}" if pw else "") if x)
+    return (f"best epoch {best} of <= {cap}{extra}; {seen}" if best is not None else seen)
+
+
+def run_task(name: str, tl: TaskLabels, data: api.LoadedData, meter: StepMeter, a: argparse.Namespace,
+             seed: int) -> dict[str, Any]:
+    """Every model of one task on the shared split of ``seed``; returns scores, row counts, per-model notes."""
     events, splits = data.events, data.splits
     kind = tl.spec.kind
     part = _part(tl, splits)
@@ -213,24 +247,20 @@ def run_task(name: str, tl: TaskLabels, data: api.LoadedData, meter: StepMeter, 
     ho = part["held_out"]
     preds: dict[str, pd.DataFrame] = {}
     notes: dict[str, str] = {LR: f"{x_all.counts.shape[1]} count + {x_all.dense.shape[1]} dense features"}
-    epochs, behrt_epochs = (2, 2) if a.quick else (a.epochs, a.behrt_epochs)
-    common = dict(labels=tl, seed=a.seed, n_bootstrap=0, split={"strategy": "data"})
+    common = dict(labels=tl, seed=seed, n_bootstrap=0, split={"strategy": "data"})
     if kind == "binary":
         y_tr = part["train"]["boolean_value"].to_numpy(int)
         base = ho[["subject_id", "prediction_time"]].assign(y_true=ho["boolean_value"].astype(float).to_numpy())
         with meter.step("train", name, LR):
-            lr, design = B.fit_logistic(X["train"], y_tr, seed=a.seed)
+            lr, design = B.fit_logistic(X["train"], y_tr, seed=seed)
         with meter.step("predict", name, LR):
             preds[LR] = base.assign(y_prob=lr.predict_proba(design.transform(X["held_out"]))[:, 1])
         with meter.step("train", name, GBM):
-            gbm = B.fit_gbm(X["train"], y_tr, seed=a.seed, max_iter=20 if a.quick else 200)
+            gbm = B.fit_gbm(X["train"], y_tr, seed=seed, max_iter=20 if a.quick else 200)
         with meter.step("predict", name, GBM):
             preds[GBM] = base.assign(y_prob=gbm.predict_proba(X["held_out"].to_dense())[:, 1])
         preds["train prevalence (no skill)"] = base.assign(y_prob=float(y_tr.mean()))
-        runs = {"ehrseq RNN (GRU, small)": dict(model="rnn", preset="small",
-                                                train={"epochs": epochs, "patience": 5, "progress": False}),
-                "ehrseq BEHRT (small)": dict(model="behrt", preset="small",
-                                             train={"epochs": behrt_epochs, "patience": 3, "progress": False})}
+        runs = binary_runs(a)
     else:
         d_tr, e_tr = part["train"]["duration"].to_numpy(float), part["train"]["event"].to_numpy(int)
         base = ho[["subject_id", "prediction_time", "duration", "event"]]
@@ -245,20 +275,13 @@ def run_task(name: str, tl: TaskLabels, data: api.LoadedData, meter: StepMeter, 
             p = res.predictions["held_out"]
             preds[model] = p
             stored[model] = res.metrics["held_out"]
-            best = res.metrics["train"].get("best_epoch")  # DeepSurv counts from 0, the trainer from 1
-            best = None if best is None else best + (kw["model"] == "deepsurv")
-            cap = {"behrt": behrt_epochs, "deepsurv": kw.get("model_overrides", {}).get("epochs")}.get(kw["model"], epochs)
-            fz = res.featurizer
-            seen = {"rnn": f"{fz.n_step_features} step + {fz.n_static_features} static features",
-                    "behrt": f"vocabulary {len(fz.vocab_)} codes",
-                    "deepsurv": f"{fz.n_static_features + fz.n_step_features} tabular features"}[kw["model"]]
-            notes[model] = f"best epoch {best} of <= {cap}; {seen}" if best is not None else seen
+            notes[model] = _note(res, load_config(kw.get("config"), **{k: v for k, v in kw.items() if k != "config"}))
     for model, p in preds.items():
         same = p[["subject_id", "prediction_time"]].reset_index(drop=True)
         if not same.equals(base[["subject_id", "prediction_time"]].reset_index(drop=True)):
             raise RuntimeError(f"{name}: {model} scored other held-out rows than the baselines")
     if kind == "binary":
-        return {"kind": kind, "scores": score_binary(preds, a.n_boot, a.seed), "part": part, "notes": notes}
+        return {"kind": kind, "scores": score_binary(preds, a.n_boot, seed), "part": part, "notes": notes}
     grid = default_time_grid(base["duration"].to_numpy(float))
     curves: dict[str, pd.DataFrame | None] = {"ehrseq DeepSurv": None}
     if B.have_sksurv():
@@ -272,7 +295,7 @@ def run_task(name: str, tl: TaskLabels, data: api.LoadedData, meter: StepMeter, 
         notes[COX] = f"alpha {cox.alpha_:.3g} (best tuning C), l1_ratio {cox.l1_ratio}; {notes.pop(LR)}"
     else:  # not a survival model: ranks by P(event observed in follow-up), censoring ignored
         name_fb = COX.replace("Coxnet", "GBM on observed event (ignores censoring)")
-        gbm = B.fit_gbm(X["train"], e_tr, seed=a.seed)
+        gbm = B.fit_gbm(X["train"], e_tr, seed=seed)
         preds[COX] = base.assign(risk=gbm.predict_proba(X["held_out"].to_dense())[:, 1])
         curves[COX] = None
         notes[COX] = f"scikit-survival not installed: {name_fb}; no curves"
@@ -289,7 +312,7 @@ def run_task(name: str, tl: TaskLabels, data: api.LoadedData, meter: StepMeter, 
     stored[AGE] = no_curves
     if curves[COX] is None:
         stored[COX] = no_curves
-    scores = score_survival(preds, curves, grid, a.n_boot, a.seed, stored)
+    scores = score_survival(preds, curves, grid, a.n_boot, seed, stored)
     return {"kind": kind, "scores": scores, "part": part, "notes": notes}
 
 
@@ -310,91 +333,80 @@ def task_sources(a: argparse.Namespace) -> dict[str, tuple[str, Path]]:
     return found
 
 
+def _task_labels(name: str, how: str, path: Path, ev: pd.DataFrame, a: argparse.Namespace) -> TaskLabels:
+    if how == "task":
+        from ehrseq.tasks.aces import extract_labels
+
+        tl = extract_labels(path, ev, predicates_path=Path(a.task_dir) / "predicates.yaml", name=name)
+    else:
+        tl = read_task_labels(path, name=name)
+    return match_labels(tl, ev, file=str(path))[0]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--task-dir", type=Path, default=TASK_DIR)
     ap.add_argument("--tasks", nargs="+", help="task names (file stems); default: every task file")
     ap.add_argument("--labels", nargs="+", metavar="NAME=PATH", help="MEDS label files/dirs as extra tasks")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                    help="patient splits to run; the first one's tables are written in full, all in a summary")
+    ap.add_argument("--seed", type=int, help="one split only (the same as --seeds SEED)")
     ap.add_argument("--quick", action="store_true", help="2 epochs, 20 boosting rounds, 100 resamples (smoke run)")
-    ap.add_argument("--epochs", type=int, default=30, help="max epochs of RNN and DeepSurv (early stopping)")
-    ap.add_argument("--behrt-epochs", type=int, default=15, help="max epochs of BEHRT (early stopping)")
+    ap.add_argument("--epochs", type=int, default=30, help="max epochs of the default RNN and DeepSurv")
+    ap.add_argument("--behrt-epochs", type=int, default=15, help="max epochs of the default BEHRT")
     ap.add_argument("--top-k", type=int, default=500)
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1, help="torch and BLAS/OpenMP threads")
     a = ap.parse_args()
+    seeds = [a.seed] if a.seed is not None else list(dict.fromkeys(a.seeds))
     if a.quick:
         a.n_boot = min(a.n_boot, 100)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("ehrseq.evaluate").setLevel(logging.ERROR)  # near-constant warnings go into the table
+    for quiet in ("ehrseq.evaluate", "ehrseq.recipes.sequence"):  # near-constant / fallback notes: in the table
+        logging.getLogger(quiet).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     torch.set_num_threads(a.threads)
     sources = task_sources(a)
-    meter = StepMeter()
+    meters = {s: StepMeter() for s in seeds}
     t0 = time.perf_counter()
-    results, labels = {}, {}
+    by_seed: dict[int, dict[str, dict[str, Any]]] = {}
+    split_of: dict[int, pd.DataFrame] = {}
+    labels: dict[str, TaskLabels] = {}
     with threadpool_limits(a.threads):
-        with meter.step("labels", "(data)", "read events"):
+        with meters[seeds[0]].step("labels", "(data)", "read events"):
             raw = api.load_data(a.data, column_map=COLUMN_MAP)
         ev = raw.events
-        splits = PatientSplitter(strategy="random", fractions=(0.7, 0.15, 0.15), seed=a.seed).split(
-            subjects_table(ev))
-        data = api.LoadedData(ev, splits, None, raw.source)
-        for name, (how, path) in sources.items():
-            with meter.step("labels", name, "labels (shared)"):
-                if how == "task":
-                    from ehrseq.tasks.aces import extract_labels
-
-                    tl = extract_labels(path, ev, predicates_path=Path(a.task_dir) / "predicates.yaml", name=name)
-                else:
-                    tl = read_task_labels(path, name=name)
-                tl, _ = match_labels(tl, ev, file=str(path))
-            labels[name] = tl
-            print(f"{name}: {len(tl)} rows ({tl.spec.kind})", flush=True)
-            results[name] = run_task(name, tl, data, meter, a)
-            print(f"{name}: done at {time.perf_counter() - t0:.0f}s", flush=True)
-    meter.close()
+        for seed in seeds:
+            meter, results = meters[seed], by_seed.setdefault(seed, {})
+            splits = split_of[seed] = PatientSplitter(strategy="random", fractions=(0.7, 0.15, 0.15),
+                                                      seed=seed).split(subjects_table(ev))
+            data = api.LoadedData(ev, splits, None, raw.source)
+            for name, (how, path) in sources.items():
+                if name not in labels:
+                    with meter.step("labels", name, "labels (shared)"):
+                        labels[name] = _task_labels(name, how, path, ev, a)
+                    print(f"{name}: {len(labels[name])} rows ({labels[name].spec.kind})", flush=True)
+                results[name] = run_task(name, labels[name], data, meter, a, seed)
+                print(f"seed {seed} {name}: done at {time.perf_counter() - t0:.0f}s", flush=True)
+    for m in meters.values():
+        m.close()
     total = time.perf_counter() - t0
-    n_held = int((splits["split"] == "held_out").sum())
-    sizes = ", ".join(f"{s} {int((splits['split'] == s).sum())}" for s in SPLITS)
-    body = [
-        f"Data: `{a.data}` ({ev['subject_id'].nunique()} patients, {len(ev)} events after de-duplication); one "
-        f"random patient split, seed {a.seed}, 70/15/15 "
-        f"({sizes} patients), shared by every "
-        "model; task files in configs/tasks/mimic/ with predicates.yaml, labels built once (ACES).",
-        "",
-        f"**With {n_held} held-out patients every interval below is wide** (95% patient-bootstrap percentile "
-        f"intervals, {a.n_boot} resamples; 'CI undefined' when fewer than 80% of the resamples hold both classes "
-        "or an event). These numbers show that every model runs end to end on real data; they cannot rank the "
-        "models. The paired Δ columns resample the same patients for both models, which is the fair test of a "
-        "difference; overlapping marginal CIs alone do not show there is none. The split alone moves these "
-        "numbers a lot (rerun with --seed 1 or --seed 2 to see it).",
-        "",
-        f"Models: ehrseq RNN (GRU, preset small) and BEHRT (preset small, max_len 256) through api.finetune, "
-        f"<= {2 if a.quick else a.epochs} epochs (BEHRT <= {2 if a.quick else a.behrt_epochs}) with early stopping "
-        "on the tuning loss (RNN patience 5, BEHRT 3), lr 2e-3, batch 64; DeepSurv (ehrseq defaults: MLP [32, 32], "
-        f"lr 1e-2, patience 10, <= {2 if a.quick else 200} epochs) on the featurizer's tabular view. Baselines on count features "
-        f"(benchmarks/baselines.py, MEDS-Tab style): counts of the train split's top {a.top_k} codes over the whole "
-        "history, 7 days and 24 h up to prediction_time (inclusive), last value of the 100 most measured numeric "
-        "codes, age, sex; L2 logistic regression (C 0.1, standardised log-counts), HistGradientBoosting "
-        f"({20 if a.quick else 200} rounds, lr 0.05, 15 leaves), elastic-net Cox (scikit-survival Coxnet, l1_ratio 0.5, alpha by tuning C). "
-        "Baselines train on the train split; no hyper-parameter is tuned per task except the Coxnet alpha. "
-        "prob/risk std: standard deviation of the held-out predictions; near-constant (std < 0.01 or < 2 "
-        "distinct values, ehrseq.evaluate.summary) is flagged. The no-skill rows are references, constant by "
-        "construction.",
-        "",
-    ]
-    for name, r in results.items():
+    first = by_seed[seeds[0]]
+    body = header(a, ev, split_of[seeds[0]], seeds, RUN_CONFIGS)
+    for name, r in first.items():
         body += task_section(name, labels[name], r)
-    body += cost_section(meter.rows, ["(data)", *results])
+    if len(seeds) > 1:
+        body += seeds_section(by_seed)
+    body += cost_section(meters[seeds[0]].rows, ["(data)", *first])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    body += [f"Peak RSS: RSS sampled every 5 ms from /proc/self/statm; the figure is the step's peak minus its "
-             "starting RSS (memory freed by an earlier step may be reused, so it understates a step run alone). "
-             f"Process max RSS (getrusage): {peak:.0f} MB. The label step of each task includes ACES; featurize of "
-             "'count features (shared)' is fitted once per task for LR, GBM and Coxnet. torch threads "
-             f"{a.threads}, BLAS/OpenMP threads {a.threads}.", "",
-             f"Total wall time: {total:.0f} s ({total / 60:.1f} min){' (--quick)' if a.quick else ''}."]
+    body += [f"Cost of the seed-{seeds[0]} split. Peak RSS: RSS sampled every 5 ms from /proc/self/statm; the figure "
+             "is the step's peak minus its starting RSS (memory freed by an earlier step may be reused, so it "
+             f"understates a step run alone). Process max RSS (getrusage): {peak:.0f} MB. The label step of each task "
+             "includes ACES; featurize of 'count features (shared)' is fitted once per task for LR, GBM and Coxnet. "
+             f"torch threads {a.threads}, BLAS/OpenMP threads {a.threads}.", "",
+             f"Total wall time ({len(seeds)} split{'s' if len(seeds) > 1 else ''}): {total:.0f} s "
+             f"({total / 60:.1f} min){' (--quick)' if a.quick else ''}."]
     text = "\n".join(body)
     print(text)
     print(f"wrote {write_result('Real tasks: MIMIC-IV demo, ehrseq models vs count-feature baselines', text)}")

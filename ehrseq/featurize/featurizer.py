@@ -9,9 +9,12 @@ Two views per label row:
 - tokens (BEHRT): ``[CLS] static... v1 codes [SEP] v2 codes [SEP] ...``; a visit is a calendar day; keeps the
   most recent events when longer than ``max_len`` (counted); unknown codes map to UNK (counted). With
   ``repeats="last_in_visit"`` a code repeated within a visit is one token (see :mod:`ehrseq.featurize.tokens`).
-- steps (RNN): one vector per distinct event time: numeric codes (log, standardised, with missing flags),
-  a multi-hot over the most frequent other codes, and log days since the previous step; plus static
-  features (age at prediction_time, sex, baseline numeric codes such as RF / anti-CCP that occur in train).
+- steps (RNN): one vector per distinct event time (``step_every="event"``) or per calendar hour / day of
+  events (``"hour"``, ``"day"``: dense data, so ``max_visits`` steps reach further back): numeric codes (log,
+  standardised, the step's last value, with missing flags), a multi-hot over the most frequent other codes,
+  and log days since the previous step; plus static features (age at prediction_time, sex, baseline numeric
+  codes such as RF / anti-CCP that occur in train). A row whose prediction_time falls inside an hour / day
+  sees that step built from its events up to prediction_time only.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ehrseq import codes
 from ehrseq.data.batch import SPECIAL_TOKENS, UNK_ID
 from ehrseq.errors import DataValidationError
 from ehrseq.featurize.featureset import FeatureSet
+from ehrseq.featurize.steps import STEP_WIDTH_US, StepCodes, Stream, build_steps, open_steps
 from ehrseq.featurize.tokens import REPEAT_POLICIES, build_tokens, first_in_visit, next_in_visit
 from ehrseq.io.conventions import DatasetConventions, detect, sex_of
 from ehrseq.split import ids_in
@@ -62,8 +66,14 @@ class FeaturizerConfig:
     static_numeric_codes: tuple[str, ...] = (codes.RF, codes.ANTI_CCP)
     top_step_codes: int = 48  # multi-hot codes per step (most frequent non-numeric codes in train)
     birth_code: str = codes.BIRTH
+    # RNN steps: one per distinct event time ("event"), or the events of one calendar hour / day merged into one
+    # step ("hour", "day"; a numeric code's last value in it, codes OR-ed). On ICU data an event-time step is
+    # minutes apart, so max_visits steps cover a few hours; see benchmarks/results/real_tasks.md.
+    step_every: str = "event"
 
     def __post_init__(self) -> None:
+        if self.step_every not in STEP_WIDTH_US:
+            raise ValueError(f"featurizer.step_every must be one of {list(STEP_WIDTH_US)}, got {self.step_every!r}")
         if self.positions not in ("first", "last"):
             raise ValueError(f"featurizer.positions must be 'first' or 'last', got {self.positions!r}")
         if self.repeats not in REPEAT_POLICIES:
@@ -102,9 +112,12 @@ class Featurizer:
             if len(v) >= cfg.min_count
         }
         # Step features.
-        n_steps = max(timed[["subject_id", "time"]].drop_duplicates().shape[0], 1)
+        width = STEP_WIDTH_US[cfg.step_every]  # numeric codes: those measured at >= 5% of the steps
+        step_of = (lambda f: f) if width is None else (
+            lambda f: f.assign(time=f["time"].astype("datetime64[us]").astype(np.int64) // width))
+        n_steps = max(step_of(timed[["subject_id", "time"]]).drop_duplicates().shape[0], 1)
         if cfg.numeric_codes is None:
-            per = num.drop_duplicates(["subject_id", "time", "code"])["code"].value_counts()
+            per = step_of(num[["subject_id", "time", "code"]]).drop_duplicates()["code"].value_counts()
             numeric = sorted(str(c) for c in per.index[per >= 0.05 * n_steps]
                              if str(c) not in cfg.static_numeric_codes and counts.get(c, 0) >= cfg.min_count)
         else:
@@ -213,10 +226,15 @@ class Featurizer:
         age_pred = np.where(lb_us == np.iinfo(np.int64).min, np.nan, (pred_us - lb_us) / (365.25 * US_PER_DAY))
         age_pred_id = np.clip(np.nan_to_num(np.floor(age_pred), nan=-1), -1, cfg.max_age - 1).astype(np.int64) + 1
 
-        # Steps for the RNN: one per distinct (subject, time).
-        step_x, step_sid, step_t = self._steps(timed, sid, t_us, code_inv, uniq)
-        step_start = np.searchsorted(step_sid, lab_sid, side="left")
-        step_cut = _cuts(step_sid, step_t, lab_sid, lab_t)
+        # Steps for the RNN: one per distinct (subject, time), or per (subject, hour / day).
+        stream = Stream(sid, t_us, code_inv, uniq, values)
+        sc = StepCodes(self.numeric_codes_, self.num_mean_, self.num_std_, self.step_codes_)
+        steps = build_steps(sc, cfg.step_every, stream)
+        step_x, step_start = steps.x, np.searchsorted(steps.sid, lab_sid, side="left")
+        step_cut = _cuts(steps.sid, steps.t, lab_sid, lab_t)  # steps whose last event is at or before the time
+        if cfg.step_every != "event":  # a row's hour / day still open at its prediction_time: up to it only
+            step_x, step_start, step_cut = open_steps(sc, cfg.max_visits, steps, step_start, step_cut, lab_sid,
+                                                      tok_cut, stream)
         static_x = self._static(ev, labels, static, age_pred)
 
         tok_pin = self._pins(code_id, sid, lab_sid, tok_cut)
@@ -269,33 +287,6 @@ class Featurizer:
             p = np.flatnonzero(has & (code_inv == k))
             out[p] = np.searchsorted(np.asarray(edges), values[p], side="right") + 2
         return out
-
-    def _steps(self, timed: pd.DataFrame, sid: np.ndarray, t_us: np.ndarray, code_inv: np.ndarray,
-               uniq: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per (subject, time) step vectors: [numeric z, numeric missing] + multi-hot + log gap days."""
-        new = np.r_[True, (sid[1:] != sid[:-1]) | (t_us[1:] != t_us[:-1])] if len(sid) else np.zeros(0, bool)
-        step_idx = np.cumsum(new) - 1
-        n = int(step_idx[-1] + 1) if len(step_idx) else 0
-        step_sid, step_t = sid[new], t_us[new]
-        nn, nc = len(self.numeric_codes_), len(self.step_codes_)
-        x = np.zeros((n, 2 * nn + nc + 1), np.float32)
-        x[:, nn:2 * nn] = 1.0  # missing until seen
-        val = timed["numeric_value"].to_numpy(np.float64)
-        num_pos = {c: i for i, c in enumerate(self.numeric_codes_)}
-        col = np.array([num_pos.get(u, np.nan) for u in uniq], np.float64)[code_inv] if uniq else np.zeros(0)
-        m = ~np.isnan(col) & ~np.isnan(val)
-        j = col[m].astype(np.int64)
-        z = (np.log1p(np.maximum(val[m], 0)) - np.asarray(self.num_mean_)[j]) / np.asarray(self.num_std_)[j]
-        x[step_idx[m], j] = z  # last value within a step wins
-        x[step_idx[m], nn + j] = 0.0
-        hot_pos = {c: i for i, c in enumerate(self.step_codes_)}
-        col = np.array([hot_pos.get(u, np.nan) for u in uniq], np.float64)[code_inv] if uniq else np.zeros(0)
-        m = ~np.isnan(col)
-        x[step_idx[m], 2 * nn + col[m].astype(np.int64)] = 1.0
-        new_subj = np.r_[True, step_sid[1:] != step_sid[:-1]] if n else np.zeros(0, bool)
-        gap = np.where(new_subj, 0, np.diff(step_t, prepend=step_t[:1]) / US_PER_DAY) if n else np.zeros(0)
-        x[:, -1] = np.log1p(np.maximum(gap, 0)) / 5.0
-        return x, step_sid, step_t
 
     def _static(self, ev: pd.DataFrame, labels: pd.DataFrame, static: pd.DataFrame, age_pred: np.ndarray) -> np.ndarray:
         """[age z, female, male (static rows with the fitted sex prefixes), per baseline numeric code: z of the

@@ -7,6 +7,8 @@ tuning) and save (safetensors + JSON, the task and the split recorded).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import torch
 from ehrseq.artifacts import Artifact, save_artifact
 from ehrseq.config import FinetuneConfig, config_to_dict
 from ehrseq.data.dataset import SequenceDataset
-from ehrseq.errors import ArtifactError, TargetError
+from ehrseq.errors import ArtifactError, ConfigError, TargetError
 from ehrseq.featurize.featurizer import Featurizer
 from ehrseq.recipes.common import FinetuneResult, Run, split_record, subsample_rows
 from ehrseq.registry import (
@@ -35,6 +37,8 @@ from ehrseq.tasks.arrays import target_arrays
 from ehrseq.tasks.label_files import TaskLabels
 from ehrseq.tasks.spec import TaskSpec
 from ehrseq.utils import frame_hash
+
+log = logging.getLogger(__name__)
 
 
 def _label_names(tl: TaskLabels, splits: pd.DataFrame, cfg: FinetuneConfig) -> list[str] | None:
@@ -69,6 +73,7 @@ def finetune_sequence(run: Run, cfg: FinetuneConfig, out: str | Path | None) -> 
     events, splits, tl, match, init_art = run.events, run.splits, run.task, run.label_match, run.init
     spec = tl.spec
     head = head_for(spec.kind)
+    _check_monitor(cfg.train.monitor, spec)  # before the (slow) featurizer
     from_pretrain = _check_init(init_art, spec, cfg.model) if init_art is not None else False
     if init_art is not None:
         fz = Featurizer.from_dict(init_art.featurizer)  # frozen: the vocabulary the weights were trained on
@@ -90,19 +95,31 @@ def finetune_sequence(run: Run, cfg: FinetuneConfig, out: str | Path | None) -> 
         raise TargetError(f"no '{spec.name}' label rows in the train split")
     _check_trainable(spec, parts["train"], label_names)
     n_out = len(label_names) if head in ("multilabel", "multiclass") else 1
+    overrides = dict(cfg.model_overrides)
+    pos_weight = resolve_pos_weight(overrides.pop("pos_weight", None), spec, parts["train"])
     if from_pretrain:
-        model = behrt_from_pretrained(init_art, head, n_out, dict(cfg.model_overrides))
+        model = behrt_from_pretrained(init_art, head, n_out, overrides, pos_weight)
     elif init_art is not None:
         model = model_from_artifact(init_art)
+        if pos_weight is not None:  # the class balance of this train split, not the one the artifact saw
+            model.config.pos_weight = pos_weight
     else:
-        model = build_model(cfg.model, head, n_out, fz, cfg.preset, dict(cfg.model_overrides), None)
+        model = build_model(cfg.model, head, n_out, fz, cfg.preset, overrides, pos_weight)
     from ehrseq.evaluate.summary import summarize
     from ehrseq.train.trainer import train
 
     torch.manual_seed(cfg.seed)
-    result = train(model, parts["train"], parts["tuning"], replace(cfg.train, seed=cfg.seed))
+    train_cfg = replace(cfg.train, seed=cfg.seed)
+    score = tuning_score(train_cfg.monitor, spec, parts["tuning"])
+    monitor = train_cfg.monitor
+    if score is None and monitor != "loss":  # no tuning AUROC: every epoch runs, the last weights are kept
+        monitor, train_cfg = "last_epoch", replace(train_cfg, monitor="loss")
+        result = train(model, parts["train"], None, train_cfg, keep_best=False)
+    else:
+        result = train(model, parts["train"], parts["tuning"], train_cfg, tuning_score=score)
     metrics: dict[str, Any] = {"train": {"best_epoch": result.best_epoch, "history": result.history,
-                                         "sequences_per_second": result.sequences_per_second},
+                                         "sequences_per_second": result.sequences_per_second,
+                                         "monitor": monitor, "pos_weight": pos_weight},
                                "label_match": match}
     if run.init_overlap is not None:
         metrics["init_overlap"] = run.init_overlap
@@ -130,6 +147,55 @@ def finetune_sequence(run: Run, cfg: FinetuneConfig, out: str | Path | None) -> 
             train_subjects=training_subjects(splits, init_art),
         )
     return FinetuneResult(artifact, metrics, preds, model, fz)
+
+
+def resolve_pos_weight(value: Any, spec: TaskSpec, train: SequenceDataset) -> float | None:
+    """``model_overrides.pos_weight`` as the BCE positive-class weight: None (unweighted), a positive number, or
+    "balanced": n_negative / n_positive over the train split's label rows (binary tasks)."""
+    if value is None:
+        return None
+    if spec.kind not in ("binary", "multilabel"):
+        raise ConfigError(f"model_overrides.pos_weight weighs the positive class of a binary task; '{spec.name}' "
+                          f"is {spec.kind}: remove it")
+    if value == "balanced":
+        if spec.kind != "binary":
+            raise ConfigError(f"model_overrides.pos_weight: balanced is defined for binary tasks; '{spec.name}' is "
+                              "multilabel: give one number or remove it")
+        n_pos = int((train.targets[:, 0] > 0.5).sum())
+        return (len(train) - n_pos) / n_pos  # _check_trainable ran: both classes are present
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError("model_overrides.pos_weight must be a positive number or 'balanced' (n_negative / "
+                          "n_positive on the train split)")
+    return float(value)
+
+
+def tuning_score(monitor: str, spec: TaskSpec, tuning: SequenceDataset) -> Callable[[torch.nn.Module], float] | None:
+    """What the trainer early-stops on under ``train.monitor``: None for the loss; for "auroc" the tuning AUROC
+    of a binary task's logits. None, with a warning, when tuning lacks a class: then no epoch can be chosen on
+    tuning (its loss would reward predicting the one class it holds), so every epoch runs and the last is kept."""
+    if monitor == "loss":
+        return None
+    _check_monitor(monitor, spec)
+    from ehrseq.evaluate.metrics import auroc
+    from ehrseq.train.trainer import predict_logits
+
+    y = tuning.targets[:, 0] if tuning.targets is not None and len(tuning) else np.zeros(0, np.float32)
+    if len(np.unique(y)) < 2:
+        log.warning("train.monitor: %s needs both classes on the tuning split; '%s' has %d tuning rows, %d positive: "
+                    "no early stopping, the weights after the last epoch are kept", monitor, spec.name, len(y),
+                    int(y.sum()))
+        return None
+
+    def score(model: torch.nn.Module) -> float:
+        return float(auroc(y, predict_logits(model, tuning)[:, 0]).value)
+
+    return score
+
+
+def _check_monitor(monitor: str, spec: TaskSpec) -> None:
+    if monitor != "loss" and spec.kind != "binary":
+        raise ConfigError(f"train.monitor: {monitor} is for binary tasks; '{spec.name}' is {spec.kind}: remove "
+                          "train.monitor or set it to loss")
 
 
 def _check_trainable(spec: TaskSpec, train: SequenceDataset, label_names: list[str] | None) -> None:

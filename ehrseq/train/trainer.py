@@ -23,11 +23,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ehrseq.data.dataset import collate
-from ehrseq.errors import EhrseqError
+from ehrseq.errors import ConfigError, EhrseqError
 from ehrseq.train.schedule import lr_factor  # noqa: F401  (re-exported: the trainer's schedule)
 
 log = logging.getLogger(__name__)
 SCHEDULES = ("constant", "linear", "cosine")
+MONITORS = ("loss", "auroc")  # what early stopping follows on the tuning split (auroc: binary tasks)
 HEARTBEAT_SECONDS = 30.0  # without progress bars: one INFO line at least this often (and one per epoch)
 
 
@@ -47,10 +48,16 @@ class TrainConfig:
     schedule: str = "constant"
     warmup: float = 0.0
     min_delta: float = 1e-5  # a tuning loss lower by less than this is not an improvement
+    # early stopping and the kept weights follow the tuning loss ("loss"), or a tuning score the recipe computes
+    # (``tuning_score`` of train(); "auroc": binary tasks, where a handful of tuning positives makes the loss
+    # favour predicting the base rate)
+    monitor: str = "loss"
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.monitor not in MONITORS:
+            raise ValueError(f"train.monitor must be one of {MONITORS}, got {self.monitor!r}")
         if not 0.0 <= self.warmup < 1.0:
             raise ValueError(f"train.warmup must be in [0, 1), got {self.warmup}")
 
@@ -81,6 +88,7 @@ def train(
     batches: Callable[[int], Iterable[Any]] | None = None,
     tuning_loss: Callable[[nn.Module], float] | None = None,
     keep_best: bool = True,
+    tuning_score: Callable[[nn.Module], float] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place (it ends holding the best weights on the tuning split).
 
@@ -93,10 +101,19 @@ def train(
       DeepSurv's event-stratified batches; each batch needs ``len()``;
     - ``tuning_loss(model)``: the tuning loss (default: ``loss_fn`` averaged over ``tuning_ds``), e.g. the
       Cox partial likelihood over the whole tuning set rather than per batch;
-    - ``keep_best``: without any tuning loss, False keeps the last weights (True: the lowest train loss).
+    - ``keep_best``: without any tuning loss, False keeps the last weights (True: the lowest train loss);
+    - ``tuning_score(model)``: a score on tuning, higher is better (e.g. AUROC), recorded as
+      ``tuning_<cfg.monitor>``; when given, early stopping and the kept weights follow it (ties: the earlier
+      epoch) and the tuning loss is only recorded. ``TrainResult.best_tuning_loss`` is then minus the score.
     """
     if len(train_ds) == 0:
         raise EhrseqError("the training split has no labelled rows; check the split and the target")
+    if tuning_score is not None and cfg.monitor == "loss":
+        raise ValueError("a tuning_score hook needs train.monitor naming the score, not 'loss'")
+    if tuning_score is None and cfg.monitor != "loss":
+        raise ConfigError(f"train.monitor: {cfg.monitor} is computed for binary tasks of the rnn and behrt models "
+                          "only; this training (pretraining, DeepSurv, text) early-stops on the loss: remove "
+                          "train.monitor or set it to loss")
     torch.manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * math.ceil(len(train_ds) / cfg.batch_size)
@@ -143,8 +160,13 @@ def train(
                 row["tuning_loss"] = float(tuning_loss(model))
         elif tuning_ds is not None and len(tuning_ds):
             row["tuning_loss"] = evaluate_loss(model, tuning_ds, cfg.batch_size, collate_fn=collate_fn, loss_fn=step)
-        history.append(row)
         monitored = row.get("tuning_loss", row["train_loss"])
+        if tuning_score is not None:
+            model.eval()
+            with torch.no_grad():
+                row[f"tuning_{cfg.monitor}"] = float(tuning_score(model))
+            monitored = -row[f"tuning_{cfg.monitor}"]
+        history.append(row)
         if bars:
             tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         else:
