@@ -163,16 +163,19 @@ def seeds_section(by_seed: dict[int, dict[str, dict[str, Any]]]) -> list[str]:
     if binary:
         models = [m for m in by_seed[seeds[0]][binary[0]]["scores"] if m not in REFERENCES]
         lines += [f"Binary tasks ({', '.join(binary)}), {len(binary) * len(seeds)} fits per model:", "",
-                  "| model | mean AUROC | near-constant fits |", "|---|---|---|"]
+                  "| model | mean AUROC | near-constant fits | lowest prob std |", "|---|---|---|---|"]
         for m in models:
             cells = [by_seed[s][t]["scores"][m] for s in seeds for t in binary]
             vals = [c["auroc"].get("value") for c in cells if c["auroc"].get("value") is not None]
             mean = f"{sum(vals) / len(vals):.3f}" if vals else "undefined"
-            lines.append(f"| {m} | {mean} | {sum(bool(c.get('warnings')) for c in cells)} of {len(cells)} |")
+            stds = [sd for c in cells if (sd := ((c.get("prediction_spread") or {}).get("y_prob") or {}).get("std"))
+                    is not None]
+            low = f"{min(stds):.3g}" if stds else "-"
+            lines.append(f"| {m} | {mean} | {sum(bool(c.get('warnings')) for c in cells)} of {len(cells)} | {low} |")
         lines.append("")
     for t in tasks:
         kind = by_seed[seeds[0]][t]["kind"]
-        key, col = ("auroc", "positive") if kind == "binary" else ("harrell_c", "events")
+        key, col = ("auroc", "positives") if kind == "binary" else ("harrell_c", "events")
         truth = "boolean_value" if kind == "binary" else "event"
         counts = "; ".join(f"seed {s}: " + ", ".join(
             f"{sp} {int(by_seed[s][t]['part'][sp][truth].sum())}" for sp in ("train", "tuning", "held_out"))

@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _result(aurocs: dict[str, float], flat: set[str], n_pos: int) -> dict:
     part = {s: pd.DataFrame({"boolean_value": [True] * n_pos + [False] * 3}) for s in ("train", "tuning", "held_out")}
-    scores = {m: {"auroc": {"value": v}, "warnings": [{"kind": "near_constant_predictions"}] if m in flat else []}
-              for m, v in aurocs.items()}
+    scores = {m: {"auroc": {"value": v}, "prediction_spread": {"y_prob": {"std": 0.001 if m in flat else 0.2}},
+                  "warnings": [{"kind": "near_constant_predictions"}] if m in flat else []} for m, v in aurocs.items()}
     return {"kind": "binary", "scores": scores, "part": part}
 
 
@@ -24,7 +24,7 @@ def test_seeds_section_marks_near_constant_fits_and_averages_over_seeds():
     text = "\n".join(seeds_section(by_seed))
     assert "| m | 0.200 **nc** | 0.600 | 0.400 |" in text
     assert "| LR (counts) | 0.600 | 0.800 | 0.700 |" in text
-    assert "| m | 0.400 | 1 of 2 |" in text  # the binary summary: mean AUROC, near-constant fits
+    assert "| m | 0.400 | 1 of 2 | 0.001 |" in text  # the binary summary: mean AUROC, near-constant fits
     assert "no skill" not in text.split("left out.")[1]  # references, constant by construction: left out
     assert "seed 0: train 1, tuning 1, held_out 1; seed 1: train 2" in text
 
