@@ -50,7 +50,7 @@ from torch import nn
 from ehrseq.artifacts import load_artifact, save_artifact
 from ehrseq.errors import ArtifactError, ConfigError, DataValidationError
 from ehrseq.models import pycox_compat as pc
-from ehrseq.models.deepsurv import _as_2d_float, _raise_on_nonfinite, check_survival_data
+from ehrseq.models.deepsurv import DeepSurvConfig, _as_2d_float, _raise_on_nonfinite, check_survival_data
 from ehrseq.models.outputs import ModelOutput
 from ehrseq.train.trainer import TrainConfig, train
 from ehrseq.utils import seed_everything
@@ -61,25 +61,17 @@ DENSE_SUB = 10  # default grid of predict_survival: this many points per interva
 
 
 @dataclass
-class DiscreteTimeConfig:
-    """Hyper-parameters of the discrete-time heads (all JSON-serialisable)."""
+class DiscreteTimeConfig(DeepSurvConfig):
+    """Hyper-parameters of the discrete-time heads (all JSON-serialisable): DeepSurv's MLP and training knobs
+    (:class:`~ehrseq.models.deepsurv.DeepSurvConfig`) plus the time axis and DeepHit's loss weights."""
 
-    hidden_sizes: tuple[int, ...] = (32, 32)
-    dropout: float = 0.1
-    batch_norm: bool = True
-    lr: float = 1e-3
-    weight_decay: float = 1e-4  # decoupled (AdamW)
-    epochs: int = 200
-    batch_size: int = 256
-    patience: int = 10  # epochs without a better validation loss before stopping
-    seed: int = 0
     num_durations: int = 20  # cut points of the time axis (pycox LabTransDiscreteTime)
     cut_scheme: str = "quantiles"  # equal steps of the training Kaplan-Meier curve; or "equidistant"
     alpha: float = 0.2  # DeepHit only: weight of the likelihood; 1 - alpha on the ranking loss
     sigma: float = 0.1  # DeepHit only: scale of the ranking loss
 
     def __post_init__(self) -> None:
-        self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
+        super().__post_init__()
         n = self.num_durations
         if not isinstance(n, int) or isinstance(n, bool) or n < 2:
             raise ConfigError(f"num_durations must be an integer >= 2 (cut points of the time axis), got "
