@@ -191,7 +191,10 @@ def cmd_explain(a: argparse.Namespace) -> int:
           f"is {imp.attrs.get('method', 'shuffled across patients')}:")
     print(imp.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if a.out:
-        imp.to_csv(a.out, index=False)
+        from ehrseq.io.guards import atomic_file
+
+        with atomic_file(a.out) as tmp:  # a failed write leaves no half table, and keeps an --overwrite'd one
+            imp.to_csv(tmp, index=False)
     return 0
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ehrseq.errors import DataValidationError
+from ehrseq.io.guards import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ def write_code_map(mapping: Mapping[str, str], path: str | Path) -> Path:
     """Write ``mapping`` as a code map CSV (source_code,target_code), sorted by source code."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_file(p) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(COLUMNS[0])
         for s in sorted(mapping):

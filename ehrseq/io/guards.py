@@ -6,19 +6,21 @@
 - :class:`OutputLock`: one writer per output directory (``ehrseq score --out``): a lock file created with
   ``O_EXCL``; a second writer is refused cleanly; a lock left by a process that no longer runs is taken over,
   with a warning in the log.
+- :func:`atomic_file` and :func:`replace_directory`: a file or directory appears whole, or not at all.
 - :func:`check_training_cohort`: a minimum number of train subjects and of label rows per class
   (``FinetuneConfig.min_train_subjects`` / ``min_class_count``), checked before the featurizer is fitted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -213,8 +215,24 @@ def check_training_cohort(labels: pd.DataFrame, kind: str, train_ids: object, *,
                           f"min_class_count={min_class_count} rows of {need}); check the task definition or the "
                           "split, or lower min_class_count in the config")
 
-__all__ = ["OutputExistsError", "OutputLock", "OutputLockedError", "OutputNotWritableError", "check_output",
-           "check_output_file", "check_training_cohort"]
+__all__ = ["OutputExistsError", "OutputLock", "OutputLockedError", "OutputNotWritableError", "atomic_file",
+           "check_output", "check_output_file", "check_training_cohort", "replace_directory"]
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; once the block ends without an error it is renamed to ``path``
+    in one step (readers see the old file or the new one, whole); on an error it is removed and ``path`` is
+    left as it was."""
+    p = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def replace_directory(tmp: Path, out: Path) -> None:

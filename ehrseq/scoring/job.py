@@ -39,6 +39,7 @@ from ehrseq.scoring.reading import (
     _resolve_source,
     file_policies,
 )
+from ehrseq.scoring.reaper import Reaper
 from ehrseq.scoring.shards import _score_and_write, _shard_stats, _write_shard, shard_path  # noqa: F401
 from ehrseq.scoring.summary import QuarantineLimitError, ScoreSummary, ScoringError
 
@@ -368,10 +369,11 @@ def _run_ray(shards: Iterator[tuple[int, pd.DataFrame]], done: dict[int, dict[st
     new: dict[int, dict[str, Any]] = {}
     if items:
         started = not ray.is_initialized()
-        if started:
-            ray.init(num_cpus=max(os.cpu_count() or 1, 1), include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+        reaper = Reaper().__enter__() if started else None  # a kill -9 of this job stops the cluster it starts
         try:
+            if started:
+                ray.init(num_cpus=max(os.cpu_count() or 1, 1), include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
             ctx = ray.data.DataContext.get_current()
             ctx.execution_options.preserve_order = True
             ctx.enable_progress_bars = False
@@ -389,6 +391,8 @@ def _run_ray(shards: Iterator[tuple[int, pd.DataFrame]], done: dict[int, dict[st
         finally:
             if started:
                 ray.shutdown()
+            if reaper is not None:
+                reaper.release()
     shutil.rmtree(staging, ignore_errors=True)
     return [done[i] if i in done else new[i] for i in range(n)]
 
