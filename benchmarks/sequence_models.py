@@ -29,6 +29,7 @@ from ehrseq.evaluate.summary import fmt, summarize
 from ehrseq.featurize.featurizer import Featurizer
 from ehrseq.featurize.tabular import tabular_view
 from ehrseq.labels import cdai_labels
+from ehrseq.scoring.prediction import predict_rows
 from ehrseq.split import ids_in
 
 
@@ -137,7 +138,7 @@ def main() -> None:
 
     # ---- Part 2: transfer A -> B
     ho_b = held_rows(ev_b, sp_b)
-    as_is = api.predict(tmp / "rnn_a", B, labels=ho_b[["subject_id", "prediction_time"]])
+    as_is = predict_rows(tmp / "rnn_a", B, ho_b[["subject_id", "prediction_time"]]).eval_frame()
     as_is["y_true"] = ho_b["boolean_value"].astype(float).to_numpy()
     xfer = api.finetune(B, init=tmp / "rnn_a", target="cdai", model="rnn", seed=a.seed, train_fraction=0.1,
                         train={**tr, "lr": 5e-4}, n_bootstrap=0)

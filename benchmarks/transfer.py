@@ -42,6 +42,7 @@ from ehrseq.evaluate.summary import fmt, summarize
 from ehrseq.featurize.featurizer import Featurizer
 from ehrseq.featurize.tabular import tabular_view
 from ehrseq.labels import cdai_labels
+from ehrseq.scoring.prediction import predict_rows
 from ehrseq.split import PatientSplitter, ids_in, subjects_table
 from ehrseq.synth.shift import resolve_shift
 
@@ -205,7 +206,7 @@ def main() -> None:
     api.finetune(A, out=tmp / "rnn_a", target="cdai", model="rnn", preset="small", seed=a.seed, train=tr, n_bootstrap=0)
     timing["RNN at A"] = time.perf_counter() - t
     for c in conds:
-        preds[f"RNN as is [{c}]"] = api.predict(tmp / "rnn_a", B[c], labels=rows).assign(y_true=y)
+        preds[f"RNN as is [{c}]"] = predict_rows(tmp / "rnn_a", B[c], rows).eval_frame().assign(y_true=y)
     rnn("RNN all of B", B["raw"], preset="small", train=tr)
     for f, s in subsets.items():
         rnn(f"RNN scratch {f:.0%}", _site(B["raw"], "B", s), preset="small", train=small)
@@ -233,7 +234,7 @@ def main() -> None:
         api.finetune(A, out=tmp / "behrt_a", train=btr, **bkw)
         timing["BEHRT at A"] = time.perf_counter() - t
         c = conds[-1]
-        preds[f"BEHRT as is [{c}]"] = api.predict(tmp / "behrt_a", B[c], labels=rows).assign(y_true=y)
+        preds[f"BEHRT as is [{c}]"] = predict_rows(tmp / "behrt_a", B[c], rows).eval_frame().assign(y_true=y)
         for name, d, kw in (("BEHRT all of B", B["raw"], {"train": btr}),
                             ("BEHRT scratch 10%", _site(B["raw"], "B", subsets[0.1]),
                              {"train": {**btr, "epochs": a.small_epochs, "patience": a.small_patience}}),

@@ -4,7 +4,7 @@
     api.synthesize(2000, out="runs/cohort")                       # MEDS + extract + truth
     res = api.finetune("runs/cohort/meds", target="cdai", out="runs/cdai_rnn")
     print(res.metrics["held_out"]["auroc"])
-    preds = api.predict("runs/cdai_rnn", "runs/cohort/meds")       # subject_id, prediction_time, ...
+    preds = api.predict("runs/cdai_rnn", "runs/cohort/meds")       # MEDS prediction columns, as `score`
 
 A task of one's own: ``api.finetune(data, labels="labels/")`` (a MEDS label file or directory, or a label
 frame) or ``api.finetune(data, task="configs/tasks/mimic/in_hospital_mortality.yaml")`` (an ACES task file).
@@ -13,6 +13,7 @@ frame) or ``api.finetune(data, task="configs/tasks/mimic/in_hospital_mortality.y
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -169,23 +170,26 @@ def predict(artifact: str | Path | Artifact, data: str | Path | LoadedData,
             labels: str | Path | pd.DataFrame | None = None, *,
             column_map: Mapping[str, str] | None = None,
             code_map: str | Path | Mapping[str, str] | None = None) -> pd.DataFrame:
-    """Score ``data`` with an RNN, BEHRT or DeepSurv artifact at the rows of ``labels`` (a MEDS label file or
-    directory, or a frame with subject_id and prediction_time; its truth columns, when present, come back
-    as y_true). Returns the evaluation columns of :meth:`Prediction.eval_frame`.
+    """Score ``data`` with an artifact at the rows of ``labels`` (a MEDS label file or directory, or a frame with
+    subject_id and prediction_time; its truth columns, when present, are carried through).
 
-    Without ``labels`` the artifact's task is rebuilt on ``data`` (built-in targets and task files); a task
-    that came from a label file needs ``labels``. :func:`predict_meds` returns the MEDS prediction schema.
+    Returns the same columns as the files of ``ehrseq score`` and evaluate's ``predictions.parquet``: the MEDS
+    prediction schema (``predicted_boolean_probability``, ``predicted_boolean_value``, ``boolean_value``, ...;
+    see :mod:`ehrseq.scoring.predict`); a binary task with its truth is exactly meds-evaluation's
+    ``PredictionSchema``. Without ``labels`` the artifact's task is rebuilt on ``data`` (built-in targets and
+    task files); a task that came from a label file needs ``labels``.
     """
-    return predict_rows(artifact, _data(data, column_map, code_map), labels).eval_frame()
+    return predict_rows(artifact, _data(data, column_map, code_map), labels).meds_frame()
 
 
 def predict_meds(artifact: str | Path | Artifact, data: str | Path | LoadedData,
                  labels: str | Path | pd.DataFrame | None = None, *,
                  column_map: Mapping[str, str] | None = None,
                  code_map: str | Path | Mapping[str, str] | None = None) -> pd.DataFrame:
-    """As :func:`predict`, in the MEDS prediction schema (``predicted_boolean_probability``, ...; binary
-    tasks with their truth are exactly meds-evaluation's PredictionSchema)."""
-    return predict_rows(artifact, _data(data, column_map, code_map), labels).meds_frame()
+    """Deprecated alias of :func:`predict`, which now returns the MEDS prediction schema itself."""
+    warnings.warn("api.predict_meds is api.predict now (the same MEDS prediction columns); it will be removed",
+                  FutureWarning, stacklevel=2)
+    return predict(artifact, data, labels, column_map=column_map, code_map=code_map)
 
 
 def _data(data: str | Path | LoadedData, column_map: Mapping[str, str] | None,

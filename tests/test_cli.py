@@ -74,7 +74,8 @@ def test_predictions_ignore_events_after_prediction_time(cohort, artifact):
     ex["numeric_value"] = ex["numeric_value"].astype("float32")
     ev = pd.concat([d.events, ex], ignore_index=True).sort_values(["subject_id", "time"], kind="stable", na_position="first")
     after = api.predict(artifact, api.LoadedData(ev, d.splits, None, "test"), labels=labels)
-    np.testing.assert_allclose(after["y_prob"].to_numpy(), base["y_prob"].to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(after["predicted_boolean_probability"].to_numpy(),
+                               base["predicted_boolean_probability"].to_numpy(), atol=1e-6)
 
 
 def test_transfer_from_artifact_keeps_its_featurizer(cohort, artifact, tmp_path):

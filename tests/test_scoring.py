@@ -54,9 +54,10 @@ def test_predictions_equal_api_predict_and_match_the_schema(cohort, reference):
     data = api.load_data(cohort["meds"])
     times = prediction_times("cdai", data.events)  # every CDAI measurement, the latest included
     want = api.predict(cohort["art"], data, labels=times)
-    m = got.merge(want, on=["subject_id", "prediction_time"], how="outer", indicator=True)
+    assert list(want.columns) == list(got.columns)  # one set of names: api.predict is what score writes
+    m = got.merge(want, on=["subject_id", "prediction_time"], how="outer", indicator=True, suffixes=("", "_api"))
     assert (m["_merge"] == "both").all() and len(got) == len(want)
-    np.testing.assert_allclose(m["predicted_boolean_probability"], m["y_prob"], atol=1e-6)
+    np.testing.assert_allclose(m["predicted_boolean_probability"], m["predicted_boolean_probability_api"], atol=1e-6)
     assert (got["predicted_boolean_value"] == (got["predicted_boolean_probability"] >= 0.5)).all()
     art = load_artifact(cohort["art"])
     import hashlib
@@ -206,8 +207,8 @@ def test_prediction_time_and_label_file_modes_and_foreign_out_refused(cohort, tm
     got2 = pd.read_parquet(tmp_path / "o2")
     assert got2["subject_id"].tolist() == [ids[0], ids[0], ids[2]] and s.label_rows_without_events == 1
     want = api.predict(cohort["art"], cohort["meds"], labels=lab.iloc[:3].sort_values(["subject_id", "prediction_time"]))
-    m = got2.merge(want, on=["subject_id", "prediction_time"])
-    np.testing.assert_allclose(m["predicted_boolean_probability"], m["y_prob"], atol=1e-6)
+    m = got2.merge(want, on=["subject_id", "prediction_time"], suffixes=("", "_api"))
+    np.testing.assert_allclose(m["predicted_boolean_probability"], m["predicted_boolean_probability_api"], atol=1e-6)
     assert got2.loc[got2["prediction_time"] == pd.Timestamp("2020-01-01"), "predicted_boolean_probability"].iloc[0] \
         == pytest.approx(got.loc[got["subject_id"] == ids[0], "predicted_boolean_probability"].iloc[0])
 
@@ -228,3 +229,9 @@ def test_ray_engine_matches_local(cohort, reference, tmp_path):
     _, ref = reference
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "o"), ref)
     assert s.engine == "ray" and not (tmp_path / "o" / "_staging").exists()
+
+
+def test_predict_meds_is_a_deprecated_alias_of_predict(cohort, reference):
+    with pytest.warns(FutureWarning, match="api.predict"):
+        old = api.predict_meds(cohort["art"], cohort["meds"])
+    pd.testing.assert_frame_equal(old, api.predict(cohort["art"], cohort["meds"]))

@@ -129,7 +129,7 @@ def test_predict_passes_the_code_map_through(shifted, rnn_a):
     premapped = api.predict(rnn_a, load_data(shifted["root"], code_map=shifted["map"]))
     pd.testing.assert_frame_equal(by_path, premapped)
     assert len(by_arg) == len(plain)
-    assert not (by_arg["y_prob"].to_numpy() == plain["y_prob"].to_numpy()).all()  # B's labs now reach the model
+    assert not (by_arg["predicted_boolean_probability"].to_numpy() == plain["predicted_boolean_probability"].to_numpy()).all()  # B's labs now reach the model
     assert set(by_arg["subject_id"]) <= set(by_path["subject_id"])
 
 
