@@ -178,6 +178,21 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(a: argparse.Namespace) -> int:
+    """``ehrseq compare --artifacts A B ... --data D --out DIR``: the artifacts side by side on the same rows."""
+    from ehrseq.io.guards import check_output
+    from ehrseq.recipes.compare import compare_artifacts
+
+    check_output(a.out, overwrite=a.overwrite, what="an ehrseq comparison",
+                 is_ours=lambda d: (d / "compare.json").is_file())  # before the data is read
+    paths = compare_artifacts(a.artifacts, a.data, a.out, names=a.names, split=a.split, sites=a.sites or (),
+                              labels=a.labels, column_map=_column_map(a), code_map=a.code_map, n_boot=a.n_boot)
+    print(Path(paths["md"]).read_text().split("\n\n", 2)[-1].rstrip())
+    for k, p in paths.items():
+        print(f"{k}: {p}")
+    return 0
+
+
 def cmd_explain(a: argparse.Namespace) -> int:
     from ehrseq.explain import explain_artifact
 
@@ -292,7 +307,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "synth": cmd_synth, "finetune": cmd_finetune, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate,
-    "explain": cmd_explain, "validate": cmd_validate, "labels": cmd_labels, "demo": cmd_demo,
+    "explain": cmd_explain, "compare": cmd_compare, "validate": cmd_validate, "labels": cmd_labels, "demo": cmd_demo,
     "score": cmd_score,
 }
 

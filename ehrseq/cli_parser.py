@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ehrseq import __version__, names
+from ehrseq.cli_examples import EXAMPLES
 
 # FinetuneConfig / TrainConfig defaults as the help texts quote them (tests/test_cli_help.py checks them).
 CONFIG_DEFAULTS: dict[str, Any] = {
@@ -25,38 +26,6 @@ HEARTBEAT = "one log line every 30 s and per epoch instead"
 DATA_HELP = "MEDS root, MEDS Parquet file or shard directory, or EHR-extract directory of CSV tables"
 TRAINING_COMMANDS = ("finetune", "pretrain", "demo")  # their default log level is INFO (the heartbeat)
 
-EXAMPLES: dict[str, str] = {
-    "synth": """\
-  ehrseq synth --n-patients 5000 --sites 2 --out runs/cohort""",
-    "finetune": """\
-  ehrseq finetune --target cdai --data runs/cohort/meds --out runs/cdai_rnn
-  ehrseq finetune --config cdai_behrt --init runs/behrt_mlm --data runs/cohort/meds --out runs/cdai_behrt
-  ehrseq finetune --task mimic/long_los --predicates mimic/predicates --data events.parquet \\
-      --column-map value=numeric_value --model behrt --preset tiny --split random --out runs/los_behrt""",
-    "pretrain": """\
-  ehrseq pretrain --config cdai_behrt --prefixes 8 --data runs/cohort/meds --out runs/behrt_mlm""",
-    "evaluate": """\
-  ehrseq evaluate --artifact runs/cdai_rnn --data runs/cohort/meds --out runs/report
-  ehrseq evaluate --artifact runs/los_rnn --labels runs/long_los --data events.parquet \\
-      --column-map value=numeric_value --out runs/los_report""",
-    "explain": """\
-  ehrseq explain --artifact runs/cdai_rnn --data runs/cohort/meds
-  ehrseq explain --artifact runs/cdai_rnn --data runs/cohort/meds --n-repeats 5 --out runs/importance.csv""",
-    "validate": """\
-  ehrseq validate --data events.parquet --column-map value=numeric_value
-  ehrseq validate --data runs/cohort/meds --labels runs/long_los --json""",
-    "labels": """\
-  ehrseq labels --task mimic/long_los --predicates mimic/predicates --data events.parquet \\
-      --column-map value=numeric_value --out runs/long_los
-  ehrseq labels --task configs/tasks/ra/cdai_controlled_next.yaml --data runs/cohort/meds \\
-      --out runs/cdai_labels""",
-    "demo": """\
-  ehrseq demo --out runs/demo""",
-    "score": """\
-  ehrseq score --artifact runs/cdai_rnn --data runs/cohort/meds --out runs/scores
-  ehrseq score --artifact runs/death_deepsurv --data events.parquet --column-map value=numeric_value \\
-      --horizons 30 365 --out runs/death_scores""",
-}
 
 
 # ------------------------------------------------------------------------------------------- help texts
@@ -327,6 +296,28 @@ def _evaluate_explain(sub: Any) -> None:
                    help="patient-bootstrap resamples for the CIs")
     e.add_argument("--no-plots", action="store_true", help="no figures (they need matplotlib: ehrseq[plots])")
     _overwrite_arg(e, "a report")
+
+    c = _sub(sub, "compare", "several artifacts of one task on the same rows, side by side (site transfer)",
+             "Score two or more artifacts of one task on the same split of one dataset, leaving out patients "
+             "whose data trained any of them; each metric with its CI and the paired-bootstrap difference to "
+             "the first artifact (compare.json, .md, .html).")
+    c.add_argument("--artifacts", required=True, nargs="+", metavar="DIR",
+                   help="two or more artifact directories; the first is the reference")
+    c.add_argument("--names", nargs="+", metavar="NAME",
+                   help="one short name per artifact for the table (default: the directory names)")
+    _data_arg(c)
+    c.add_argument("--out", required=True, metavar="DIR", help="directory for compare.json, .md, .html")
+    c.add_argument("--split", default="held_out", metavar="SPLIT",
+                   help="which split of --data: train, tuning, held_out or all")
+    c.add_argument("--sites", nargs="+", metavar="SITE",
+                   help="only the patients of these sites, e.g. B (default: every site)")
+    c.add_argument("--labels", metavar="PATH",
+                   help="MEDS label file or directory (default: the task rebuilt on --data)")
+    _column_map_arg(c)
+    _code_map_arg(c)
+    c.add_argument("--n-boot", type=positive_int, default=1000, metavar="N",
+                   help="paired patient-bootstrap resamples for the CIs")
+    _overwrite_arg(c, "a comparison")
 
     x = _sub(sub, "explain", "importance per input group (RNN, BEHRT, DeepSurv; every task kind)",
              "Permutation importance per input group: how much the metric drops when the group is shuffled "

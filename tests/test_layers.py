@@ -26,7 +26,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (7, ("ehrseq.config", "ehrseq.provenance", "ehrseq.scoring.predict", "ehrseq.scoring.prediction",
          "ehrseq.scoring.constants")),
     (8, ("ehrseq.recipes", "ehrseq.explain", "ehrseq.datacheck")),
-    (9, ("ehrseq.api", "ehrseq.scoring", "ehrseq.cli", "ehrseq.cli_parser")),
+    (9, ("ehrseq.api", "ehrseq.scoring", "ehrseq.cli", "ehrseq.cli_parser", "ehrseq.cli_examples")),
 ]
 
 
