@@ -229,3 +229,80 @@ def test_near_constant_rule_per_task() -> None:
     surv = pd.DataFrame({"subject_id": [1, 2, 3], "duration": [1.0, 2, 3], "event": [1, 0, 1], "risk": [0.5] * 3})
     assert len(prediction_spread(surv, "survival")[1]) == 1
     assert prediction_spread(surv.assign(risk=[0.1, 0.2, 0.3]), "survival")[1] == []
+
+
+# ------------------------------------------------------------------------------ clinician-facing content
+
+
+def test_binary_report_explains_its_own_numbers_and_has_operating_points_and_decision_curve(tmp_path: Path) -> None:
+    df = _frame()
+    report = build_report(df, "binary", CARD, decision_threshold=0.4, **FAST,
+                          task_info={"name": "flare90", "kind": "binary", "definition": "Flare within 90 days.",
+                                     "source": "labels:/x/flare90.parquet"})
+    ops = report["operating_points"]
+    assert [o["rule"] for o in ops] == ["stored threshold", "sensitivity 0.90", "sensitivity 0.95", "prevalence"]
+    assert ops[0]["threshold"] == 0.4 and ops[1]["sensitivity"]["estimate"] >= 0.9
+    dc = report["decision_curve"]
+    assert len(dc["threshold"]) == len(dc["model"]) == len(dc["treat_all"]) == 99
+    words = report["plain_language"]
+    cal = report["calibration"]
+    assert f"ECE {cal['ece']['value']:.3f}" in " ".join(words["calibration"])
+    assert f"Calibration slope {cal['fit']['slope']:.2f} (ideal 1): predictions are too extreme" in " ".join(
+        words["calibration"])
+    assert f"AUROC {report['overall']['auroc']['estimate']:.2f}" in words["overall"][0]
+    assert "At the threshold stored with the model, 0.4, the model flags" in words["operating-points"][0]
+    task = report["task"]["description"]
+    assert task[0] == "What is predicted: Flare within 90 days." and "the label file /x/flare90.parquet" in task[1]
+    assert "Decision threshold: 0.4, stored with the model" in " ".join(task)
+    page = write_report(report, tmp_path)["html"].read_text()
+    for section in ("task", "operating-points"):
+        assert f'id="{section}"' in page
+    assert '<p class="explain">ECE ' in page and "NNE (1/PPV)" in page
+    if plots.plots_available():
+        assert 'id="fig-decision_curve"' in page and "AUC is in the legend" in page
+
+
+def test_without_a_stored_threshold_the_report_says_it_used_half() -> None:
+    report = build_report(_frame(), "binary", CARD, subgroup_columns=[], **FAST)
+    assert report["operating_points"][0]["rule"] == "default 0.5"
+    assert "No decision threshold is stored with the model" in " ".join(report["task"]["description"])
+
+
+def test_subgroup_counts_say_patients_change_age_band_between_predictions() -> None:
+    df = _frame()
+    df["age"] = df["age"] + np.tile([0.0, 6.0, 12.0], len(df) // 3)  # three predictions over 12 years
+    moved = int(pd.Series(age_band(df["age"]).to_numpy()).groupby(df["subject_id"].to_numpy()).nunique().gt(1).sum())
+    report = build_report(df, "binary", CARD, subgroup_columns=["sex", "age_band"], **FAST)
+    col = report["subgroups"]["columns"]
+    assert col["age_band"] == {"n_patients": 150, "n_rows": 450, "n_patients_in_several_groups": moved} and moved > 0
+    assert col["sex"]["n_patients_in_several_groups"] == 0
+    text = " ".join(report["plain_language"]["subgroups"])
+    assert "predictions (rows: 450) and of distinct patients (150)" in text
+    assert f"{moved} of the 150 patients have predictions in more than one age_band group" in text
+    assert "sex can change" not in text
+
+
+def test_multilabel_operating_points_are_per_label_with_their_stored_thresholds() -> None:
+    report = build_report(_multilabel(), "multilabel", CARD, decision_threshold={"flare": 0.3}, **FAST)
+    ops = report["operating_points"]
+    assert set(ops) == {"flare", "remission", "switch"}
+    assert ops["flare"][0]["rule"] == "stored threshold" and ops["flare"][0]["threshold"] == 0.3
+    assert ops["switch"][0]["rule"] == "default 0.5"
+    assert "decision_curve" not in report
+
+
+@pytest.mark.parametrize(("info", "must", "must_not"), [
+    ({"name": "cdai", "kind": "binary", "source": "builtin:cdai"}, "rheumatoid arthritis disease activity", "biopsy"),
+    ({"name": "biopsy", "kind": "multilabel", "source": "builtin:biopsy"}, "temporal artery biopsy", "CDAI"),
+    ({"name": "survival", "kind": "survival", "source": "builtin:survival", "event": "EVENT//FLARE"},
+     "time to the first 'EVENT//FLARE'", "CDAI"),
+    ({"name": "long_los", "kind": "binary", "source": "task:configs/tasks/mimic/long_los.yaml"},
+     "the binary task 'long_los'", "rheumat"),
+    ({"name": "death", "kind": "survival", "source": "labels:d.parquet", "horizon_days": 365.0},
+     "(follow-up up to 365 days)", "rheumat"),
+])
+def test_intended_use_fits_the_task(info: dict, must: str, must_not: str) -> None:
+    from ehrseq.evaluate.plain import intended_use
+
+    text = intended_use(info)
+    assert must in text and must_not.lower() not in text.lower() and "Not for clinical decisions" in text

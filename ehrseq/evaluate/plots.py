@@ -37,14 +37,17 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def plot_roc(curves: Mapping[str, Mapping[str, list[float]] | None], title: str = "ROC") -> bytes:
-    """ROC curves, one line per name; each curve is ``{"fpr": [...], "tpr": [...]}`` (None is skipped)."""
+def plot_roc(curves: Mapping[str, Mapping[str, list[float]] | None], title: str = "ROC",
+             auc: Mapping[str, float | None] | None = None) -> bytes:
+    """ROC curves, one line per name; each curve is ``{"fpr": [...], "tpr": [...]}`` (None is skipped).
+    ``auc`` (name -> AUROC) puts each curve's AUC in the legend."""
     fig = _figure()
     ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8, label="chance (AUC 0.50)")
     for name, c in curves.items():
         if c:
-            ax.plot(c["fpr"], c["tpr"], label=name)
+            a = (auc or {}).get(name)
+            ax.plot(c["fpr"], c["tpr"], label=name if a is None else f"{name} (AUC {a:.2f})")
     ax.set(xlabel="False positive rate", ylabel="True positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=8)
     return _png(fig)
@@ -103,4 +106,56 @@ def plot_forest(card: Mapping[str, Any], metric: str, title: str | None = None) 
         ax.axvline(overall, ls="--", color="grey", lw=0.8)
     ax.set_yticks(ys, labels, fontsize=8)
     ax.set(xlabel=metric, title=title or f"{metric} by subgroup")
+    return _png(fig)
+
+
+def plot_decision_curve(curve: Mapping[str, Any], title: str = "Decision curve") -> bytes:
+    """Net benefit against threshold probability from :func:`ehrseq.evaluate.clinical.decision_curve`, with
+    the treat-all and treat-none lines; the y axis starts a little below 0 (treat-all falls far below)."""
+    fig = _figure(5.0, 4.0)
+    ax = fig.add_subplot()
+    x = curve["threshold"]
+    ax.plot(x, curve["model"], label="model", lw=1.5)
+    ax.plot(x, curve["treat_all"], label="treat all", ls="--", color="tab:red", lw=1)
+    ax.plot(x, curve["treat_none"], label="treat none", ls=":", color="black", lw=1)
+    top = max([0.01, *[v for v in curve["model"] if v is not None], *curve["treat_all"]])
+    ax.set(xlabel="Threshold probability", ylabel="Net benefit", title=title, xlim=(0, 1),
+           ylim=(-0.25 * top, 1.1 * top))
+    ax.legend(loc="upper right", fontsize=8)
+    return _png(fig)
+
+
+def plot_km_groups(km: Mapping[str, Any], title: str = "Kaplan-Meier by predicted risk group") -> bytes:
+    """Kaplan-Meier curves (95% band) per predicted-risk group from
+    :func:`ehrseq.evaluate.survival_report.km_by_risk_group`; group 1 is the lowest predicted risk."""
+    fig = _figure(5.0, 4.0)
+    ax = fig.add_subplot()
+    n = km.get("n_groups", len(km["groups"]))
+    for g in km["groups"]:
+        label = f"{g['group']} of {n} (n={g['n']}, events={g['n_events']})"
+        (line,) = ax.step(g["time"], g["survival"], where="post", label=label)
+        ax.fill_between(g["time"], g["lower"], g["upper"], step="post", alpha=0.15, color=line.get_color())
+    ax.set(xlabel="Days after prediction time", ylabel="Event-free (Kaplan-Meier)", title=title, ylim=(0, 1.02))
+    ax.legend(loc="lower left", fontsize=7, title="risk group (1 = lowest)", title_fontsize=7)
+    return _png(fig)
+
+
+def plot_survival_calibration(calibration: list[Mapping[str, Any]], title: str = "Calibration at horizon"
+                              ) -> bytes:
+    """Predicted vs Kaplan-Meier observed event-free survival by risk group, one series per horizon."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    for entry in calibration:
+        rows = entry["groups"]
+        if not rows:
+            continue
+        pred = [r["predicted"] for r in rows]
+        obs = [r["observed"] for r in rows]
+        err = [[max(o - r["observed_lower"], 0) for o, r in zip(obs, rows)],
+               [max(r["observed_upper"] - o, 0) for o, r in zip(obs, rows)]]
+        ax.errorbar(pred, obs, yerr=err, fmt="o", capsize=3, label=f"{entry['horizon']:g} days")
+    ax.set(xlabel="Predicted event-free survival", ylabel="Observed (Kaplan-Meier)", title=title, xlim=(0, 1),
+           ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize=8)
     return _png(fig)

@@ -15,14 +15,9 @@ suppression threshold, never rows. ``warnings`` (near-constant predictions, see
 
 from __future__ import annotations
 
-import base64
-import html
-import json
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,11 +29,12 @@ from ehrseq.evaluate import metrics as M
 from ehrseq.evaluate.calibration import calibration_fit, ece, reliability_curve
 from ehrseq.evaluate.columns import Task, task_spec
 from ehrseq.evaluate.conformal import SplitConformalClassifier, SplitConformalRegressor, coverage_summary
-from ehrseq.evaluate.subgroups import age_band, card_to_frame, format_ci, metrics_with_ci, subgroup_card
+from ehrseq.evaluate.render import NOT_STATED, clean, write_report
+from ehrseq.evaluate.subgroups import age_band, metrics_with_ci, subgroup_card
 from ehrseq.utils import frame_hash
 
 MODEL_CARD_FIELDS = ("name", "data_hash", "split_hash", "target_definition", "intended_use", "limitations")
-NOT_STATED = "not stated"
+__all__ = ["MODEL_CARD_FIELDS", "NOT_STATED", "build_report", "write_report"]
 logger = logging.getLogger("ehrseq.evaluate")
 
 
@@ -126,17 +122,49 @@ def _side_by_side(internal: Mapping[str, Any], external: Mapping[str, Any]) -> l
     return rows
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to None."""
-    if isinstance(obj, Mapping):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+def _clinical(df: pd.DataFrame, task: Task, yt: Any, yp: Any, kw: dict[str, Any],
+              threshold: float | Mapping[str, float] | None) -> dict[str, Any]:
+    """Operating points (binary; per label for multilabel) and the decision curve (binary)."""
+    from ehrseq.evaluate.clinical import decision_curve, operating_points
+
+    groups = df[kw["subject_col"]].to_numpy()
+    boot = {k: kw[k] for k in ("n_boot", "alpha", "seed")}
+    if task == "binary":
+        t = threshold if isinstance(threshold, int | float) else None
+        y, p = df[yt].to_numpy(float), df[yp].to_numpy(float)
+        return {"operating_points": operating_points(y, p, groups, stored_threshold=t, **boot),
+                "decision_curve": decision_curve(y, p)}
+    if task == "multilabel":
+        per = threshold if isinstance(threshold, Mapping) else {}
+        return {"operating_points": {
+            lab: operating_points(df[t].to_numpy(float), df[p].to_numpy(float), groups,
+                                  stored_threshold=per.get(lab), **boot)
+            for lab, t, p in zip(_labels_of(yp), yt, yp)}}
+    return {}
+
+
+def _group_columns(df: pd.DataFrame, cols: Sequence[str], subject_col: str) -> dict[str, Any]:
+    """Per group column: distinct patients, rows, and patients whose rows fall in more than one group."""
+    out = {}
+    for col in cols:
+        if col in df.columns:
+            per = df.assign(_g=df[col].astype(object).where(df[col].notna(), "missing").astype(str))
+            k = per.groupby(subject_col)["_g"].nunique()
+            out[col] = {"n_patients": int(len(k)), "n_rows": int(len(df)),
+                        "n_patients_in_several_groups": int((k > 1).sum())}
+    return out
+
+
+def _task_section(info: Mapping[str, Any] | None, task: Task, report: Mapping[str, Any],
+                  threshold: Any, horizons: Sequence[float]) -> dict[str, Any]:
+    from ehrseq.evaluate.plain import describe_task
+
+    base = {"name": report["model_card"].get("name"), "kind": task,
+            "definition": report["model_card"].get("target_definition")}
+    full = {**base, **{k: v for k, v in (info or {}).items() if v is not None and k != "task_file"}}
+    return {**full, "decision_threshold": threshold, "horizons": list(horizons),
+            "description": describe_task(full, task, threshold=threshold, horizons=horizons,
+                                         prevalence=report["data"].get("prevalence"))}
 
 
 def build_report(
@@ -155,6 +183,10 @@ def build_report(
     n_bins: int = 10,
     subject_col: str = "subject_id",
     external_name: str = "external",
+    task_info: Mapping[str, Any] | None = None,
+    decision_threshold: float | Mapping[str, float] | None = None,
+    survival_curves: pd.DataFrame | None = None,
+    horizons: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Evaluate held-out predictions (and optionally an external site's) into one JSON-ready report.
 
@@ -169,6 +201,13 @@ def build_report(
             reported (binary: y_prob -> sets for y_true; regression: intervals).
         min_group_size: subgroups with fewer distinct patients are suppressed.
         n_boot, alpha, seed: patient-bootstrap settings for every CI (percentile, level 1 - alpha).
+        task_info: the task as ``TaskSpec.to_dict()`` (name, kind, definition, source, horizon_days, event):
+            the report's "Task" section describes it in words.
+        decision_threshold: the model's stored threshold (multilabel: label -> threshold); None when it has
+            none, and the operating-point table then says it used 0.5.
+        survival_curves: survival probabilities, index = times (days), one column per prediction row in the
+            rows' order; gives C-td, integrated Brier and calibration at ``horizons`` (days). Without them a
+            survival report says absolute calibration cannot be judged.
     """
     yt, yp, fns = task_spec(task, predictions, labels)
     _check(predictions, [subject_col, *_flat(yt), *_flat(yp)], "predictions")
@@ -183,12 +222,19 @@ def build_report(
     report: dict[str, Any] = {
         "meta": {"ehrseq_version": __version__, "created": datetime.now(UTC).isoformat(timespec="seconds"),
                  "task": task, "n_boot": n_boot, "alpha": alpha, "seed": seed, "ci": "patient bootstrap, percentile",
-                 "min_group_size": min_group_size},
+                 "min_group_size": min_group_size, "n_bins": n_bins},
         "model_card": card,
         **_evaluate(df, task, yt, yp, fns, kw, n_bins),
     }
     if task == "survival" and report["overall"]["concordance"]["estimate"] is None:
         notes.append("concordance unavailable: " + str(report["overall"]["concordance"]["undefined"]))
+    report.update(_clinical(df, task, yt, yp, kw, decision_threshold))
+    if task == "survival":
+        from ehrseq.evaluate.survival_report import survival_section
+
+        report["survival"] = survival_section(df, survival_curves, horizons, **kw)
+        report["overall"].update(report["survival"]["metrics"])
+    report["task"] = _task_section(task_info, task, report, decision_threshold, horizons)
 
     report["conformal"] = None
     if conformal is not None:
@@ -201,6 +247,7 @@ def build_report(
 
     report["subgroups"] = subgroup_card(df, fns, list(subgroup_columns), y_true=yt, y_pred=yp,
                                         min_group_size=min_group_size, **kw)
+    report["subgroups"]["columns"] = _group_columns(df, subgroup_columns, subject_col)
     report["external"] = None
     if external is not None:
         _check(external, [subject_col, *_flat(yt), *_flat(yp)], external_name)
@@ -219,166 +266,8 @@ def build_report(
         report["warnings"] += [{**w, "message": f"{external_name}: {w['message']}"} for w in ext_w]
     for w in report["warnings"]:
         logger.warning("%s", w["message"])
-    return _clean(report)
+    from ehrseq.evaluate.plain import explanations
 
-
-# ---------------------------------------------------------------------------------------------- writing
-
-
-def _figures(report: Mapping[str, Any]) -> tuple[dict[str, bytes], str | None]:
-    """Name -> PNG bytes for every figure the report supports, or a note on why there are none."""
-    from ehrseq.evaluate import plots
-
-    if not plots.plots_available():
-        return {}, "Figures omitted: matplotlib is not installed (pip install 'ehrseq[plots]')."
-    figs: dict[str, bytes] = {}
-    task = report["meta"]["task"]
-    ext = report.get("external")
-    ext_name = ext["name"] if ext else "external"
-    curves = report.get("curves") or {}
-    if task == "binary":
-        figs["roc"] = plots.plot_roc({"internal": curves.get("roc"), **({ext_name: ext["curves"].get("roc")} if ext else {})})
-        figs["pr"] = plots.plot_pr({"internal": curves.get("pr"), **({ext_name: ext["curves"].get("pr")} if ext else {})})
-        rel = {"internal": report["calibration"]["reliability"]}
-        if ext:
-            rel[ext_name] = ext["calibration"]["reliability"]
-        figs["reliability"] = plots.plot_reliability(rel)
-    elif task == "multilabel":
-        figs["roc"] = plots.plot_roc(curves.get("roc", {}), title="ROC by label")
-        figs["pr"] = plots.plot_pr(curves.get("pr", {}), title="Precision-recall by label")
-        figs["reliability"] = plots.plot_reliability(
-            {lab: c["reliability"] for lab, c in report["calibration"].items()}, title="Reliability by label")
-    card = report["subgroups"]
-    if card["rows"] and card["overall"]:
-        first = next(iter(card["overall"]))
-        figs[f"forest_{first}"] = plots.plot_forest(card, first)
-    return figs, None
-
-
-def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(v: Any) -> str:
-        return str(_fmt(v)).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _tables(report: Mapping[str, Any]) -> list[tuple[str, str, list[str], list[list[Any]]]]:
-    """(section id, title, headers, rows) for every table, shared by the Markdown and HTML writers."""
-    out = []
-    out.append(("model-card", "Model card", ["field", "value"],
-                [[k, json.dumps(v) if isinstance(v, dict | list) else v] for k, v in report["model_card"].items()]))
-    data = report["data"]
-    out.append(("data", "Evaluation data", ["field", "value"],
-                [[k, json.dumps(v) if isinstance(v, dict) else v] for k, v in data.items()]))
-    level = f"{100 * (1 - report['meta']['alpha']):g}%"
-    out.append(("overall", f"Overall metrics ({level} patient-bootstrap CI)", ["metric", "estimate [CI]", "resamples used"],
-                [[k, format_ci(m), m["n_boot_used"]] for k, m in report["overall"].items()]))
-    if report.get("per_label"):
-        names = list(next(iter(report["per_label"].values())).keys())
-        out.append(("per-label", "Per-label metrics", ["label", *names],
-                    [[lab, *[format_ci(ms[n]) for n in names]] for lab, ms in report["per_label"].items()]))
-    cal = report.get("calibration") or {}
-    if report["meta"]["task"] == "binary" and cal:
-        cal = {"(all)": cal}
-    if cal:
-        out.append(("calibration", "Calibration", ["label", "ECE", "slope", "intercept", "calibration-in-the-large"],
-                    [[lab, _fmt(c["ece"]["value"]) if c["ece"]["value"] is not None else c["ece"]["undefined"],
-                      _fmt(c["fit"]["slope"]), _fmt(c["fit"]["intercept"]), _fmt(c["fit"]["citl"])]
-                     for lab, c in cal.items()]))
-    conf = report.get("conformal")
-    if conf:
-        keys = [k for k in conf if k != "calibration"]
-        out.append(("conformal", "Conformal coverage", ["field", "value"], [[k, _fmt(conf[k])] for k in keys]))
-    frame = card_to_frame(report["subgroups"])
-    if len(frame):
-        out.append(("subgroups", f"Subgroups (suppressed below {report['subgroups']['min_group_size']} patients)",
-                    list(frame.columns), frame.fillna("").to_numpy().tolist()))
-    ext = report.get("external")
-    if ext:
-        out.append(("external", f"Internal vs {ext['name']}", ["metric", "internal", ext["name"], "difference"],
-                    [[r["metric"], format_ci(r["internal"]), format_ci(r["external"]) if r["external"] else "",
-                      _fmt(r["difference"], signed=True)] for r in ext["side_by_side"]]))
-    return out
-
-
-def _fmt(v: Any, signed: bool = False) -> Any:
-    if isinstance(v, float):
-        return f"{v:+.3f}" if signed else f"{v:.3f}"
-    return "" if v is None else v
-
-
-def _markdown(report: Mapping[str, Any], figure_files: Mapping[str, str], figure_note: str | None) -> str:
-    meta = report["meta"]
-    parts = [f"# Evaluation report: {report['model_card'].get('name', NOT_STATED)}",
-             f"Task: {meta['task']}. ehrseq {meta['ehrseq_version']}, created {meta['created']}. "
-             f"CIs: {meta['ci']}, {meta['n_boot']} resamples."]
-    if report.get("warnings"):
-        parts += ["## Warnings", *[f"> **Warning:** {w['message']}" for w in report["warnings"]]]
-    for _, title, headers, rows in _tables(report):
-        parts += [f"## {title}", _md_table(headers, rows)]
-    parts.append("## Figures")
-    parts += [f"![{name}]({path})" for name, path in figure_files.items()] or [figure_note or "No figures."]
-    if report.get("notes"):
-        parts += ["## Notes", *[f"- {n}" for n in report["notes"]]]
-    return "\n\n".join(parts) + "\n"
-
-
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:14px;
-text-align:left}th{background:#f2f2f2}img{max-width:48%;margin:4px;border:1px solid #eee}.note{color:#666}
-.warning{background:#fdecea;border:2px solid #c0392b;color:#7b1c12;padding:0.3em 1em;margin:1em 0}"""
-
-
-def _html(report: Mapping[str, Any], figures: Mapping[str, bytes], figure_note: str | None) -> str:
-    e = html.escape
-    meta = report["meta"]
-    body = [f"<h1>Evaluation report: {e(str(report['model_card'].get('name', NOT_STATED)))}</h1>",
-            f"<p>Task: {e(meta['task'])}. ehrseq {e(meta['ehrseq_version'])}, created {e(meta['created'])}. "
-            f"CIs: {e(meta['ci'])}, {meta['n_boot']} resamples.</p>"]
-    if report.get("warnings"):
-        body.append('<section id="warnings" class="warning" role="alert"><h2>&#9888; Warnings</h2><ul>'
-                    + "".join(f"<li><strong>{e(w['message'])}</strong></li>" for w in report["warnings"])
-                    + "</ul></section>")
-    for sid, title, headers, rows in _tables(report):
-        head = "".join(f"<th>{e(str(h))}</th>" for h in headers)
-        trs = "".join("<tr>" + "".join(f"<td>{e(str(_fmt(v)))}</td>" for v in r) + "</tr>" for r in rows)
-        body.append(f'<section id="{sid}"><h2>{e(title)}</h2><table><tr>{head}</tr>{trs}</table></section>')
-    imgs = "".join(
-        f'<img alt="{e(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        for name, png in figures.items()
-    )
-    fallback = f'<p class="note">{e(figure_note or "No figures.")}</p>'
-    body.append(f'<section id="figures"><h2>Figures</h2>{imgs or fallback}</section>')
-    if report.get("notes"):
-        body.append('<section id="notes"><h2>Notes</h2><ul>'
-                    + "".join(f"<li>{e(n)}</li>" for n in report["notes"]) + "</ul></section>")
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>ehrseq evaluation report</title>'
-            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
-
-
-def write_report(report: Mapping[str, Any], out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md``, ``report.html`` (figures inline) and ``figures/*.png``.
-
-    Figures need matplotlib; without it (or with ``plots=False``) JSON and Markdown are complete and the HTML
-    says why there are no figures. Returns the written paths by name.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    figures, note = _figures(report) if plots else ({}, "Figures turned off.")
-    paths: dict[str, Path] = {}
-    fig_files: dict[str, str] = {}
-    if figures:
-        (out / "figures").mkdir(exist_ok=True)
-        for name, png in figures.items():
-            (out / "figures" / f"{name}.png").write_bytes(png)
-            fig_files[name] = f"figures/{name}.png"
-            paths[f"figure_{name}"] = out / "figures" / f"{name}.png"
-    paths["json"] = out / "report.json"
-    paths["json"].write_text(json.dumps(_clean(report), indent=2, allow_nan=False) + "\n")
-    paths["markdown"] = out / "report.md"
-    paths["markdown"].write_text(_markdown(report, fig_files, note))
-    paths["html"] = out / "report.html"
-    paths["html"].write_text(_html(report, figures, note))
-    return paths
+    report = clean(report)
+    report["plain_language"] = explanations(report)
+    return report

@@ -92,9 +92,45 @@ def _provenance_note(art: Artifact, preds: pd.DataFrame) -> str:
     return "".join(notes)
 
 
-def _studying(spec) -> str:
-    ra = spec is None or (spec.source or "").startswith("builtin:")
-    return "disease-activity forecasting in rheumatology" if ra else f"the task '{spec.name}'"
+def _task_info(art: Artifact, spec) -> dict[str, Any]:
+    """The task as the report describes it (TaskSpec fields; the text classifier's built-in biopsy task)."""
+    if spec is None:
+        return {"name": "biopsy", "kind": "multilabel", "source": "builtin:biopsy",
+                "definition": TARGET_DEFINITIONS["biopsy"]}
+    return {k: v for k, v in spec.to_dict().items() if k != "task_file"}
+
+
+def _stored_threshold(art: Artifact, task: str) -> Any:
+    """The decision threshold(s) stored with the artifact, or None (the report then says it used 0.5)."""
+    stored = art.extras.get("thresholds", art.config.get("decision_threshold"))
+    if stored is None:
+        return None
+    if task == "multilabel":
+        return dict(stored) if isinstance(stored, dict) else None
+    from ehrseq.scoring.predict import decision_threshold
+
+    return decision_threshold(art)
+
+
+def _survival_curves(art: Artifact, d, preds: pd.DataFrame) -> tuple[pd.DataFrame | None, tuple[float, ...]]:
+    """Survival probabilities of every evaluated row (index: days, columns: rows in order) on a grid of at
+    most 200 follow-up times plus the model's horizons, and those horizons; (None, ()) where the rows are
+    empty or the re-scored risks do not match (never a curve for the wrong row)."""
+    import numpy as np
+
+    from ehrseq.scoring.predict import Scorer
+
+    if not len(preds):
+        return None, ()
+    horizons = Scorer(art).horizons
+    t = preds["duration"].to_numpy(float)
+    grid = np.unique(np.quantile(t[t > 0], np.linspace(0, 1, min(200, int((t > 0).sum()))))) if (t > 0).any() \
+        else np.array([])
+    sc = Scorer(art, horizons=sorted({*grid.tolist(), *horizons}))
+    values = sc.predict_values(d.events, preds[["subject_id", "prediction_time"]])
+    if not np.allclose(values["risk"], preds["risk"].to_numpy(float), rtol=1e-5, atol=1e-6):
+        return None, horizons
+    return pd.DataFrame(values["survival"].T, index=pd.Index(sc.horizons, name="time")), horizons
 
 
 def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *, split: str = "held_out",
@@ -106,6 +142,7 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *
     ``code_map`` (a code map file or mapping) renames the codes of ``data`` and ``external`` as they are read."""
     from ehrseq.data.loading import load_data, subset_split
     from ehrseq.evaluate.conformal import SplitConformalClassifier, SplitConformalRegressor
+    from ehrseq.evaluate.plain import intended_use
     from ehrseq.evaluate.report import build_report, write_report
     from ehrseq.scoring.predict import artifact_task
 
@@ -125,7 +162,7 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *
     if "conformal" in art.extras:
         cls = SplitConformalRegressor if task == "regression" else SplitConformalClassifier
         conformal = cls.from_dict(art.extras["conformal"])
-    m = art.manifest
+    m, info = art.manifest, _task_info(art, spec)
     card = {
         "name": f"{art.config['model_type']} for {art.config.get('target')}",
         "artifact_id": art.artifact_id, "data_hash": m.get("data_hash"), "split_hash": m.get("split_hash"),
@@ -133,14 +170,18 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *
         "target_definition": (spec.definition if spec is not None and spec.definition
                               else TARGET_DEFINITIONS.get(art.config.get("target"), art.config.get("target"))),
         "evaluated_on": f"{data} (split: {split})" + (f"; external: {external}" if external else ""),
-        "intended_use": f"Research on retrospective data: studying {_studying(spec)} and model behaviour across "
-                        "sites. Not for clinical decisions.",
+        "intended_use": intended_use(info),
         "limitations": "Trained on the data named by data_hash; performance at other sites, periods or coding "
-                       "practices must be checked (see the external and subgroup sections). Synthetic-cohort "
-                       "results do not transfer to patients." + _provenance_note(art, preds),
+                       "practices must be checked (see the external and subgroup sections)."
+                       + (" Synthetic-cohort results do not transfer to patients."
+                          if str(info.get("source", "")).startswith("builtin:") else "")
+                       + _provenance_note(art, preds),
     }
+    curves, horizons = _survival_curves(art, d, ev_frame) if task == "survival" else (None, ())
     report = build_report(preds, task, card, subgroup_columns=["sex", "age_band", "site", *group_by], external=ext,
-                          conformal=conformal, min_group_size=min_group_size, n_boot=n_boot, seed=seed)
+                          conformal=conformal, min_group_size=min_group_size, n_boot=n_boot, seed=seed,
+                          task_info=info, decision_threshold=_stored_threshold(art, task),
+                          survival_curves=curves, horizons=horizons)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))  # written whole, then moved in
