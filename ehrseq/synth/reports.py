@@ -332,11 +332,21 @@ def generate_report(
     return text, labels, p_text
 
 
-def generate_reports(n: int, seed: int = 0, site: str = "A") -> pd.DataFrame:
+GRAMMARS = ("base", "alt")
+
+
+def generate_reports(n: int, seed: int = 0, site: str = "A", grammar: str = "base") -> pd.DataFrame:
     """``n`` reports from one site: report_id, site, text, the four labels (int 0/1) and ``p_text_gca``.
 
-    The same ``(n, seed, site)`` gives the same frame.
+    The same ``(n, seed, site, grammar)`` gives the same frame. ``grammar="alt"`` writes the reports with
+    the independent second grammar of :mod:`ehrseq.synth.reports_alt` (same frame, for out-of-style tests).
     """
+    if grammar not in GRAMMARS:
+        raise ValueError(f"unknown report grammar '{grammar}'; expected one of {list(GRAMMARS)}")
+    if grammar == "alt":
+        from ehrseq.synth.reports_alt import generate_alt_reports
+
+        return generate_alt_reports(n, seed=seed, site=site)
     if n < 0:
         raise ValueError("n must be non-negative")
     name = site.removeprefix("SITE//")
