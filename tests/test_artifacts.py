@@ -171,3 +171,18 @@ def test_failed_save_leaves_the_previous_artifact_intact_and_no_temp_dirs(tmp_pa
     assert after == before
     assert load_artifact(path).metrics == METRICS
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]  # no .art.* temp or .old directories
+
+
+@pytest.mark.parametrize("version", [0, 2, None])
+def test_an_artifact_of_another_format_version_is_refused_naming_both_versions(tmp_path, version):
+    path = _save(tmp_path / "art")
+    mpath = path / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    if version is None:
+        del manifest["format_version"]
+    else:
+        manifest["format_version"] = version
+    mpath.write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=rf"artifact format {version} is not supported by this ehrseq "
+                                            r"\(format 1\); retrain or install the ehrseq version that wrote it"):
+        load_artifact(path, verify=False)  # refused before any hash is checked or weight read
