@@ -32,6 +32,7 @@ from ehrseq.data.batch import SPECIAL_TOKENS, UNK_ID
 from ehrseq.errors import DataValidationError
 from ehrseq.featurize.featureset import FeatureSet
 from ehrseq.featurize.steps import STEP_WIDTH_US, StepCodes, Stream, build_steps, open_steps
+from ehrseq.featurize.stream import history_cuts, last_at_or_before, lookup, split_events, subject_bounds
 from ehrseq.featurize.tokens import REPEAT_POLICIES, build_tokens, first_in_visit, next_in_visit
 from ehrseq.io.conventions import DatasetConventions, detect, sex_of
 from ehrseq.split import ids_in
@@ -123,8 +124,7 @@ class Featurizer:
         else:
             numeric = list(cfg.numeric_codes)
         self.value_stats_: dict[str, list[float]] = {}  # code -> [mean, std] of log1p(value), for BEHRT
-        for c in self.value_edges_:
-            (m,), (sd,) = _log_stats(num, [c])
+        for c, m, sd in zip(self.value_edges_, *_log_stats(num, list(self.value_edges_))):
             self.value_stats_[c] = [m, sd]
         self.numeric_codes_ = numeric
         self.num_mean_, self.num_std_ = _log_stats(num, numeric)
@@ -172,21 +172,13 @@ class Featurizer:
             bad = labels.loc[labels["prediction_time"].isna(), "subject_id"]
             raise DataValidationError("prediction_time is null", column="prediction_time", n_rows=len(bad),
                                       subject_ids=bad.tolist(), hint="every label row needs a prediction_time")
-        ev = events.loc[events["subject_id"].isin(labels["subject_id"].unique())]
-        subj = np.sort(labels["subject_id"].unique())
-        birth = ev.loc[ev["code"] == cfg.birth_code].groupby("subject_id")["time"].min()
-        static = ev.loc[ev["time"].isna()]
-        timed = ev.loc[ev["time"].notna() & (ev["code"] != cfg.birth_code)]
-        timed = timed.sort_values(["subject_id", "time"], kind="stable")
-
-        sid = timed["subject_id"].to_numpy(np.int64)
-        t_us = timed["time"].to_numpy("datetime64[us]").astype(np.int64)
-        # Factorize once: every per-code lookup below maps the few unique codes, then indexes.
-        code_inv, uniq = pd.factorize(timed["code"], sort=False)
-        uniq = [str(u) for u in uniq]
+        subj = np.unique(labels["subject_id"].to_numpy(np.int64))
+        split = split_events(events, subj, cfg.birth_code)
+        stream, static, birth = split
+        sid, t_us, code_inv, uniq = stream.sid, stream.t_us, stream.code_inv, stream.uniq
         code_id = np.array([self.code_to_id.get(u, UNK_ID) for u in uniq], np.int64)[code_inv] if len(uniq) else code_inv.astype(np.int64)
         n_unknown = int((code_id == UNK_ID).sum())
-        b_us = _us(birth.reindex(sid))  # reindex, not map: map fails on an empty datetime Series
+        b_us = _birth_us(birth, sid)
         age_years = np.where(b_us == np.iinfo(np.int64).min, -1.0, (t_us - b_us) / (365.25 * US_PER_DAY))
         age_id = np.clip(np.floor(age_years), -1, cfg.max_age - 1).astype(np.int64) + 1  # 0 = unknown/pad
         # Day-visits: new visit when subject or calendar day changes.
@@ -196,49 +188,55 @@ class Featurizer:
         visit_global = np.cumsum(new_visit) - 1
         subj_first_visit = np.maximum.accumulate(np.where(new_subj, visit_global, 0))
         visit_no = visit_global - subj_first_visit
-        vstart = np.maximum.accumulate(np.where(new_visit, np.arange(len(day)), 0)) if len(day) else day
         gap_at = np.where(new_subj, 0, day - np.r_[day[:1], day[:-1]])  # meaningful at visit starts
-        gap_days = gap_at[vstart]
-        delta_id = np.searchsorted(np.asarray(cfg.time_bin_edges_days), gap_days, side="right") + 1
-        values = timed["numeric_value"].to_numpy(np.float64)
+        # the time bin of the gap before each visit, given to every event of the visit
+        delta_id = (np.searchsorted(np.asarray(cfg.time_bin_edges_days), gap_at[new_visit], side="right") + 1
+                    )[visit_global] if len(day) else np.zeros(0, np.int64)
+        values = stream.val
         value_id = self._value_ids(code_inv, uniq, values)
         stats = np.array([self.value_stats_.get(u, [0.0, np.inf]) for u in uniq], np.float64).reshape(-1, 2)
-        mu, sd = (stats[code_inv, 0], stats[code_inv, 1]) if len(uniq) else (values, values)
-        tok_num = np.nan_to_num(np.clip((np.log1p(np.maximum(values, 0)) - mu) / sd, -5, 5)).astype(np.float32)
+        tok_num = np.zeros(len(values), np.float32)  # 0 = no value
+        p = np.flatnonzero(~np.isnan(values))
+        if len(p):
+            mu, sd = stats[code_inv[p], 0], stats[code_inv[p], 1]
+            tok_num[p] = np.nan_to_num(np.clip((np.log1p(np.maximum(values[p], 0)) - mu) / sd, -5, 5))
 
         # Per label row: slice bounds in the token stream.
         lab_sid = labels["subject_id"].to_numpy(np.int64)
         lab_t = labels["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
-        tok_start = np.searchsorted(sid, lab_sid, side="left")
-        tok_cut = _cuts(sid, t_us, lab_sid, lab_t)
+        tok_start = subject_bounds(sid, lab_sid)[0]
+        tok_cut = history_cuts(sid, t_us, lab_sid, lab_t)
         n_hist = tok_cut - tok_start
 
-        st_ids = static["code"].astype(str).map(self.code_to_id).fillna(UNK_ID).astype(np.int64)
+        st_inv, st_uniq = pd.factorize(static["code"].astype(str))
+        st_ids = pd.Series(np.array([self.code_to_id.get(u, UNK_ID) for u in st_uniq], np.int64)[st_inv]
+                           if len(st_uniq) else np.zeros(0, np.int64))
         st_sid = static["subject_id"].to_numpy(np.int64)
         order = np.argsort(st_sid, kind="stable")
         bounds = np.searchsorted(st_sid[order], subj, side="left"), np.searchsorted(st_sid[order], subj, side="right")
         st_sorted = st_ids.to_numpy(np.int64)[order]
         per_subject = [st_sorted[a:b] for a, b in zip(*bounds)]
-        static_tokens = [per_subject[r] for r in np.searchsorted(subj, lab_sid)]
+        lab_subj = np.searchsorted(subj, lab_sid)
+        static_tokens = [per_subject[r] for r in lab_subj]
+        n_static = (bounds[1] - bounds[0])[lab_subj]
         n_unknown += int((st_ids == UNK_ID).sum())
         pred_us = labels["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
-        lb_us = _us(birth.reindex(lab_sid))
+        lb_us = _birth_us(birth, lab_sid)
         age_pred = np.where(lb_us == np.iinfo(np.int64).min, np.nan, (pred_us - lb_us) / (365.25 * US_PER_DAY))
         age_pred_id = np.clip(np.nan_to_num(np.floor(age_pred), nan=-1), -1, cfg.max_age - 1).astype(np.int64) + 1
 
         # Steps for the RNN: one per distinct (subject, time), or per (subject, hour / day).
-        stream = Stream(sid, t_us, code_inv, uniq, values)
         sc = StepCodes(self.numeric_codes_, self.num_mean_, self.num_std_, self.step_codes_)
         steps = build_steps(sc, cfg.step_every, stream)
-        step_x, step_start = steps.x, np.searchsorted(steps.sid, lab_sid, side="left")
-        step_cut = _cuts(steps.sid, steps.t, lab_sid, lab_t)  # steps whose last event is at or before the time
+        step_x, step_start = steps.x, subject_bounds(steps.sid, lab_sid)[0]
+        step_cut = history_cuts(steps.sid, steps.t, lab_sid, lab_t)  # steps whose last event is at or before the time
         if cfg.step_every != "event":  # a row's hour / day still open at its prediction_time: up to it only
             step_x, step_start, step_cut = open_steps(sc, cfg.max_visits, steps, step_start, step_cut, lab_sid,
                                                       tok_cut, stream)
-        static_x = self._static(ev, labels, static, age_pred)
+        static_x = self._static(stream, labels, static, age_pred, lab_t)
 
         tok_pin = self._pins(code_id, sid, lab_sid, tok_cut)
-        budget = cfg.max_len - 1 - np.array([len(s) for s in static_tokens]) - (tok_pin >= 0).sum(1)
+        budget = cfg.max_len - 1 - n_static - (tok_pin >= 0).sum(1)
         tok_next = next_in_visit(visit_global, code_inv) if cfg.repeats == "last_in_visit" else None
         if tok_next is not None:  # tokens the row's history shows: the first of each (visit, code) counts them
             ck = np.r_[0, np.cumsum(first_in_visit(tok_next))]
@@ -247,7 +245,7 @@ class Featurizer:
         n_visits_hist = np.where(n_hist > 0, visit_no[last] - visit_no[np.minimum(tok_start, last)] + 1, 0) if len(visit_no) else n_hist
         counts = {
             "rows": int(len(labels)),
-            "events": int(len(timed) + len(static)),
+            "events": int(len(sid) + len(static)),
             "unknown_codes": n_unknown,
             "truncated_rows": int((n_hist + n_visits_hist > budget).sum()),
             "rows_without_history": int((n_hist == 0).sum()),
@@ -277,43 +275,45 @@ class Featurizer:
         return out
 
     def _value_ids(self, code_inv: np.ndarray, uniq: list[str], values: np.ndarray) -> np.ndarray:
-        """1 = no value; 2.. = quantile bin of the value within its code."""
+        """1 = no value; 2.. = quantile bin of the value within its code. The valued events are grouped by code
+        (one stable sort), then each code's edges are searched once."""
         out = np.ones(len(values), np.int64)
-        has = ~np.isnan(values)
-        for k, c in enumerate(uniq):
-            edges = self.value_edges_.get(c)
-            if edges is None:
-                continue
-            p = np.flatnonzero(has & (code_inv == k))
-            out[p] = np.searchsorted(np.asarray(edges), values[p], side="right") + 2
+        edges = [self.value_edges_.get(c) for c in uniq]
+        binned = np.array([e is not None for e in edges], bool)
+        p = np.flatnonzero(~np.isnan(values) & binned[code_inv]) if len(uniq) else np.zeros(0, np.int64)
+        if not len(p):
+            return out
+        p = p[np.argsort(code_inv[p], kind="stable")]
+        k = code_inv[p]
+        bounds = np.r_[np.flatnonzero(np.r_[True, k[1:] != k[:-1]]), len(p)]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            rows = p[a:b]
+            out[rows] = np.searchsorted(np.asarray(edges[k[a]]), values[rows], side="right") + 2
         return out
 
-    def _static(self, ev: pd.DataFrame, labels: pd.DataFrame, static: pd.DataFrame, age_pred: np.ndarray) -> np.ndarray:
+    def _static(self, stream: Stream, labels: pd.DataFrame, static: pd.DataFrame, age_pred: np.ndarray,
+                lab_t: np.ndarray) -> np.ndarray:
         """[age z, female, male (static rows with the fitted sex prefixes), per baseline numeric code: z of the
-        latest value <= prediction_time, missing]."""
+        latest value <= prediction_time (the last such event in stream order), missing]."""
         n = len(labels)
         x = np.zeros((n, self.n_static_features), np.float32)
         x[:, 0] = np.nan_to_num((age_pred - 55.0) / 15.0)
         s = labels["subject_id"].map(sex_of(static, DatasetConventions(sex_prefixes=tuple(self.sex_prefixes_))))
         x[:, 1] = (s == "F").to_numpy()
         x[:, 2] = (s == "M").to_numpy()
-        left = labels[["subject_id", "prediction_time"]].assign(_row=np.arange(n))
-        left["prediction_time"] = left["prediction_time"].astype("datetime64[us]")
-        left = left.sort_values("prediction_time", kind="stable")
+        lab_sid = labels["subject_id"].to_numpy(np.int64)
         for i, c in enumerate(self.static_numeric_codes_):
-            right = ev.loc[(ev["code"] == c) & ev["time"].notna() & ev["numeric_value"].notna(), ["subject_id", "time", "numeric_value"]]
-            right = right.assign(time=right["time"].astype("datetime64[us]")).sort_values("time", kind="stable")
             j = 3 + 2 * i
             x[:, j + 1] = 1.0
-            if right.empty:
+            k = [q for q, u in enumerate(stream.uniq) if u == c]
+            rows = np.flatnonzero(np.isin(stream.code_inv, k) & ~np.isnan(stream.val)) if k else np.zeros(0, int)
+            if not len(rows):
                 continue
-            mg = pd.merge_asof(left, right, left_on="prediction_time", right_on="time", by="subject_id",
-                               direction="backward", allow_exact_matches=True)
-            has = mg["numeric_value"].notna().to_numpy()
-            rows = mg["_row"].to_numpy()[has]
-            v = np.log1p(np.maximum(mg["numeric_value"].to_numpy(np.float64)[has], 0))
-            x[rows, j] = (v - self.static_mean_[i]) / self.static_std_[i]
-            x[rows, j + 1] = 0.0
+            at = last_at_or_before(stream.sid[rows], stream.t_us[rows], lab_sid, lab_t)
+            has = at >= 0
+            v = np.log1p(np.maximum(stream.val[rows[at[has]]], 0))
+            x[has, j] = (v - self.static_mean_[i]) / self.static_std_[i]
+            x[has, j + 1] = 0.0
         return x
 
     # --------------------------------------------------------- persistence
@@ -373,9 +373,17 @@ class Featurizer:
 
 
 def _log_stats(num: pd.DataFrame, codes_: list[str]) -> tuple[list[float], list[float]]:
+    """Per code, mean and std of log1p(max(value, 0)) over its rows of ``num`` (in frame order: the rows are
+    grouped by code with one stable sort, not found by a scan per code); 0 / 1 for a code with no rows."""
     mean, std = [], []
+    inv, uniq = pd.factorize(num["code"].astype(str)) if codes_ else (np.zeros(0, np.int64), [])
+    logv = np.log1p(np.maximum(num["numeric_value"].to_numpy(np.float64), 0)) if codes_ else np.zeros(0)
+    order = np.argsort(inv, kind="stable")
+    bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1))
+    where = {str(u): k for k, u in enumerate(uniq)}
     for c in codes_:
-        v = np.log1p(np.maximum(num.loc[num["code"] == c, "numeric_value"].to_numpy(np.float64), 0))
+        k = where.get(c)
+        v = logv[order[bounds[k]:bounds[k + 1]]] if k is not None else np.zeros(0)
         mean.append(float(v.mean()) if len(v) else 0.0)
         std.append(float(v.std()) if len(v) > 1 and v.std() > 0 else 1.0)
     return mean, std
@@ -386,20 +394,7 @@ def _us(times: pd.Series) -> np.ndarray:
     return pd.to_datetime(times).to_numpy("datetime64[us]").astype(np.int64)
 
 
-def _cuts(ev_sid: np.ndarray, ev_t: np.ndarray, lab_sid: np.ndarray, lab_t: np.ndarray) -> np.ndarray:
-    """For each label row, the index just past the last event of its subject at or before prediction_time.
-
-    Events must be sorted by (subject_id, time). Events and label rows are merged in one stable lexsort on
-    (subject, time, events-before-labels): a label's merged position minus the labels before it counts the
-    events up to it. Exact to the microsecond (an event 1 us after prediction_time is not history).
-    """
-    n_ev = len(ev_sid)
-    sid = np.concatenate([ev_sid, lab_sid])
-    t = np.concatenate([ev_t, lab_t])
-    is_lab = np.concatenate([np.zeros(n_ev, np.int8), np.ones(len(lab_sid), np.int8)])
-    order = np.lexsort((is_lab, t, sid))
-    pos = np.empty(len(order), np.int64)
-    pos[order] = np.arange(len(order))
-    labs_before = np.cumsum(is_lab[order]) - is_lab[order]  # labels strictly before each merged position
-    lab_pos = pos[n_ev:]
-    return lab_pos - labs_before[lab_pos]
+def _birth_us(birth: pd.Series, ids: np.ndarray) -> np.ndarray:
+    """Per id, its birth time in int64 microseconds (``birth``: subject_id -> time, sorted by subject_id);
+    int64 min (age unknown) for a subject with no birth event or a NaT one."""
+    return lookup(birth.index.to_numpy(np.int64), _us(birth), ids, np.iinfo(np.int64).min).astype(np.int64)

@@ -65,7 +65,9 @@ def step_values(codes: StepCodes, step_idx: np.ndarray, n: int, code_inv: np.nda
     m = np.flatnonzero(~np.isnan(col) & ~np.isnan(val))
     j = col[m].astype(np.int64)
     cell = step_idx[m] * max(nn, 1) + j
-    last = len(cell) - 1 - np.unique(cell[::-1], return_index=True)[1]  # the last event of each (step, code)
+    # the last event of each (step, code): the end of each run of a stable sort (nearly in order: by step)
+    by_cell = np.argsort(cell, kind="stable")
+    last = by_cell[np.r_[cell[by_cell][1:] != cell[by_cell][:-1], True]] if len(cell) else by_cell
     m, j = m[last], j[last]
     x[step_idx[m], j] = (np.log1p(np.maximum(val[m], 0)) - np.asarray(codes.mean)[j]) / np.asarray(codes.std)[j]
     x[step_idx[m], nn + j] = 0.0

@@ -31,7 +31,13 @@ def next_in_visit(visit_global: np.ndarray, code_inv: np.ndarray) -> np.ndarray:
     out = np.full(n, NO_REPEAT, np.int64)
     if n < 2:
         return out
-    order = np.lexsort((np.arange(n), code_inv, visit_global))  # by visit, code, then stream order
+    code = code_inv.astype(np.int64) - int(code_inv.min())
+    n_codes = int(code.max()) + 1
+    if int(visit_global.max()) < np.iinfo(np.int64).max // n_codes - 1:
+        # by visit, code, then stream order: one stable sort of one key, nearly in order already (by visit)
+        order = np.argsort(visit_global * n_codes + code, kind="stable")
+    else:
+        order = np.lexsort((np.arange(n), code_inv, visit_global))
     same = (visit_global[order][1:] == visit_global[order][:-1]) & (code_inv[order][1:] == code_inv[order][:-1])
     out[order[:-1][same]] = order[1:][same]
     return out

@@ -80,7 +80,8 @@ def sex_of(events: pd.DataFrame, conventions: DatasetConventions | None = None) 
     """subject_id -> 'F', 'M' or another upper-cased value, from each subject's first static sex/gender row
     (prefixes from ``conventions``, detected when not given). Subjects without one are absent."""
     conv = conventions or detect(events)
-    return _first_static(events, conv.sex_prefixes).map(normalise_sex).rename("sex")
+    raw = _first_static(events, conv.sex_prefixes)
+    return raw.map({v: normalise_sex(v) for v in raw.unique()}.__getitem__).rename("sex")  # once per value
 
 
 def site_of(events: pd.DataFrame, conventions: DatasetConventions | None = None) -> pd.Series:

@@ -30,7 +30,8 @@ from ehrseq.errors import DataValidationError
 logger = logging.getLogger("ehrseq.io")
 
 BIRTH, DEATH = "MEDS_BIRTH", "MEDS_DEATH"
-_DAY = np.timedelta64(1, "D")
+_DAY_US = 86_400 * 1_000_000
+_NAT, _NEVER = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 
 
 def time_bounds(policy: Any) -> tuple[np.datetime64, np.datetime64 | None]:
@@ -60,21 +61,39 @@ def drop_implausible(df: pd.DataFrame, policy: Any, report: Any) -> pd.DataFrame
     return df.loc[~bad].reset_index(drop=True)
 
 
+def _is_code(code: pd.Series, value: str) -> np.ndarray:
+    return code.eq(value).to_numpy(dtype=bool, na_value=False)
+
+
 def count_birth_death(df: pd.DataFrame, report: Any) -> None:
-    """Count (never drop) events before the subject's birth and more than a day after its death."""
-    code = df["code"].astype(str).to_numpy()
-    t = df["time"].to_numpy().astype("datetime64[us]")
+    """Count (never drop) events before the subject's birth and more than a day after its death.
+
+    Per subject, the earliest timed MEDS_BIRTH and the latest timed MEDS_DEATH; one pass over the rows when
+    they are grouped by subject (as the validated frame is), a sort by subject otherwise.
+    """
+    code = df["code"]
+    t = df["time"].to_numpy().astype("datetime64[us]", copy=False).view(np.int64)
     sid = df["subject_id"].to_numpy()
-    clinical = ~np.isnat(t) & (code != BIRTH) & (code != DEATH)
-    for marker, attr, later in ((BIRTH, "events_before_birth", False), (DEATH, "events_after_death", True)):
-        rows = (code == marker) & ~np.isnat(t)
+    birth, death = _is_code(code, BIRTH), _is_code(code, DEATH)
+    if not (birth.any() or death.any()):
+        return
+    if len(sid) > 1 and not bool(np.all(sid[1:] >= sid[:-1])):
+        order = np.argsort(sid, kind="stable")
+        sid, t, birth, death = sid[order], t[order], birth[order], death[order]
+    timed = t != _NAT
+    clinical = timed & ~birth & ~death
+    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
+    sizes = np.diff(np.r_[starts, len(sid)])
+    for marker, attr, later in ((birth, "events_before_birth", False), (death, "events_after_death", True)):
+        rows = marker & timed
         if not rows.any():
             continue
-        by_subject = pd.Series(t[rows]).groupby(sid[rows])
-        when = by_subject.max() if later else by_subject.min()
-        ref = pd.Series(sid).map(when).to_numpy().astype("datetime64[us]")
-        known = clinical & ~np.isnat(ref)
-        off = known & ((t > ref + _DAY) if later else (t < ref))
+        if later:  # the subject's last death time, or int64 min when it has none
+            ref = np.repeat(np.maximum.reduceat(np.where(rows, t, _NAT), starts), sizes)
+            off = clinical & (ref != _NAT) & (t > ref + _DAY_US)
+        else:  # the first birth time, or int64 max when it has none
+            ref = np.repeat(np.minimum.reduceat(np.where(rows, t, _NEVER), starts), sizes)
+            off = clinical & (ref != _NEVER) & (t < ref)
         setattr(report, attr, getattr(report, attr) + int(off.sum()))
 
 

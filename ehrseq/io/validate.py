@@ -29,9 +29,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ehrseq.errors import DataValidationError
 from ehrseq.io import ids as ids_mod
+from ehrseq.io import rowkeys
 from ehrseq.io.ids import parse_subject_ids
 from ehrseq.io.plausibility import count_birth_death, drop_implausible
 from ehrseq.io.policy import (  # noqa: F401  (re-exported: the readers' shared policy and report types)
@@ -122,25 +125,29 @@ def apply_column_map(df: pd.DataFrame, column_map: Mapping[str, str] | None, *, 
 # ---------------------------------------------------------------------------------------------- times
 
 
+_ID_PROBLEMS: tuple[tuple[str, str, str], ...] = (
+    (ids_mod.EMPTY, "has empty subject ids", "Every row needs a subject id"),
+    (ids_mod.BOOLEAN, "holds booleans, not integer ids", "Store subject ids as integers"),
+    (ids_mod.NOT_A_NUMBER, "has subject ids that are not numbers",
+     "Subject ids must be integers (map text ids to integers first)"),
+    (ids_mod.NOT_WHOLE, "has subject ids that are not whole numbers", "Subject ids must be integers"),
+    (ids_mod.OUT_OF_RANGE, "has subject ids outside the int64 range (MEDS subject_id is int64; a cast would "
+     "wrap them onto other ids)", "Map the ids to integers between -2**63 and 2**63 - 1 first"),
+    (ids_mod.FLOAT_INEXACT, "has subject ids stored as floating point at or above 2**53, where a float cannot "
+     "hold every integer (two patients may already share one value)",
+     "Export subject_id as an integer column (int64), not a float"),
+)
+
+
 def to_subject_ids(values: pd.Series, *, column: str, file: str | None, report: ValidationReport) -> pd.Series:
     """Convert a subject id column to exact int64 (:mod:`ehrseq.io.ids`); any value that is empty, not a whole
     number, outside the int64 range or a float too large to be exact is an error (never rounded or wrapped)."""
     where = _where(file)
     s = values.reset_index(drop=True)
+    if s.dtype.kind == "i" and not isinstance(s.dtype, pd.api.extensions.ExtensionDtype):
+        return pd.Series(s.to_numpy(np.int64), index=s.index)  # numpy signed ints hold no null: all exact
     parsed = parse_subject_ids(s)
-    problems = [
-        (ids_mod.EMPTY, "has empty subject ids", "Every row needs a subject id"),
-        (ids_mod.BOOLEAN, "holds booleans, not integer ids", "Store subject ids as integers"),
-        (ids_mod.NOT_A_NUMBER, "has subject ids that are not numbers",
-         "Subject ids must be integers (map text ids to integers first)"),
-        (ids_mod.NOT_WHOLE, "has subject ids that are not whole numbers", "Subject ids must be integers"),
-        (ids_mod.OUT_OF_RANGE, "has subject ids outside the int64 range (MEDS subject_id is int64; a cast would "
-         "wrap them onto other ids)", "Map the ids to integers between -2**63 and 2**63 - 1 first"),
-        (ids_mod.FLOAT_INEXACT, "has subject ids stored as floating point at or above 2**53, where a float cannot "
-         "hold every integer (two patients may already share one value)",
-         "Export subject_id as an integer column (int64), not a float"),
-    ]
-    for code, problem, hint in problems:
+    for code, problem, hint in _ID_PROBLEMS if not parsed.ok.all() else ():
         bad = parsed.reason == code
         if bad.any():
             raise DataValidationError(problem, file=where, column=column, n_rows=int(bad.sum()),
@@ -179,6 +186,9 @@ def to_numbers(values: pd.Series, *, column: str, file: str | None, subject_ids:
 def to_text(values: pd.Series, *, blank_is_null: bool = False) -> pd.Series:
     """Convert a column to object dtype holding str or None (non-text values are turned into text)."""
     s = values.reset_index(drop=True)
+    if isinstance(s.dtype, pd.StringDtype) and s.isna().all():
+        arr = np.full(len(s), None, dtype=object)
+        return pd.Series(arr, index=s.index, dtype=object)
     arr = s.to_numpy(dtype=object, na_value=None) if pd.api.types.is_string_dtype(s.dtype) else s.to_numpy(
         dtype=object)
     if not pd.api.types.is_string_dtype(s.dtype) or pd.api.types.infer_dtype(arr, skipna=True) != "string":
@@ -188,6 +198,19 @@ def to_text(values: pd.Series, *, blank_is_null: bool = False) -> pd.Series:
         blank = np.array([v is not None and not v.strip() for v in arr], dtype=bool)
         arr[blank] = None
     return pd.Series(arr, index=s.index, dtype=object)
+
+
+def _blank(code: pd.Series) -> np.ndarray:
+    """True where a code is missing or ``str.strip() == ""``. On a string dtype this is pyarrow's
+    ``utf8_is_space``, which classifies every code point as ``str.isspace`` does (tests/test_validate.py)."""
+    if isinstance(code.dtype, pd.StringDtype) and code.dtype.storage == "pyarrow":
+        arr = pa.chunked_array(pa.array(code.array))
+        blank = pc.or_(pc.equal(pc.binary_length(arr), 0), pc.utf8_is_space(arr))
+        if not arr.null_count and not pc.any(blank).as_py():
+            return np.zeros(len(code), bool)
+        return code.isna().to_numpy(dtype=bool) | blank.to_numpy(zero_copy_only=False).astype(bool)
+    return (code.isna() | code.astype(object).map(lambda v: isinstance(v, str) and v.strip() == "")).to_numpy(
+        dtype=bool)
 
 
 def coerce_events(
@@ -219,18 +242,17 @@ def coerce_events(
 
     sid = to_subject_ids(df["subject_id"], column="subject_id", file=file, report=report)
     code = df["code"].reset_index(drop=True)
-    null_code = (code.isna() | (code.astype(object).map(lambda v: isinstance(v, str) and v.strip() == ""))).to_numpy(
-        dtype=bool)
+    null_code = _blank(code)
     if null_code.any():
         raise DataValidationError(
             "has empty codes", file=where, column="code", n_rows=int(null_code.sum()),
             subject_ids=_ids(sid, null_code), hint="Every event needs a code; drop or fill those rows.",
         )
-    out = pd.DataFrame({
+    out = pd.DataFrame(copy=False, data={
         "subject_id": sid,
         "time": parse_time_column(df["time"], column="time", file=file, policy=policy, report=report,
                                   subject_ids=sid),
-        "code": to_text(code).astype("str"),
+        "code": code.astype("str") if isinstance(code.dtype, pd.StringDtype) else to_text(code).astype("str"),
         "numeric_value": to_numbers(df["numeric_value"], column="numeric_value", file=file,
                                     subject_ids=sid),
         "text_value": (to_text(df["text_value"]) if "text_value" in df.columns
@@ -286,7 +308,10 @@ def tidy_events(
         )
 
     df = drop_implausible(df, policy, report)
-    dup = df.duplicated(keep="first").to_numpy()
+    sid, t = rowkeys.time_keys(df)
+    order = rowkeys.event_order(sid, t)  # one stable sort, reused for duplicates, empty subjects and the output
+    keep = np.ones(len(df), bool)  # rows dropped below leave in one take at the end
+    dup = rowkeys.duplicated_rows(df, sid, t, order)
     if dup.any():
         if policy.duplicates == "error":
             raise DataValidationError(
@@ -294,35 +319,49 @@ def tidy_events(
                 hint="Remove them, or use ValidationPolicy(duplicates='drop') (the default) or 'keep'.",
             )
         if policy.duplicates == "drop":
-            df = df.loc[~dup].reset_index(drop=True)
+            keep &= ~dup
             report.duplicates_dropped += int(dup.sum())
         else:
             report.duplicates_kept += int(dup.sum())
 
+    kept_sorted = keep if order is None else keep[order]
+    s_sid, s_t = (sid, t) if order is None else (sid[order], t[order])
+    s_sid, s_t = s_sid[kept_sorted], s_t[kept_sorted]
     if policy.empty_subjects == "skip":
-        timed = df["time"].notna().groupby(df["subject_id"]).transform("any").to_numpy(dtype=bool)
+        timed = rowkeys.subjects_timed(s_sid, s_t)
         if not timed.all():
-            report.empty_subjects_skipped += int(df.loc[~timed, "subject_id"].nunique())
+            report.empty_subjects_skipped += rowkeys.n_subjects(s_sid[~timed])
             report.rows_of_empty_subjects_dropped += int((~timed).sum())
-            df = df.loc[timed].reset_index(drop=True)
+            kept_sorted[np.flatnonzero(kept_sorted)[~timed]] = False
+            s_sid = s_sid[timed]
+            keep = kept_sorted.copy()
+            if order is not None:
+                keep[order] = kept_sorted
 
-    count_birth_death(df, report)
-    df = sort_events(df, report)
+    df = _take_sorted(df, order, keep, report)
+    count_birth_death(df, report)  # sorted by subject now: no search for each row's birth / death
     report.rows_out = len(df)
-    report.subjects_out = int(df["subject_id"].nunique())
+    report.subjects_out = rowkeys.n_subjects(s_sid)
     return df, report
+
+
+def _take_sorted(df: pd.DataFrame, order: np.ndarray | None, keep: np.ndarray,
+                 report: ValidationReport | None) -> pd.DataFrame:
+    """The rows ``keep`` selects, in the stable (subject, time) ``order``, in one take; counts the rows the
+    sort moved (among the kept rows) in ``report``."""
+    restricted = rowkeys.restrict_order(order, keep) if not keep.all() else order
+    moved = 0 if restricted is None else int((restricted != np.arange(len(restricted))).sum())
+    if report is not None:
+        report.rows_moved_by_sort += moved
+    if keep.all() and not moved:
+        return df.reset_index(drop=True)
+    rows = np.flatnonzero(keep) if order is None else order[keep[order]]
+    return df.iloc[rows].reset_index(drop=True)
 
 
 def sort_events(df: pd.DataFrame, report: ValidationReport | None = None) -> pd.DataFrame:
     """Stable sort by subject_id, then time with NaT first (NaT is the smallest int64)."""
-    t = df["time"].to_numpy().view("int64")
-    order = np.lexsort((t, df["subject_id"].to_numpy()))
-    moved = int((order != np.arange(len(order))).sum())
-    if report is not None:
-        report.rows_moved_by_sort += moved
-    if not moved:
-        return df.reset_index(drop=True)
-    return df.iloc[order].reset_index(drop=True)
+    return _take_sorted(df, rowkeys.event_order(*rowkeys.time_keys(df)), np.ones(len(df), bool), report)
 
 
 def validate_events(
