@@ -42,7 +42,8 @@ def _overlap(m: dict[str, Any], ref: dict[str, Any]) -> str:
 
 def _std(m: dict[str, Any], col: str) -> tuple[str, bool]:
     s = (m.get("prediction_spread") or {}).get(col) or {}
-    return (f"{s['std']:.3g}" if s.get("std") is not None else "-"), bool(m.get("warnings"))
+    flat = any(w.get("code") == "near_constant_predictions" for w in m.get("warnings") or [])  # not small_sample
+    return (f"{s['std']:.3g}" if s.get("std") is not None else "-"), flat
 
 
 def _counts(part: dict[str, pd.DataFrame], kind: str) -> str:

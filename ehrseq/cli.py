@@ -54,7 +54,7 @@ def _task_path(name: str | None) -> str | None:
 
 
 def _train_overrides(a: argparse.Namespace) -> dict[str, Any]:
-    t: dict[str, Any] = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "patience")
+    t: dict[str, Any] = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "patience", "device")
                          if getattr(a, k, None) is not None}
     if getattr(a, "no_progress", False) or getattr(a, "quiet", False):
         t["progress"] = False
@@ -124,23 +124,22 @@ def cmd_finetune(a: argparse.Namespace) -> int:
     check_config_names(cfg, a.config or "command line")
     _check_finetune_flags(a, cfg)
     from ehrseq.api import finetune
-    from ehrseq.evaluate.summary import fmt
 
     res = finetune(a.data, out=a.out, config=cfg, init=a.init, column_map=_column_map(a), code_map=a.code_map,
                    overwrite=a.overwrite)
-    _print_metrics(res.metrics, fmt)
+    _print_metrics(res.metrics)
     print(f"artifact: {res.artifact}")
     return 0
 
 
-def _print_metrics(metrics: dict[str, Any], fmt: Callable[[Any], str]) -> None:
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    from ehrseq.evaluate.summary import split_figures
+
     for split in ("tuning", "held_out", "held_out_adapt_sites"):
         m = metrics.get(split)
         if not isinstance(m, dict):
             continue
-        figs = [f"{k}={fmt(v)}" for k, v in m.items() if isinstance(v, dict) and "value" in v]
-        figs += [f"{k}: auroc={v['auroc']:.3f} f1={v['f1']:.3f}" for k, v in m.items()
-                 if isinstance(v, dict) and isinstance(v.get("auroc"), float)]  # text: per label
+        figs = split_figures(m)  # with their flags: few rows of a class, macro over k/L labels, no-width CIs
         n = m.get("n_rows", m.get("n", m.get("split_sizes", {}).get(split)))
         print(f"{split:9s} n={n}  " + "  ".join(figs))
 
@@ -278,7 +277,6 @@ def cmd_demo(a: argparse.Namespace) -> int:
     """The main job: synthetic 2-site cohort -> RNN CDAI forecaster -> metrics next to the oracle."""
     from ehrseq.api import finetune, synthesize
     from ehrseq.evaluate.metrics import auroc
-    from ehrseq.evaluate.summary import fmt
 
     out = Path(a.out)
     t0 = time.perf_counter()
@@ -296,7 +294,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     ho = res.predictions["held_out"].merge(truth, on=["subject_id", "prediction_time"], how="left")
     oracle = auroc(ho["y_true"].to_numpy(), ho["true_prob_controlled"].to_numpy())
     print("[3/3] controlled (CDAI <= 10) at the next visit, held-out patients:")
-    _print_metrics(res.metrics, fmt)
+    _print_metrics(res.metrics)
     model_auc = res.metrics["held_out"]["auroc"]["value"]
     print(f"oracle AUROC (the generator's true probabilities) {oracle.value:.3f}; "
           f"model reaches {model_auc / oracle.value:.1%} of it")

@@ -1,5 +1,6 @@
 """The HTML report in headless Chromium at desktop (1280 px) and phone (390 px) widths: no console errors,
-nothing overflows the viewport horizontally (wide tables scroll inside their own box), no two blocks overlap.
+nothing overflows the viewport horizontally (wide tables scroll inside their own box), no two blocks overlap,
+no figure caption runs wider than its image.
 
 A copy of the page gets a small script that measures element boxes after load and writes its verdict into the
 DOM, read back with ``--dump-dom``; the untouched page is screenshotted into the test's tmp dir (and into
@@ -45,6 +46,12 @@ window.addEventListener('load', () => {
         Math.round(r.left) + '..' + Math.round(r.right) + ' of ' + W);
   }
   for (const img of document.images) if (!img.complete || !img.naturalWidth) bad.push('not loaded: ' + img.alt);
+  for (const f of document.querySelectorAll('figure')) {  // a caption no wider than its image
+    const i = f.querySelector('img'), c = f.querySelector('figcaption');
+    if (i && c && c.getBoundingClientRect().width > i.getBoundingClientRect().width + 1) bad.push(
+        'caption wider than its image: ' + name(f) + ' ' + Math.round(c.getBoundingClientRect().width) + ' > ' +
+        Math.round(i.getBoundingClientRect().width));
+  }
   const blocks = Array.from(document.querySelectorAll('h1,h2,p,ul,.scroll,figure,img,figcaption'));
   for (let i = 0; i < blocks.length; i++) for (let j = i + 1; j < blocks.length; j++) {
     const a = blocks[i], b = blocks[j];

@@ -11,6 +11,11 @@ A resample where the metric is undefined (an undefined :class:`MetricResult`, Na
 fewer than ``min_defined`` of the resamples are defined the interval is reported as undefined (``lo`` and
 ``hi`` None, ``ci_undefined`` saying why) while the point estimate is kept: an interval over only the resamples
 where the metric happens to exist would be biased.
+
+An interval of no width (``lo == hi``, e.g. AP 1.000 [1.000, 1.000] on a handful of rows) is not certainty: it
+means the rows are too few for resampling to move the figure. It keeps its numbers and ``ci_degenerate``
+says why (:data:`DEGENERATE_ALL` when every resample gave the same value); the report and the printed
+summaries show that reason instead of the interval.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from ehrseq.evaluate.metrics import MetricResult
 # what a metric raises on a resample where it is not defined (the point estimate on the same rows succeeded)
 UNDEFINED_IN_RESAMPLE = (ValueError, ZeroDivisionError, FloatingPointError)
 MIN_DEFINED = 0.8  # share of resamples that must be defined for an interval to be reported
+DEGENERATE_ALL = "every resample identical: too few rows, or predictions that do not vary"
+DEGENERATE_MOST = "most resamples identical, so the interval has no width: too few rows"
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,8 @@ class BootstrapResult:
     ``n_boot_used`` counts resamples where the metric was defined; the rest were skipped (e.g. a resample with
     no positive patient) and ``note`` says how many and why. ``undefined`` holds the reason when the point
     estimate itself is undefined; ``ci_undefined`` the reason when the interval is (too few defined resamples,
-    or none asked for), with ``lo`` and ``hi`` None.
+    or none asked for), with ``lo`` and ``hi`` None. ``ci_degenerate`` is set when ``lo == hi`` (see the
+    module docstring). ``note`` also carries the point estimate's own note (e.g. "macro over 2/4 labels").
     """
 
     estimate: float | None
@@ -53,19 +61,22 @@ class BootstrapResult:
     undefined: str | None = None
     note: str | None = None
     ci_undefined: str | None = None
+    ci_degenerate: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, as a plain dict."""
         return asdict(self)
 
     def to_summary(self) -> dict[str, Any]:
-        """The metrics.json form: ``{"value", "lo", "hi"}`` plus ``undefined`` / ``ci_undefined`` / ``note`` /
-        ``n_boot_used`` where they carry something."""
+        """The metrics.json form: ``{"value", "lo", "hi"}`` plus ``undefined`` / ``ci_undefined`` /
+        ``ci_degenerate`` / ``note`` / ``n_boot_used`` where they carry something."""
         out: dict[str, Any] = {"value": self.estimate, "lo": self.lo, "hi": self.hi}
         if self.undefined:
             out["undefined"] = self.undefined
         if self.ci_undefined:
             out["ci_undefined"] = self.ci_undefined
+        if self.ci_degenerate:
+            out["ci_degenerate"] = self.ci_degenerate
         if self.note:
             out["note"] = self.note
         if self.n_boot:
@@ -175,13 +186,18 @@ def bootstrap_ci(
             else:
                 values.append(v)
         done += size
-    note = _skipped_note(skipped, n_boot)
+    own = point.note if isinstance(point, MetricResult) else None
+    note = "; ".join(x for x in (own, _skipped_note(skipped, n_boot)) if x) or None
     if n_boot <= 0:
-        return BootstrapResult(estimate, None, None, n_boot, 0, alpha, n_clusters, None, None,
+        return BootstrapResult(estimate, None, None, n_boot, 0, alpha, n_clusters, None, own,
                                "no resamples asked for (n_boot=0)")
     if not values or len(values) < min_defined * n_boot:
         why = (f"only {len(values)} of {n_boot} resamples had the metric defined (fewer than {min_defined:.0%}); "
                "an interval over those alone would be biased")
         return BootstrapResult(estimate, None, None, n_boot, len(values), alpha, n_clusters, None, note, why)
     lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-    return BootstrapResult(estimate, float(lo), float(hi), n_boot, len(values), alpha, n_clusters, None, note)
+    degenerate = None
+    if hi - lo <= 1e-12 * max(1.0, abs(float(lo))):
+        degenerate = DEGENERATE_ALL if np.ptp(values) == 0 else DEGENERATE_MOST
+    return BootstrapResult(estimate, float(lo), float(hi), n_boot, len(values), alpha, n_clusters, None, note,
+                           None, degenerate)

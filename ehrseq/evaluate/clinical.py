@@ -93,7 +93,7 @@ def threshold_for_sensitivity(y_true: Any, y_prob: Any, target: float) -> float 
 
 def _ci(res: Any) -> dict[str, Any]:
     return {"estimate": res.estimate, "lo": res.lo, "hi": res.hi, "n_boot_used": res.n_boot_used,
-            "undefined": res.undefined}
+            "undefined": res.undefined, "ci_degenerate": res.ci_degenerate}
 
 
 def _nne(ppv: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +101,7 @@ def _nne(ppv: dict[str, Any]) -> dict[str, Any]:
     0 the upper limit has no bound: ``hi`` is None and ``unbounded_above`` True."""
     inv = [None if v is None or v <= 0 else 1.0 / v for v in (ppv["estimate"], ppv["hi"], ppv["lo"])]
     return {"estimate": inv[0], "lo": inv[1], "hi": inv[2], "n_boot_used": ppv["n_boot_used"],
-            "unbounded_above": inv[1] is not None and inv[2] is None,
+            "ci_degenerate": ppv.get("ci_degenerate"), "unbounded_above": inv[1] is not None and inv[2] is None,
             "undefined": ppv["undefined"] or (None if inv[0] is not None else "PPV is 0")}
 
 

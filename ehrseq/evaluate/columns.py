@@ -41,7 +41,8 @@ def task_spec(task: Task, df: pd.DataFrame, labels: Sequence[str] | None) -> tup
         labs = list(labels or _labels(df))
         if not labs:
             raise DataValidationError("no y_prob_<label> columns", hint="multilabel predictions need one per label")
-        return [f"y_true_{lab}" for lab in labs], [f"y_prob_{lab}" for lab in labs], dict(M.MULTILABEL_METRICS)
+        fns = {**M.MULTILABEL_METRICS, **{k: M.labelled_macro(m, labs) for k, m in M.MACRO_BASE.items()}}
+        return [f"y_true_{lab}" for lab in labs], [f"y_prob_{lab}" for lab in labs], fns
     if task == "regression":
         return "y_true", "y_pred", dict(M.REGRESSION_METRICS)
     if task == "survival":

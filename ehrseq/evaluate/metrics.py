@@ -230,7 +230,13 @@ def macro(
     sample_weight: ArrayLike | None = None,
     labels: Sequence[str] | None = None,
 ) -> MetricResult:
-    """Unweighted mean of a binary metric over labels where it is defined; skipped labels go in ``note``."""
+    """Unweighted mean of a binary metric over the labels where it is defined.
+
+    ``note`` always says how many labels were averaged ("macro over k/L labels") and names the skipped ones
+    with their reason. A macro over one label of several is that label's value, and the note says so ("label
+    'x' alone, not an average"): it is kept (not made undefined) so the figure stays comparable with the
+    per-label table, but it must never be read as an average over the task.
+    """
     results = per_label(metric, y_true, y_score, sample_weight, labels)
     defined = {k: r for k, r in results.items() if r.defined}
     skipped = {k: r.undefined for k, r in results.items() if not r.defined}
@@ -238,13 +244,24 @@ def macro(
     if not defined:
         reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
         return _undefined(f"undefined for every label ({reasons})", n)
-    note = None
+    note = f"macro over {len(defined)}/{len(results)} labels"
+    if len(defined) == 1 and len(results) > 1:
+        note += f" (label '{next(iter(defined))}' alone, not an average)"
     if skipped:
-        note = f"macro over {len(defined)}/{len(results)} labels; skipped " + "; ".join(
-            f"{k} ({v})" for k, v in skipped.items()
-        )
+        note += "; skipped " + "; ".join(f"{k} ({v})" for k, v in skipped.items())
     value = float(np.mean([r.value for r in defined.values()]))
     return MetricResult(value=value, n=n, note=note)
+
+
+def labelled_macro(metric: MetricFn, labels: Sequence[str]) -> MetricFn:
+    """``macro(metric, ..., labels=labels)`` as a metric of (y_true, y_score, sample_weight): its note names
+    the labels instead of column numbers."""
+    names = list(labels)
+
+    def fn(y_true: ArrayLike, y_score: ArrayLike, sample_weight: ArrayLike | None = None) -> MetricResult:
+        return macro(metric, y_true, y_score, sample_weight, names)
+
+    return fn
 
 
 def macro_auroc(y_true: ArrayLike, y_score: ArrayLike, sample_weight: ArrayLike | None = None) -> MetricResult:
@@ -336,6 +353,7 @@ def pr_curve_points(y_true: ArrayLike, y_score: ArrayLike, max_points: int = 200
 
 BINARY_METRICS: dict[str, MetricFn] = {"auroc": auroc, "auprc": auprc, "brier": brier, "log_loss": log_loss}
 REGRESSION_METRICS: dict[str, MetricFn] = {"mae": mae, "rmse": rmse, "r2": r2}
+MACRO_BASE: dict[str, MetricFn] = {"macro_auroc": auroc, "macro_auprc": auprc, "macro_brier": brier}
 MULTILABEL_METRICS: dict[str, MetricFn] = {
     "macro_auroc": macro_auroc,
     "macro_auprc": macro_auprc,

@@ -107,8 +107,15 @@ def _overall(report: Mapping[str, Any]) -> list[str]:
             out.append(f"Brier score {_num(est['brier'], 3)}: the mean squared gap between predicted probability "
                        f"and outcome (0 is perfect; always predicting the prevalence scores {prev * (1 - prev):.3f}).")
     elif task == "multilabel" and est.get("macro_auroc") is not None:
-        out.append(f"Macro AUROC {_num(est['macro_auroc'])}: the mean of the per-label AUROCs over the labels that "
-                   "have both outcomes among the evaluated rows (per label below).")
+        labs = report.get("per_label") or {}
+        k = sum(1 for m in labs.values() if (m.get("auroc") or {}).get("estimate") is not None)
+        if k == 1 and len(labs) > 1:
+            out.append(f"Macro AUROC {_num(est['macro_auroc'])} is not an average: only 1 of the {len(labs)} labels "
+                       "has both outcomes among the evaluated rows, so it is that label's AUROC alone (per label "
+                       "below).")
+        else:
+            out.append(f"Macro AUROC {_num(est['macro_auroc'])}: the mean of the per-label AUROCs over the {k} of "
+                       f"{len(labs)} labels that have both outcomes among the evaluated rows (per label below).")
     elif task == "regression" and est.get("mae") is not None:
         out.append(f"MAE {_num(est['mae'])}: predictions miss the true value by {_num(est['mae'])} units on average; "
                    f"RMSE {_num(est.get('rmse'))} weighs large misses more.")
@@ -125,6 +132,14 @@ def _overall(report: Mapping[str, Any]) -> list[str]:
         out.append(f"Integrated Brier score {_num(est['integrated_brier'], 3)}{span}: the squared error of the "
                    "predicted survival against what happened, averaged over time (0 is perfect; 0.25 is what "
                    "predicting 50% for everyone scores).")
+    if any((m or {}).get("small_sample") for m in o.values()):
+        out.append(f"Figures marked 'few rows' rest on fewer than {report['meta'].get('min_per_class')} rows of a "
+                   "class (positives or negatives; events for survival): a handful of rows can swing them "
+                   "widely, and their intervals understate that. Evaluate on more held-out rows before relying "
+                   "on them.")
+    if any((m or {}).get("ci_degenerate") for m in o.values()):
+        out.append("An interval replaced by 'resamples identical' is not certainty: the rows are too few "
+                   "(or the predictions too uniform) for resampling to move the figure at all.")
     n_pat = data.get("n_patients")
     level = f"{100 * (1 - report['meta']['alpha']):g}%"
     out.append(f"Bracketed ranges are {level} intervals from resampling the {n_pat} patients: differences "

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ehrseq.evaluate.plain import explanations
+from ehrseq.evaluate.sample_size import few_rows_text
 from ehrseq.evaluate.subgroups import card_to_frame, format_ci
 
 NOT_STATED = "not stated"
@@ -83,6 +84,11 @@ def _fmt(v: Any, signed: bool = False) -> Any:
     return "" if v is None else v
 
 
+def _cell(m: Mapping[str, Any]) -> str:
+    """A metric's 'estimate [CI]' with its small-sample flag, e.g. '0.525 [0.31, 0.72] [few rows: 3 positives]'."""
+    return format_ci(m) + few_rows_text(m)
+
+
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def cell(v: Any) -> str:
         return str(_fmt(v)).replace("|", "\\|").replace("\n", " ")
@@ -108,7 +114,8 @@ def _op_rows(points: Sequence[Mapping[str, Any]], label: str | None = None) -> l
     return rows
 
 
-def _survival_tables(report: Mapping[str, Any]) -> list[tuple[str, str, list[str], list[list[Any]]]]:
+def _survival_tables(report: Mapping[str, Any], sid: str = "survival-calibration",
+                     where: str = "") -> list[tuple[str, str, list[str], list[list[Any]]]]:
     surv = report.get("survival") or {}
     rows = []
     for entry in surv.get("calibration") or []:
@@ -118,7 +125,7 @@ def _survival_tables(report: Mapping[str, Any]) -> list[tuple[str, str, list[str
                                                   f"{g['observed_upper']:.3f}]"])
     if not rows:
         return []
-    return [("survival-calibration", "Calibration at horizon (event-free survival by predicted risk group)",
+    return [(sid, f"Calibration at horizon{where} (event-free survival by predicted risk group)",
              ["horizon (days)", "risk group (1 = lowest)", "predictions", "events by horizon", "predicted",
               "observed (Kaplan-Meier) [95%]"], rows)]
 
@@ -140,12 +147,15 @@ def _tables(report: Mapping[str, Any]) -> list[tuple[str, str, list[str], list[l
     out.append(("data", "Evaluation data", ["field", "value"],
                 [[k, json.dumps(v) if isinstance(v, dict) else v] for k, v in report["data"].items()]))
     level = f"{100 * (1 - report['meta']['alpha']):g}%"
-    out.append(("overall", f"Overall metrics ({level} patient-bootstrap CI)", ["metric", "estimate [CI]", "resamples used"],
-                [[k, format_ci(m), m["n_boot_used"]] for k, m in report["overall"].items()]))
+    out.append(("overall", f"Overall metrics ({level} patient-bootstrap CI)",
+                ["metric", "estimate [CI]", "resamples used", "note"],
+                [[k, _cell(m), m["n_boot_used"], m.get("note") or ""] for k, m in report["overall"].items()]))
     if report.get("per_label"):
         names = list(next(iter(report["per_label"].values())).keys())
-        out.append(("per-label", "Per-label metrics", ["label", *names],
-                    [[lab, *[format_ci(ms[n]) for n in names]] for lab, ms in report["per_label"].items()]))
+        counts = report["data"].get("class_counts") or {}
+        out.append(("per-label", "Per-label metrics", ["label", "positives / negatives", *names],
+                    [[lab, "{positives} / {negatives}".format(**counts[lab]) if lab in counts else "",
+                      *[_cell(ms[n]) for n in names]] for lab, ms in report["per_label"].items()]))
     ops = report.get("operating_points")
     if ops:
         title = f"Operating points ({level} patient-bootstrap CI)"
@@ -171,8 +181,9 @@ def _tables(report: Mapping[str, Any]) -> list[tuple[str, str, list[str], list[l
     ext = report.get("external")
     if ext:
         out.append(("external", f"Internal vs {ext['name']}", ["metric", "internal", ext["name"], "difference"],
-                    [[r["metric"], format_ci(r["internal"]), format_ci(r["external"]) if r["external"] else "",
+                    [[r["metric"], _cell(r["internal"]), _cell(r["external"]) if r["external"] else "",
                       _fmt(r["difference"], signed=True)] for r in ext["side_by_side"]]))
+        out += _survival_tables(ext, "external-survival-calibration", f", {ext['name']}")
     return out
 
 
@@ -225,6 +236,14 @@ figcaption{font-size:13px;color:#444;margin-top:4px}.note{color:#666}
 td,th{font-size:13px;padding:2px 5px}table.kv td:last-child{min-width:10em}}"""
 
 
+def _max_width(png: bytes) -> str:
+    """An inline style that keeps a figure (and so its caption) no wider than its image's own width in CSS
+    pixels, read from the PNG header; '' for anything that is not a PNG."""
+    if len(png) < 24 or png[:8] != b"\x89PNG\r\n\x1a\n":
+        return ""
+    return f' style="max-width:min(100%,{int.from_bytes(png[16:20], "big")}px)"'
+
+
 def _html(report: Mapping[str, Any], figures: Mapping[str, bytes], figure_note: str | None) -> str:
     e = html.escape
     meta, expl = report["meta"], _explained(report)
@@ -251,7 +270,8 @@ def _html(report: Mapping[str, Any], figures: Mapping[str, bytes], figure_note: 
     if expl.get("survival"):
         body.append(f'<section id="survival"><h2>Survival: what the figures say</h2>{paras(expl["survival"])}</section>')
     imgs = "".join(
-        f'<figure id="fig-{e(name)}"><img alt="{e(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f'<figure id="fig-{e(name)}"{_max_width(png)}><img alt="{e(name)}" '
+        f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         f"<figcaption>{' '.join(e(s) for s in _caption(expl, name))}</figcaption></figure>"
         for name, png in figures.items()
     )

@@ -10,7 +10,9 @@ Expected prediction columns (one row per subject_id x prediction_time):
 plus ``subject_id`` and any group columns (``sex``, ``site``, ``age`` -> ``age_band`` is derived when asked).
 The report holds aggregates only: metrics, curves (thinned), calibration bins and subgroup counts >= the
 suppression threshold, never rows. ``warnings`` (near-constant predictions, see
-:func:`ehrseq.evaluate.summary.prediction_spread`) lead the Markdown and HTML pages.
+:func:`ehrseq.evaluate.summary.prediction_spread`; discrimination metrics on fewer than ``min_per_class`` rows
+of a class, see :mod:`ehrseq.evaluate.sample_size`) lead the Markdown and HTML pages, and every flagged figure
+says so beside itself, as do a macro average (how many labels it averaged) and an interval of no width.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ehrseq.evaluate.calibration import calibration_fit, ece, reliability_curve
 from ehrseq.evaluate.columns import Task, task_spec
 from ehrseq.evaluate.conformal import SplitConformalClassifier, SplitConformalRegressor, coverage_summary
 from ehrseq.evaluate.render import NOT_STATED, clean, write_report
+from ehrseq.evaluate.sample_size import MIN_PER_CLASS, class_counts, flag_small_samples
 from ehrseq.evaluate.subgroups import age_band, metrics_with_ci, subgroup_card
 from ehrseq.utils import frame_hash
 
@@ -107,6 +110,9 @@ def _evaluate(df: pd.DataFrame, task: Task, yt: Any, yp: Any, fns: dict[str, M.M
         }
     if task == "survival":
         out["data"]["event_rate"] = float(df["event"].mean())
+    counts = class_counts(df, task)
+    if counts:
+        out["data"]["class_counts"] = counts[None] if None in counts else counts
     out["calibration"] = _calibration(df, yt, yp, task, n_bins)
     out["curves"] = _curves(df, yt, yp, task)
     return out
@@ -187,6 +193,8 @@ def build_report(
     decision_threshold: float | Mapping[str, float] | None = None,
     survival_curves: pd.DataFrame | None = None,
     horizons: Sequence[float] = (),
+    external_survival_curves: pd.DataFrame | None = None,
+    min_per_class: int = MIN_PER_CLASS,
 ) -> dict[str, Any]:
     """Evaluate held-out predictions (and optionally an external site's) into one JSON-ready report.
 
@@ -208,6 +216,11 @@ def build_report(
         survival_curves: survival probabilities, index = times (days), one column per prediction row in the
             rows' order; gives C-td, integrated Brier and calibration at ``horizons`` (days). Without them a
             survival report says absolute calibration cannot be judged.
+        external_survival_curves: the same for the ``external`` rows (survival): the external site gets its
+            own survival section.
+        min_per_class: discrimination metrics (AUROC, AUPRC, macro averages, C-index) resting on fewer rows
+            of a class (positives or negatives, per label; events for survival) carry ``small_sample`` and a
+            ``small_sample`` warning (:mod:`ehrseq.evaluate.sample_size`); 0 turns the check off.
     """
     yt, yp, fns = task_spec(task, predictions, labels)
     _check(predictions, [subject_col, *_flat(yt), *_flat(yp)], "predictions")
@@ -222,7 +235,7 @@ def build_report(
     report: dict[str, Any] = {
         "meta": {"ehrseq_version": __version__, "created": datetime.now(UTC).isoformat(timespec="seconds"),
                  "task": task, "n_boot": n_boot, "alpha": alpha, "seed": seed, "ci": "patient bootstrap, percentile",
-                 "min_group_size": min_group_size, "n_bins": n_bins},
+                 "min_group_size": min_group_size, "n_bins": n_bins, "min_per_class": min_per_class},
         "model_card": card,
         **_evaluate(df, task, yt, yp, fns, kw, n_bins),
     }
@@ -252,6 +265,11 @@ def build_report(
     if external is not None:
         _check(external, [subject_col, *_flat(yt), *_flat(yp)], external_name)
         ext = _evaluate(_with_age_band(external, subgroup_columns), task, yt, yp, fns, kw, n_bins)
+        if task == "survival":
+            from ehrseq.evaluate.survival_report import survival_section
+
+            ext["survival"] = survival_section(external, external_survival_curves, horizons, **kw)
+            ext["overall"].update(ext["survival"]["metrics"])
         shared = set(external[subject_col]) & set(df[subject_col])
         if shared:
             notes.append(f"{len(shared)} subject_id(s) appear in both internal and {external_name} predictions")
@@ -264,6 +282,12 @@ def build_report(
     if external is not None:
         report["external"]["prediction_spread"], ext_w = prediction_spread(external, task)
         report["warnings"] += [{**w, "message": f"{external_name}: {w['message']}"} for w in ext_w]
+    report["warnings"] += flag_small_samples(df, task, report["overall"], report.get("per_label"),
+                                             min_per_class=min_per_class)
+    if external is not None:
+        report["warnings"] += flag_small_samples(external, task, report["external"]["overall"],
+                                                 report["external"].get("per_label"), min_per_class=min_per_class,
+                                                 where=external_name)
     for w in report["warnings"]:
         logger.warning("%s", w["message"])
     from ehrseq.evaluate.plain import explanations

@@ -47,6 +47,8 @@ def _ci_dict(res: Any, overall: float | None) -> dict[str, Any]:
         "gap": None if est is None or overall is None else est - overall,
         "n_boot_used": res.n_boot_used,
         "undefined": res.undefined,
+        "note": res.note,
+        "ci_degenerate": res.ci_degenerate,
     }
 
 
@@ -137,9 +139,12 @@ def card_to_frame(card: Mapping[str, Any], digits: int = 3) -> pd.DataFrame:
 
 
 def format_ci(m: Mapping[str, Any], digits: int = 3) -> str:
-    """'0.812 [0.790, 0.833]', or the reason a value is missing."""
+    """'0.812 [0.790, 0.833]', or the reason a value is missing; an interval of no width is replaced by why
+    ('1.000 [every resample identical: too few rows]')."""
     if m.get("estimate") is None:
         return f"undefined: {m.get('undefined') or 'n/a'}"
     if m.get("lo") is None:
         return f"{m['estimate']:.{digits}f}"
+    if m.get("ci_degenerate"):
+        return f"{m['estimate']:.{digits}f} [{m['ci_degenerate']}]"
     return f"{m['estimate']:.{digits}f} [{m['lo']:.{digits}f}, {m['hi']:.{digits}f}]"

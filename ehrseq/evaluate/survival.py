@@ -94,8 +94,11 @@ def kaplan_meier(durations: object, events: object) -> pd.DataFrame:
     )
 
 
-def _km_at(km: pd.DataFrame, query: np.ndarray, *, left_limit: bool = False, column: str = "survival"
-           ) -> np.ndarray:
+def km_at(km: pd.DataFrame, query: object, *, left_limit: bool = False, column: str = "survival") -> np.ndarray:
+    """A :func:`kaplan_meier` table read at the times ``query`` (array-like, any order): the right-continuous
+    step value of ``column`` ("survival", "lower" or "upper"), 1.0 before the first time in the table and the
+    last value past its end (the caller decides whether follow-up reaches that far). With ``left_limit`` the
+    value just before each time, S(t-). Returns a float array shaped like ``query``."""
     return _step_lookup(km.index.to_numpy(), km[column].to_numpy(), np.asarray(query, dtype=np.float64),
                         left_limit=left_limit)
 
@@ -241,8 +244,8 @@ def brier_score(durations: object, events: object, surv: pd.DataFrame, times: ob
     index, s_mat = _surv_matrix(surv, len(t))
     grid = np.asarray(times, dtype=np.float64).reshape(-1)
     cens_km = kaplan_meier(t, 1 - e)
-    g_at_t = _km_at(cens_km, t, left_limit=True)  # (N,) G(t_i-)
-    g_at_s = _km_at(cens_km, grid)  # (T,) G(s)
+    g_at_t = km_at(cens_km, t, left_limit=True)  # (N,) G(t_i-)
+    g_at_s = km_at(cens_km, grid)  # (T,) G(s)
     with np.errstate(divide="ignore"):
         w_event = np.where(g_at_t > 0, 1.0 / g_at_t, 0.0)
         w_alive = np.where(g_at_s > 0, 1.0 / g_at_s, 0.0)
@@ -304,9 +307,9 @@ def calibration_at_horizon(
             "n": int(m.sum()),
             "n_events": int(((t[m] <= horizon) & (e[m] == 1)).sum()),
             "predicted": float(pred[m].mean()),
-            "observed": float(_km_at(km, at)[0]),
-            "observed_lower": float(_km_at(km, at, column="lower")[0]),
-            "observed_upper": float(_km_at(km, at, column="upper")[0]),
+            "observed": float(km_at(km, at)[0]),
+            "observed_lower": float(km_at(km, at, column="lower")[0]),
+            "observed_upper": float(km_at(km, at, column="upper")[0]),
         })
     return pd.DataFrame(rows)
 

@@ -27,7 +27,7 @@ NO_CURVES = ("this model gives only a risk score, no survival probabilities: ran
 
 def _ci(res: Any) -> dict[str, Any]:
     return {"estimate": res.estimate, "lo": res.lo, "hi": res.hi, "gap": None, "n_boot_used": res.n_boot_used,
-            "undefined": res.undefined}
+            "undefined": res.undefined, "note": res.note, "ci_degenerate": res.ci_degenerate}
 
 
 def risk_groups(risk: np.ndarray, n_groups: int) -> np.ndarray:
@@ -56,7 +56,7 @@ def km_by_risk_group(durations: Any, events: Any, risk: Any, n_groups: int = 3,
         upto = grid <= last  # past its longest follow-up a group's curve is not known
         row = {"group": g + 1, "n": int(m.sum()), "n_events": int(e[m].sum()), "time": grid[upto].tolist()}
         for col in ("survival", "lower", "upper"):
-            row[col] = S._km_at(km, grid[upto], column=col).tolist()
+            row[col] = S.km_at(km, grid[upto], column=col).tolist()
         out.append(row)
     return {"n_groups": n_groups, "groups": out}
 

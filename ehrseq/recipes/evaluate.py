@@ -60,10 +60,10 @@ def predict_for_report(art: Artifact, data, labels=None) -> tuple[pd.DataFrame, 
         return p.eval_frame(), p.meds_table()
     if kind == "text_classifier":
         from ehrseq.data.loading import biopsy_frame
-        from ehrseq.models.text_classifier import TextClassifier
+        from ehrseq.models.text_models import load_text_model
 
         df = biopsy_frame(data)
-        model = TextClassifier.load(art.path)
+        model = load_text_model(art.path)
         prob = model.predict_proba(df)
         out = df[["subject_id"]].assign(prediction_time=df["time"])
         for j, name in enumerate(model.config.labels):
@@ -136,10 +136,13 @@ def _survival_curves(art: Artifact, d, preds: pd.DataFrame) -> tuple[pd.DataFram
 def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *, split: str = "held_out",
                       external: str | Path | None = None, group_by: list[str] | tuple[str, ...] = (),
                       min_group_size: int = 30, n_boot: int = 1000, plots: bool = True, seed: int = 0,
-                      labels=None, column_map=None, code_map=None) -> dict[str, Path]:
+                      labels=None, column_map=None, code_map=None, min_per_class: int | None = None
+                      ) -> dict[str, Path]:
     """Write report.json, report.md, report.html (and predictions.parquet) for ``artifact`` on one split of
     ``data``, at the rows of ``labels`` (a MEDS label file) or of the artifact's task rebuilt on the data.
-    ``code_map`` (a code map file or mapping) renames the codes of ``data`` and ``external`` as they are read."""
+    ``code_map`` (a code map file or mapping) renames the codes of ``data`` and ``external`` as they are read.
+    ``min_per_class``: below it a discrimination metric is flagged as resting on too few rows (None: the
+    report's default, :data:`ehrseq.evaluate.sample_size.MIN_PER_CLASS`)."""
     from ehrseq.data.loading import load_data, subset_split
     from ehrseq.evaluate.conformal import SplitConformalClassifier, SplitConformalRegressor
     from ehrseq.evaluate.plain import intended_use
@@ -154,10 +157,13 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *
     d = subset_split(load_data(data, column_map=column_map, code_map=code_map), split, art.extras.get("split"))
     ev_frame, meds = predict_for_report(art, d, labels)
     preds = demographics(d.events, ev_frame)
-    ext = None
+    ext, ext_curves = None, None
     if external:
         de = load_data(external, column_map=column_map, code_map=code_map)
-        ext = demographics(de.events, predict_for_report(art, de, labels)[0])
+        ext_frame = predict_for_report(art, de, labels)[0]
+        ext = demographics(de.events, ext_frame)
+        if task == "survival":  # the external site gets its own C-td, calibration and Kaplan-Meier section
+            ext_curves = _survival_curves(art, de, ext_frame)[0]
     conformal: Any = None
     if "conformal" in art.extras:
         cls = SplitConformalRegressor if task == "regression" else SplitConformalClassifier
@@ -181,7 +187,8 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *
     report = build_report(preds, task, card, subgroup_columns=["sex", "age_band", "site", *group_by], external=ext,
                           conformal=conformal, min_group_size=min_group_size, n_boot=n_boot, seed=seed,
                           task_info=info, decision_threshold=_stored_threshold(art, task),
-                          survival_curves=curves, horizons=horizons)
+                          survival_curves=curves, horizons=horizons, external_survival_curves=ext_curves,
+                          **({} if min_per_class is None else {"min_per_class": min_per_class}))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))  # written whole, then moved in
