@@ -58,6 +58,7 @@ RESERVED = {"config.json", "featurizer.json", "metrics.json", "manifest.json", T
 
 
 def sha256_file(path: Path) -> str:
+    """The SHA-256 hex digest of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -138,10 +139,12 @@ class Artifact:
 
     @property
     def artifact_id(self) -> str:
+        """The artifact's id, as its manifest records it."""
         return self.manifest["artifact_id"]
 
     @property
     def tokenizer_dir(self) -> Path | None:
+        """The artifact's ``tokenizer/`` folder, or None when it has none."""
         p = self.path / "tokenizer"
         return p if p.is_dir() else None
 

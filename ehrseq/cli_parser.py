@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -74,6 +75,7 @@ def _typed(name: str, convert: Callable[[str], Any], ok: Callable[[Any], bool],
         return v
 
     parse.__name__ = name
+    parse.__doc__ = f"A command-line value that must be {want} (argparse ``type``)."
     return parse
 
 
@@ -82,6 +84,8 @@ nonnegative_int = _typed("nonnegative_int", int, lambda v: v >= 0, "a whole numb
 positive_float = _typed("positive_float", float, lambda v: v > 0, "a number > 0")
 share = _typed("share", float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 rate = _typed("rate", float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+_device = _typed("device", str, lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
+                 "auto, cpu, cuda or cuda:N")
 
 
 def _pair(text: str) -> str:
@@ -157,6 +161,8 @@ def _model_args(p: argparse.ArgumentParser, out_help: str,
     p.add_argument("--patience", type=positive_int, metavar="N",
                    help="epochs without a better tuning loss before stopping "
                    + _from_config("patience"))
+    p.add_argument("--device", type=_device, metavar="DEVICE", help="where the model trains: auto (a CUDA GPU "
+                   "when torch sees one, else the CPU), cpu, cuda or cuda:N (default: from --config, else auto)")
     p.add_argument("--no-progress", action="store_true", help=f"no progress bars; {HEARTBEAT}")
     _column_map_arg(p)
     _overwrite_arg(p, "an artifact")

@@ -67,6 +67,7 @@ class LeakageError(EhrseqError, AssertionError):
 
 
 def first_ids(ids: Iterable[object], n: int = 5) -> list[object]:
+    """The first ``n`` distinct ids of ``ids``, in order (for error messages)."""
     out: list[object] = []
     for i in ids:
         if i not in out:

@@ -46,6 +46,7 @@ def cdai_labels(
 def cdai_value_labels(
     events: pd.DataFrame, *, cdai_code: str = codes.CDAI, min_history: int = 1, max_gap_days: float | None = 730.0
 ) -> pd.DataFrame:
+    """Regression labels: each visit's next CDAI value (within ``max_gap_days``)."""
     pairs = _next_value_pairs(events, cdai_code, min_history=min_history, max_gap_days=max_gap_days)
     return pd.DataFrame(
         {
@@ -164,6 +165,7 @@ TASK_OF_TARGET = {"cdai": "binary", "cdai_value": "regression", "next_visit_dx":
 
 
 def make_labels(target: str, events: pd.DataFrame, **kwargs) -> pd.DataFrame:
+    """The label rows of a built-in ``target`` on ``events``."""
     if target not in TARGETS:
         raise TargetError(f"unknown target '{target}'; built-in targets: {', '.join(TARGETS)} (and 'biopsy')")
     return TARGETS[target](events, **kwargs)

@@ -109,6 +109,7 @@ class CalibrationFit:
     undefined: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The fit as a plain dict."""
         return asdict(self)
 
 
@@ -217,6 +218,7 @@ class TemperatureScaler(_Calibrator):
         return self
 
     def transform(self, scores: Any) -> np.ndarray:
+        """Calibrated probabilities of ``scores`` (one temperature per label)."""
         s, _, multilabel = _as_2d(None, scores)
         p = sigmoid(self._z(s) / np.asarray(self.temperature_)[None, :])
         return p if multilabel else p[:, 0]
@@ -245,6 +247,7 @@ class IsotonicCalibrator(_Calibrator):
         return scores if self.inputs == "prob" else sigmoid(scores)
 
     def fit(self, scores: Any, y_true: Any) -> IsotonicCalibrator:
+        """Fit one isotonic map per label from ``scores`` to ``y_true``."""
         from sklearn.isotonic import IsotonicRegression
 
         s, y, self.multilabel_ = _as_2d(y_true, scores)
@@ -264,6 +267,7 @@ class IsotonicCalibrator(_Calibrator):
         return self
 
     def transform(self, scores: Any) -> np.ndarray:
+        """Calibrated probabilities of ``scores``, interpolated on the fitted maps."""
         s, _, multilabel = _as_2d(None, scores)
         p = self._p(s)
         out = np.column_stack(

@@ -62,15 +62,18 @@ class SplitConformalClassifier:
         return p >= 1.0 - self.qhat_
 
     def to_dict(self) -> dict[str, Any]:
+        """The fitted state as a JSON-serialisable dict."""
         q = self.qhat_ if math.isfinite(self.qhat_) else None
         return {"kind": "conformal_classifier", "alpha": self.alpha, "qhat": q,
                 "n_calibration": self.n_calibration_, "n_classes": self.n_classes_}
 
     def to_json(self) -> str:
+        """The fitted state as a JSON string."""
         return json.dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> SplitConformalClassifier:
+        """Rebuild from :meth:`to_dict`'s output."""
         obj = cls(alpha=float(state["alpha"]))
         obj.qhat_ = math.inf if state["qhat"] is None else float(state["qhat"])
         obj.n_calibration_ = int(state["n_calibration"])
@@ -79,6 +82,7 @@ class SplitConformalClassifier:
 
     @classmethod
     def from_json(cls, text: str) -> SplitConformalClassifier:
+        """Rebuild from :meth:`to_json`'s output."""
         return cls.from_dict(json.loads(text))
 
 
@@ -89,6 +93,7 @@ class SplitConformalRegressor:
         self.alpha = alpha
 
     def fit(self, y_pred: Any, y_true: Any) -> SplitConformalRegressor:
+        """Fit the interval half-width: the conformal quantile of the absolute residuals."""
         residuals = np.abs(np.asarray(y_true, dtype=float) - np.asarray(y_pred, dtype=float))
         self.qhat_ = conformal_quantile(residuals, self.alpha)
         self.n_calibration_ = int(len(residuals))
@@ -100,14 +105,17 @@ class SplitConformalRegressor:
         return yp - self.qhat_, yp + self.qhat_
 
     def to_dict(self) -> dict[str, Any]:
+        """The fitted state as a JSON-serialisable dict."""
         q = self.qhat_ if math.isfinite(self.qhat_) else None
         return {"kind": "conformal_regressor", "alpha": self.alpha, "qhat": q, "n_calibration": self.n_calibration_}
 
     def to_json(self) -> str:
+        """The fitted state as a JSON string."""
         return json.dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> SplitConformalRegressor:
+        """Rebuild from :meth:`to_dict`'s output."""
         obj = cls(alpha=float(state["alpha"]))
         obj.qhat_ = math.inf if state["qhat"] is None else float(state["qhat"])
         obj.n_calibration_ = int(state["n_calibration"])
@@ -115,6 +123,7 @@ class SplitConformalRegressor:
 
     @classmethod
     def from_json(cls, text: str) -> SplitConformalRegressor:
+        """Rebuild from :meth:`to_json`'s output."""
         return cls.from_dict(json.loads(text))
 
 

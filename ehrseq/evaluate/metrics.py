@@ -41,12 +41,14 @@ class MetricResult:
 
     @property
     def defined(self) -> bool:
+        """Whether the metric has a value (False: see ``undefined`` for why)."""
         return self.value is not None
 
     def __float__(self) -> float:
         return math.nan if self.value is None else float(self.value)
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as a plain dict (value, why undefined, n, note)."""
         out: dict[str, Any] = {"value": self.value, "undefined": self.undefined, "n": self.n}
         if self.note:
             out["note"] = self.note

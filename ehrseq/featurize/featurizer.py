@@ -45,6 +45,8 @@ US_PER_DAY = 86_400 * 1_000_000
 
 @dataclass(frozen=True)
 class FeaturizerConfig:
+    """Settings of the featurizer (vocabulary, token window, visits, time and value bins)."""
+
     min_count: int = 5  # codes seen fewer times in train map to UNK
     max_len: int = 256  # tokens per sequence, CLS and static included
     max_visits: int = 64  # position ids are clipped here (BEHRT) / most recent steps kept (RNN)
@@ -139,24 +141,29 @@ class Featurizer:
 
     @property
     def code_to_id(self) -> dict[str, int]:
+        """Code -> token id of the fitted vocabulary."""
         if not hasattr(self, "_code_to_id"):
             self._code_to_id = {c: i for i, c in enumerate(self.vocab_)}
         return self._code_to_id
 
     @property
     def n_step_features(self) -> int:
+        """Width of the RNN's per-visit vector."""
         return 2 * len(self.numeric_codes_) + len(self.step_codes_) + 1
 
     @property
     def n_static_features(self) -> int:
+        """Width of the static baseline vector."""
         return 3 + 2 * len(self.static_numeric_codes_)
 
     @property
     def n_time_bins(self) -> int:
+        """Number of time-gap ids (padding plus one per interval)."""
         return len(self.config.time_bin_edges_days) + 2  # pad + one per interval
 
     @property
     def n_value_ids(self) -> int:
+        """Number of value ids (padding, no value, one per quantile bin)."""
         return self.config.n_value_bins + 2  # pad, "no value", bins
 
     # ------------------------------------------------------------ transform
@@ -322,6 +329,7 @@ class Featurizer:
             raise RuntimeError("Featurizer is not fitted; call fit(events, splits) on the training data first")
 
     def to_dict(self) -> dict[str, Any]:
+        """The fitted featurizer as JSON-serialisable state."""
         self._check_fitted()
         return {
             "format": FORMAT,
@@ -343,6 +351,7 @@ class Featurizer:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Featurizer:
+        """Rebuild a fitted featurizer from :meth:`to_dict`'s output; another format is refused."""
         if d.get("format") != FORMAT:
             raise ValueError(f"featurizer format '{d.get('format')}' is not '{FORMAT}'; refit with this ehrseq")
         # written before these options existed: keep the layout the saved model was trained on
@@ -365,10 +374,12 @@ class Featurizer:
         return f
 
     def save(self, path: str | Path) -> None:
+        """Write :meth:`to_dict`'s state as JSON to ``path``."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True))
 
     @classmethod
     def load(cls, path: str | Path) -> Featurizer:
+        """Read a featurizer written by :meth:`save`."""
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 

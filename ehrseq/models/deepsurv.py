@@ -25,9 +25,10 @@ from torch import nn
 
 from ehrseq.artifacts import load_artifact, save_artifact
 from ehrseq.errors import ArtifactError, DataValidationError
+from ehrseq.models.heads import mlp
 from ehrseq.models.losses import cox_ph_loss
 from ehrseq.models.outputs import ModelOutput
-from ehrseq.train.trainer import TrainConfig, train
+from ehrseq.train.trainer import TrainConfig, model_device, train
 from ehrseq.utils import seed_everything
 
 MODEL_TYPE = "deepsurv"
@@ -47,6 +48,7 @@ class DeepSurvConfig:
     batch_size: int = 256
     patience: int = 10  # epochs without a better validation loss before stopping
     seed: int = 0
+    device: str = "auto"  # where the net trains (train.device): auto, cpu, cuda or cuda:N
 
     def __post_init__(self) -> None:
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
@@ -57,16 +59,7 @@ class RiskNet(nn.Module):
 
     def __init__(self, n_features: int, config: DeepSurvConfig) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        width = n_features
-        for h in config.hidden_sizes:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            if config.batch_norm:
-                layers.append(nn.BatchNorm1d(h))
-            if config.dropout > 0:
-                layers.append(nn.Dropout(config.dropout))
-            width = h
-        self.body = nn.Sequential(*layers)
+        self.body, width = mlp(n_features, config.hidden_sizes, batch_norm=config.batch_norm, dropout=config.dropout)
         # No bias: a constant shift of f is absorbed by the baseline hazard and is not identifiable.
         self.head = nn.Linear(width, 1, bias=False)
 
@@ -143,7 +136,7 @@ class DeepSurv:
 
         result = train(self.net_, _Rows(xt, tt, et), None, TrainConfig(
             epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-            patience=cfg.patience, grad_clip=0.0, seed=cfg.seed, progress=False, min_delta=1e-6),
+            patience=cfg.patience, grad_clip=0.0, seed=cfg.seed, progress=False, min_delta=1e-6, device=cfg.device),
             loss_fn=cox_step, batches=epoch_batches, tuning_loss=tuning, keep_best=False)
         self.best_epoch_ = result.best_epoch - 1  # 0-based, as before the shared trainer
         self.history_ = [{"epoch": r["epoch"] - 1, "train_loss": r["train_loss"],
@@ -191,8 +184,9 @@ class DeepSurv:
 
     def _full_loss(self, x: torch.Tensor, t: torch.Tensor, e: torch.Tensor) -> float:
         self.net_.eval()
+        dev = model_device(self.net_)
         with torch.no_grad():
-            loss = cox_ph_loss(self.net_(x).logits, t, e)
+            loss = cox_ph_loss(self.net_(x.to(dev)).logits, t.to(dev), e.to(dev))
         return math.inf if loss is None else float(loss)
 
     def _to_tensor(self, x: np.ndarray) -> torch.Tensor:
@@ -280,6 +274,10 @@ class _Rows:
     x: torch.Tensor
     t: torch.Tensor
     e: torch.Tensor
+
+    def to(self, device: torch.device | str) -> _Rows:
+        """The batch on ``device``."""
+        return _Rows(self.x.to(device), self.t.to(device), self.e.to(device))
 
     def __len__(self) -> int:
         return len(self.t)

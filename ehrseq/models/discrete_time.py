@@ -51,8 +51,9 @@ from ehrseq.artifacts import load_artifact, save_artifact
 from ehrseq.errors import ArtifactError, ConfigError, DataValidationError
 from ehrseq.models import pycox_compat as pc
 from ehrseq.models.deepsurv import DeepSurvConfig, _as_2d_float, _raise_on_nonfinite, check_survival_data
+from ehrseq.models.heads import mlp
 from ehrseq.models.outputs import ModelOutput
-from ehrseq.train.trainer import TrainConfig, train
+from ehrseq.train.trainer import TrainConfig, model_device, train
 from ehrseq.utils import seed_everything
 
 ArrayLike = np.ndarray | pd.DataFrame | pd.Series | list
@@ -88,16 +89,7 @@ class DiscreteTimeNet(nn.Module):
 
     def __init__(self, n_features: int, n_durations: int, config: DiscreteTimeConfig) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        width = n_features
-        for h in config.hidden_sizes:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            if config.batch_norm:
-                layers.append(nn.BatchNorm1d(h))
-            if config.dropout > 0:
-                layers.append(nn.Dropout(config.dropout))
-            width = h
-        self.body = nn.Sequential(*layers)
+        self.body, width = mlp(n_features, config.hidden_sizes, batch_norm=config.batch_norm, dropout=config.dropout)
         self.head = nn.Linear(width, n_durations)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
@@ -121,6 +113,10 @@ class _Rows:
     x: torch.Tensor
     idx: torch.Tensor
     e: torch.Tensor
+
+    def to(self, device: torch.device | str) -> _Rows:
+        """The batch on ``device``."""
+        return _Rows(self.x.to(device), self.idx.to(device), self.e.to(device))
 
     def __len__(self) -> int:
         return len(self.idx)
@@ -207,7 +203,7 @@ class DiscreteTimeSurvival:
 
         result = train(self.net_, rows, None, TrainConfig(
             epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-            patience=cfg.patience, grad_clip=0.0, seed=cfg.seed, progress=False, min_delta=1e-6),
+            patience=cfg.patience, grad_clip=0.0, seed=cfg.seed, progress=False, min_delta=1e-6, device=cfg.device),
             loss_fn=lambda net, b: self._loss(net(b.x).logits, b), batches=epoch_batches, tuning_loss=tuning,
             keep_best=False)
         self.best_epoch_ = result.best_epoch - 1  # 0-based, as DeepSurv's
@@ -223,8 +219,9 @@ class DiscreteTimeSurvival:
 
     def _mean_loss(self, net: nn.Module, rows: _Rows) -> float:
         """The loss over ``rows`` in fixed batches of ``batch_size`` (DeepHit ranks within each, as in fit)."""
-        total = 0.0
+        total, dev = 0.0, model_device(net)
         for b in _chunks(rows, self.config.batch_size, torch.arange(len(rows))):
+            b = b.to(dev)
             total += float(self._loss(net(b.x).logits, b)) * len(b)
         return total / len(rows)
 

@@ -1,9 +1,13 @@
-"""Prediction heads shared by the sequence models: one loss per task, as pure functions."""
+"""Prediction heads shared by the sequence models (one loss per task, as pure functions), and the MLP body the
+tabular survival models (DeepSurv's ``RiskNet``, the discrete-time heads' ``DiscreteTimeNet``) share."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 HEADS = ("binary", "multilabel", "regression", "multiclass")
 
@@ -26,3 +30,19 @@ def to_prediction(head: str, logits: torch.Tensor) -> torch.Tensor:
     if head == "multiclass":
         return torch.softmax(logits, dim=-1)
     return torch.sigmoid(logits) if head in ("binary", "multilabel") else logits
+
+
+def mlp(n_in: int, hidden_sizes: Sequence[int], *, batch_norm: bool, dropout: float) -> tuple[nn.Sequential, int]:
+    """An MLP body ``[Linear -> ReLU -> BatchNorm? -> Dropout?]`` per hidden size, and its output width.
+
+    The layer order fixes the state-dict keys (``0.weight``, ...) that saved artifacts hold."""
+    layers: list[nn.Module] = []
+    width = n_in
+    for h in hidden_sizes:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(h))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = h
+    return nn.Sequential(*layers), width

@@ -21,6 +21,8 @@ from ehrseq.models.outputs import ModelOutput
 
 @dataclass
 class RNNConfig:
+    """Sizes and head of :class:`RNNForecaster` (all JSON-serialisable)."""
+
     n_step_features: int
     n_static_features: int
     hidden_size: int = 64
@@ -33,14 +35,17 @@ class RNNConfig:
     pos_weight: float | None = None
 
     def to_dict(self) -> dict:
+        """The config as a plain dict."""
         return asdict(self)
 
 
 def rnn_tiny(**kw) -> dict:
+    """Keyword arguments of the tiny RNN (tests, smoke runs); ``kw`` wins."""
     return {"hidden_size": 16, "static_hidden": 8, "num_layers": 1, "dropout": 0.0, **kw}
 
 
 def rnn_small(**kw) -> dict:
+    """Keyword arguments of the small RNN (the default size); ``kw`` wins."""
     return {"hidden_size": 64, "static_hidden": 32, "num_layers": 1, "dropout": 0.1, **kw}
 
 
@@ -48,6 +53,8 @@ RNN_PRESETS = {"tiny": rnn_tiny, "small": rnn_small}
 
 
 class RNNForecaster(nn.Module):
+    """GRU/LSTM over visit steps joined with an MLP of the static features, and one task head."""
+
     def __init__(self, config: RNNConfig) -> None:
         super().__init__()
         if config.head not in HEADS:
@@ -69,9 +76,11 @@ class RNNForecaster(nn.Module):
 
     @property
     def embedding_size(self) -> int:
+        """Width of the embedding the head reads (RNN state + static MLP)."""
         return self.config.hidden_size + self.config.static_hidden
 
     def forward(self, batch: Batch) -> ModelOutput:
+        """Logits (B, K), the loss when the batch has labels, and the (B, H) embeddings."""
         x, mask = batch.visit_x, batch.visit_mask  # (B, V, F), (B, V)
         lengths = mask.sum(dim=1)  # (B,)
         packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)

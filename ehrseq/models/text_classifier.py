@@ -12,7 +12,7 @@ fine-tuned with a share of the input tokens masked at random (augmentation). ``p
 directory (loaded with ``local_files_only=True``) or a hub model (which works only where a hub or its cache is
 reachable). Per-label decision thresholds are chosen on the
 tuning split (max F1 or Youden's J) and stored in the artifact with the weights (safetensors), the config and
-the tokenizer. The loop is plain PyTorch (``transformers.Trainer`` would need ``accelerate``).
+the tokenizer. Both loops (masked-LM, fine-tuning) run on ehrseq's shared trainer (:func:`ehrseq.train.trainer.train`).
 
 For use at another centre, ``fit(..., adapt_to=reports)`` (or :meth:`TextClassifier.adapt`) self-trains the
 model on that centre's unlabelled reports: its own sharpened scores become soft targets next to the labelled
@@ -21,9 +21,8 @@ reports, so words the labelled site never writes ("GCs", "inflam") are learnt fr
 
 from __future__ import annotations
 
-import copy
-import math
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -54,9 +53,16 @@ from ehrseq.models.text_net import (  # noqa: F401  (the classifier's config and
     TextClassifierNet,
     TextInput,
     Windows,
+    _bce,
+    _drop_tokens,
+    _group,
+    _loss,
+    _pad,
+    _TextBatch,
     choose_thresholds,
+    sharpen,
 )
-from ehrseq.train.schedule import lr_factor
+from ehrseq.train.trainer import TrainConfig, model_device, to_device, train
 from ehrseq.utils import seed_everything
 
 
@@ -82,11 +88,11 @@ class TextClassifier:
 
         ``unlabeled``: more reports without labels. With the from-scratch encoder they join the WordPiece
         vocabulary and the masked-LM domain pre-training; they never enter the supervised loss. Keep the reports
-        you will evaluate on out of them. Caution: adding a *new site's* unlabelled reports lowered cross-site
-        AUROC on the synthetic benchmark (0.967 -> 0.931 with the small preset): masked-LM learns
-        from context, and "giant cells absent" shares its context with "giant cells present", so the new
-        site's own negations are pulled next to the positives the labels taught. Use it for more reports of
-        the site the labels come from; pass a new site's reports as ``adapt_to`` instead.
+        you will evaluate on out of them. Caution: a *new site's* unlabelled reports here lowered cross-site
+        AUROC on the synthetic benchmark (``benchmarks/results/text_biopsy.md``): masked-LM learns from
+        context, and "giant cells absent" shares its context with "giant cells present", so the new site's
+        negations are pulled next to the positives the labels taught. Pass a new site's reports as
+        ``adapt_to`` instead.
 
         ``adapt_to``: unlabelled reports of the site the model will be used at (self-training, for a new
         centre). After the supervised fit, the model scores them; each member then goes on fine-tuning on the
@@ -191,16 +197,15 @@ class TextClassifier:
         return DistilBertForMaskedLM(dcfg)  # the MLM head is dropped after pre-training
 
     def _pretrain_mlm(self, mlm: DistilBertForMaskedLM, w: Windows, seed: int) -> PreTrainedModel:
-        """Masked-LM on the training windows (15 % of tokens: 80 % [MASK], 10 % random, 10 % kept)."""
+        """Masked-LM on the training windows (15 % of tokens: 80 % [MASK], 10 % random, 10 % kept), on the
+        shared trainer: every epoch runs and the last weights are kept."""
         cfg, tok = self.config, self.tokenizer_
         gen = torch.Generator().manual_seed(seed + 1)
         special = torch.tensor(sorted(set(tok.all_special_ids)))
         n_win = len(w.ids)
         bs = max(cfg.batch_size * 2, 8)
-        steps = cfg.mlm_epochs * math.ceil(n_win / bs)
-        opt, sched = _optimiser(mlm, cfg.lr, cfg.weight_decay, steps, cfg.warmup)
-        mlm.train()
-        for _ in range(cfg.mlm_epochs):
+
+        def batches(_epoch: int) -> Iterator[_TextBatch]:
             for rows in torch.randperm(n_win, generator=gen).split(bs):
                 ids, att = _pad([w.ids[i] for i in rows.tolist()], tok.pad_token_id)
                 labels = ids.clone()
@@ -211,41 +216,49 @@ class TextClassifier:
                 ids = torch.where(chosen & (roll < 0.8), tok.mask_token_id, ids)
                 rand_ids = torch.randint(len(tok), ids.shape, generator=gen)
                 ids = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), rand_ids, ids)
-                loss = mlm(input_ids=ids, attention_mask=att, labels=labels).loss
-                _step(loss, mlm, opt, sched)
+                yield _TextBatch({"input_ids": ids, "attention_mask": att, "labels": labels}, len(rows))
+
+        train(mlm, range(n_win), None, self._train_config(seed, cfg.mlm_epochs, bs), loss_fn=_loss,
+              batches=batches, keep_best=False, reseed=False)  # fit() seeded this member
         return mlm.distilbert
 
     def _finetune(self, net: TextClassifierNet, train_w: Windows, y: np.ndarray, tune_w: Windows,
                   y_tune: np.ndarray, seed: int, member: int = 0, self_train_round: int = 0) -> None:
-        cfg = self.config
+        """Fine-tune ``net`` on the shared trainer: every epoch runs, the epoch with the lowest tuning BCE is kept."""
+        cfg, tok = self.config, self.tokenizer_
         gen = torch.Generator().manual_seed(seed + 2)
         n = len(y)
-        steps = cfg.epochs * math.ceil(n / cfg.batch_size)
-        opt, sched = _optimiser(net, cfg.lr, cfg.weight_decay, steps, cfg.warmup)
         by_report = _group(train_w, n)
-        special = torch.tensor(sorted(set(self.tokenizer_.all_special_ids)))
-        best, best_state = math.inf, None
-        for epoch in range(cfg.epochs):
-            net.train()
+        special = torch.tensor(sorted(set(tok.all_special_ids)))
+
+        def batches(_epoch: int) -> Iterator[_TextBatch]:
             for rows in torch.randperm(n, generator=gen).split(cfg.batch_size):
                 batch = self._batch(train_w, by_report, rows.tolist())
                 if cfg.input_drop > 0:
-                    batch = _drop_tokens(batch, cfg.input_drop, special, self.tokenizer_.pad_token_id, gen)
-                if cfg.input_mask > 0 and self.tokenizer_.mask_token_id is not None:
+                    batch = _drop_tokens(batch, cfg.input_drop, special, tok.pad_token_id, gen)
+                if cfg.input_mask > 0 and tok.mask_token_id is not None:
                     ids = batch["input_ids"]
                     maskable = batch["attention_mask"].bool() & ~torch.isin(ids, special)
                     chosen = (torch.rand(ids.shape, generator=gen) < cfg.input_mask) & maskable
-                    batch["input_ids"] = ids.masked_fill(chosen, self.tokenizer_.mask_token_id)
-                out = net(**batch, labels=torch.from_numpy(y[rows.numpy()]))
-                _step(out.loss, net, opt, sched)
-            p = self._proba(tune_w, len(y_tune), [net])
-            tune_loss = float(_bce(p, y_tune))
-            self.history_.append({"member": member, "epoch": epoch + 1, "tuning_bce": tune_loss,
-                                  **({"self_train_round": self_train_round} if self_train_round else {})})
-            if tune_loss < best:
-                best, best_state = tune_loss, copy.deepcopy(net.state_dict())
-        if best_state is not None:
-            net.load_state_dict(best_state)
+                    batch["input_ids"] = ids.masked_fill(chosen, tok.mask_token_id)
+                yield _TextBatch({**batch, "labels": torch.from_numpy(y[rows.numpy()])}, len(rows))
+
+        def tuning_bce(m: nn.Module) -> float:
+            return _bce(self._proba(tune_w, len(y_tune), [m]), y_tune)
+
+        result = train(net, range(n), None, self._train_config(seed, cfg.epochs, cfg.batch_size), loss_fn=_loss,
+                       batches=batches, tuning_loss=tuning_bce, reseed=False)
+        self.history_ += [{"member": member, "epoch": r["epoch"], "tuning_bce": r["tuning_loss"],
+                           **({"self_train_round": self_train_round} if self_train_round else {})}
+                          for r in result.history]
+
+    def _train_config(self, seed: int, epochs: int, batch_size: int) -> TrainConfig:
+        """The shared trainer's settings for a text loop: linear decay after the warm-up, clipping at 1, no
+        early stop (every epoch runs; the fine-tuning keeps its best tuning epoch)."""
+        cfg = self.config
+        return TrainConfig(epochs=epochs, batch_size=batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                           patience=max(epochs, 1), grad_clip=1.0, seed=seed, progress=False, schedule="linear",
+                           warmup=cfg.warmup, min_delta=0.0, device=cfg.device)
 
     def _batch(self, w: Windows, by_report: list[list[int]], rows: list[int]) -> dict[str, torch.Tensor]:
         win = [j for r in rows for j in by_report[r]]
@@ -292,11 +305,12 @@ class TextClassifier:
         for net in nets:
             net.eval()
         by_report = _group(w, n)
+        dev = model_device(nets[0])
         out = []
         bs = max(self.config.batch_size, 32)
         for start in range(0, n, bs):
-            batch = self._batch(w, by_report, list(range(start, min(n, start + bs))))
-            out.append(np.mean([torch.sigmoid(net(**batch).logits).numpy() for net in nets], 0))
+            batch = to_device(self._batch(w, by_report, list(range(start, min(n, start + bs)))), dev)
+            out.append(np.mean([torch.sigmoid(net(**batch).logits).cpu().numpy() for net in nets], 0))
         return np.concatenate(out).astype(np.float64) if out else np.zeros((0, len(self.config.labels)))
 
     def _check_fitted(self) -> None:
@@ -366,62 +380,8 @@ def _load_pretrained(name: str) -> tuple[PreTrainedTokenizerBase, PreTrainedMode
     return tok, enc
 
 
-def sharpen(p: np.ndarray) -> np.ndarray:
-    """Self-training targets: ``p^2 / (p^2 + (1 - p)^2)``, i.e. temperature 1/2 (surer, never hard)."""
-    return p**2 / (p**2 + (1 - p) ** 2)
-
-
 def _adapt_texts(adapt_to: TextInput) -> list[str]:
     texts = texts_and_ids(adapt_to)[0]
     if not texts:
         raise DataValidationError("adapt_to holds no reports; pass the new site's report texts", file="adapt_to")
     return texts
-
-
-def _drop_tokens(
-    batch: dict[str, torch.Tensor], p: float, special: torch.Tensor, pad_id: int, gen: torch.Generator
-) -> dict[str, torch.Tensor]:
-    """Delete a share ``p`` of each window's non-special tokens (the rest close up); re-pad the batch."""
-    ids, att = batch["input_ids"], batch["attention_mask"].bool()
-    keep = att & ~((torch.rand(ids.shape, generator=gen) < p) & ~torch.isin(ids, special))
-    new_ids, new_att = _pad([row[k].tolist() for row, k in zip(ids, keep)], pad_id)
-    return {**batch, "input_ids": new_ids, "attention_mask": new_att}
-
-
-def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad to the longest: ids (W, L) and attention mask (W, L)."""
-    length = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)
-    att = torch.zeros((len(seqs), length), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        att[i, : len(s)] = 1
-    return ids, att
-
-
-def _group(w: Windows, n: int) -> list[list[int]]:
-    by_report: list[list[int]] = [[] for _ in range(n)]
-    for j, r in enumerate(w.report.tolist()):
-        by_report[r].append(j)
-    return by_report
-
-
-def _optimiser(
-    model: nn.Module, lr: float, weight_decay: float, steps: int, warmup: float
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW with a linear warm-up over ``warmup`` of the steps, then linear decay to zero."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, steps, "linear", warmup))
-
-
-def _step(loss: torch.Tensor, model: nn.Module, opt: torch.optim.Optimizer, sched: Any) -> None:
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-    sched.step()
-
-
-def _bce(p: np.ndarray, y: np.ndarray) -> float:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())

@@ -1,5 +1,6 @@
 """The biopsy-report classifier's configuration (presets), its network (encoder + pooling + linear head) and
-the windows a long report is split into. :mod:`ehrseq.models.text_classifier` fits and serves them."""
+the windows a long report is split into (with the helpers that pad, group and augment them).
+:mod:`ehrseq.models.text_classifier` fits and serves them."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class TextClassifierConfig:
     batch by [MASK]: the model cannot lean on any one phrase, which is what carried it across sites (a site
     with other abbreviations and layout). ``input_drop`` deletes that share of the tokens instead, so the
     model also sees terser sentences than its training site writes (with ``input_mask`` 0.15 it raised
-    cross-site macro AUROC by 0.004 to 0.021 over masking alone on each of 3 seeds). ``pos_weight`` weights
+    cross-site macro AUROC over masking alone on each of 3 seeds: ``benchmarks/results/``). ``pos_weight`` weights
     positives by n_neg / n_pos in the loss. ``ensemble`` trains that many members (each its own masked-LM
     pre-training and fine-tuning, seeds ``seed``, ``seed + 1``, ...) on one shared vocabulary and averages
     their probabilities: it costs that many times the training and inference time and steadied cross-site
@@ -76,6 +77,7 @@ class TextClassifierConfig:
     self_train_rounds: int = 2  # rounds of self-training on fit(..., adapt_to=reports); no effect without them
     seed: int = 0
     labels: tuple[str, ...] = field(default_factory=lambda: tuple(BIOPSY_LABELS))
+    device: str = "auto"  # where the loops train (train.device): auto, cpu, cuda or cuda:N
 
     def __post_init__(self) -> None:
         self.labels = tuple(self.labels)
@@ -99,6 +101,7 @@ class TextClassifierConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TextClassifierConfig:
+        """A config from a saved dict; unknown keys are refused, options added later take their old defaults."""
         d = {"pooling": "mean", "input_mask": 0.0, **d}  # artifacts written before these options existed
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
@@ -154,7 +157,8 @@ class TextClassifierNet(nn.Module):
         loss = None
         if labels is not None:
             loss = nn.functional.binary_cross_entropy_with_logits(
-                logits, labels.to(logits.dtype), pos_weight=self.pos_weight
+                logits, labels.to(logits.dtype),
+                pos_weight=None if self.pos_weight is None else self.pos_weight.to(logits.device),
             )
         return ModelOutput(logits=logits, loss=loss, embeddings=emb)
 
@@ -174,6 +178,7 @@ class Windows:
     report: np.ndarray  # (W,) int
 
     def per_report(self, n: int) -> np.ndarray:
+        """(n,) number of windows of each of ``n`` reports."""
         return np.bincount(self.report, minlength=n)
 
 
@@ -200,3 +205,61 @@ def choose_thresholds(y: np.ndarray, p: np.ndarray, metric: str = "f1") -> np.nd
         i = int(np.argmax(score))  # lowest cut-off reaching the best score; move it half-way to the next
         out[k] = float((cands[i] + cands[i - 1]) / 2) if i > 0 else float(cands[i])  # lower score (margin)
     return out
+
+
+def sharpen(p: np.ndarray) -> np.ndarray:
+    """Self-training targets: ``p^2 / (p^2 + (1 - p)^2)``, i.e. temperature 1/2 (surer, never hard)."""
+    return p**2 / (p**2 + (1 - p) ** 2)
+
+
+def _drop_tokens(
+    batch: dict[str, torch.Tensor], p: float, special: torch.Tensor, pad_id: int, gen: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Delete a share ``p`` of each window's non-special tokens (the rest close up); re-pad the batch."""
+    ids, att = batch["input_ids"], batch["attention_mask"].bool()
+    keep = att & ~((torch.rand(ids.shape, generator=gen) < p) & ~torch.isin(ids, special))
+    new_ids, new_att = _pad([row[k].tolist() for row, k in zip(ids, keep)], pad_id)
+    return {**batch, "input_ids": new_ids, "attention_mask": new_att}
+
+
+def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest: ids (W, L) and attention mask (W, L)."""
+    length = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)
+    att = torch.zeros((len(seqs), length), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        att[i, : len(s)] = 1
+    return ids, att
+
+
+def _group(w: Windows, n: int) -> list[list[int]]:
+    by_report: list[list[int]] = [[] for _ in range(n)]
+    for j, r in enumerate(w.report.tolist()):
+        by_report[r].append(j)
+    return by_report
+
+
+def _bce(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+@dataclass
+class _TextBatch:
+    """One step of a text loop for the shared trainer: the network's keyword inputs and their report count."""
+
+    inputs: dict[str, torch.Tensor]
+    n: int
+
+    def to(self, device: torch.device | str) -> _TextBatch:
+        """The step's tensors on ``device``."""
+        return _TextBatch({k: v.to(device) for k, v in self.inputs.items()}, self.n)
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _loss(model: nn.Module, b: _TextBatch) -> torch.Tensor:
+    """The step's loss: the network (TextClassifierNet or DistilBertForMaskedLM) on the batch's inputs."""
+    return model(**b.inputs).loss

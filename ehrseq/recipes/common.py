@@ -22,6 +22,8 @@ log = logging.getLogger("ehrseq.api")
 
 @dataclass
 class FinetuneResult:
+    """What a fine-tuning recipe returns: the artifact path, metrics, predictions per split, model, featurizer."""
+
     artifact: Path | None
     metrics: dict[str, Any]
     predictions: dict[str, pd.DataFrame]

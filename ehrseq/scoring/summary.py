@@ -39,4 +39,5 @@ class ScoreSummary:
     warnings: list[str] = field(default_factory=list)  # e.g. no prediction rows at all (also logged)
 
     def to_dict(self) -> dict[str, Any]:
+        """The summary as a plain dict."""
         return asdict(self)

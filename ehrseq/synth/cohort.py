@@ -56,6 +56,8 @@ ACUTE = ("ICD10//J06.9", "ICD10//M25.50", "ICD10//D64.9", "ICD10//R53.83")
 
 @dataclass(frozen=True)
 class SiteProfile:
+    """How one synthetic site differs: its share of patients, visit rhythm and measurement habits."""
+
     name: str
     share: float  # share of patients
     visit_shape: float  # gamma shape of the visit interval

@@ -64,6 +64,7 @@ class TimeToEvent:
 
     @property
     def horizon_days(self) -> float:
+        """The horizon in days."""
         return self.horizon.total_seconds() / 86400.0
 
 
@@ -82,6 +83,7 @@ class TaskFile:
 
     @property
     def kind(self) -> str:
+        """The task kind the file defines: survival with a time_to_event block, else binary."""
         return "survival" if self.time_to_event is not None else "binary"
 
 

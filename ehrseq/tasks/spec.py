@@ -55,16 +55,19 @@ class TaskSpec:
                 "multilabel": ("codes",), "survival": ("duration", "event")}[self.kind]
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as a JSON-serialisable dict."""
         d = asdict(self)
         d["classes"] = list(self.classes) if self.classes is not None else None
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TaskSpec:
+        """Rebuild a spec from :meth:`to_dict`'s output (keys of later versions are ignored)."""
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         if known.get("classes") is not None:
             known["classes"] = tuple(known["classes"])
         return cls(**known)
 
     def to_json_bytes(self) -> bytes:
+        """The spec as canonical JSON bytes (sorted keys)."""
         return json.dumps(self.to_dict(), sort_keys=True).encode()

@@ -1,17 +1,19 @@
 """One explicit training loop for every torch model in ehrseq.
 
-Seeds the model init and the shuffling, early-stops on the tuning loss, keeps the best weights in memory,
-shows a progress bar with loss and ETA. A non-finite loss stops training with a clear error instead of
-silently writing NaN weights.
+Seeds the model init and the shuffling, early-stops on the tuning loss, keeps the best weights in memory (on
+the CPU), shows a progress bar with loss and ETA, and places the model and every batch on ``train.device``
+(a GPU when one is present, with ``auto``). Losses are summed on the device and read back once per progress
+refresh. A non-finite loss stops training with a clear error instead of silently writing NaN weights.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
+import re
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,10 +32,14 @@ log = logging.getLogger(__name__)
 SCHEDULES = ("constant", "linear", "cosine")
 MONITORS = ("loss", "auroc")  # what early stopping follows on the tuning split (auroc: binary tasks)
 HEARTBEAT_SECONDS = 30.0  # without progress bars: one INFO line at least this often (and one per epoch)
+REFRESH_SECONDS = 1.0  # on an accelerator, the summed loss is read back (a host sync) at most this often
+DEVICES = re.compile(r"auto|cpu|cuda(:\d+)?")  # the values train.device takes
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """The shared trainer's hyper-parameters: the ``train`` section of a run config (and its CLI flags)."""
+
     epochs: int = 30
     batch_size: int = 64
     lr: float = 2e-3
@@ -52,6 +58,8 @@ class TrainConfig:
     # (``tuning_score`` of train(); "auroc": binary tasks, where a handful of tuning positives makes the loss
     # favour predicting the base rate)
     monitor: str = "loss"
+    # where the model trains: "auto" (the GPU when torch sees one, else the CPU), "cpu", "cuda" or "cuda:N"
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -60,10 +68,55 @@ class TrainConfig:
             raise ValueError(f"train.monitor must be one of {MONITORS}, got {self.monitor!r}")
         if not 0.0 <= self.warmup < 1.0:
             raise ValueError(f"train.warmup must be in [0, 1), got {self.warmup}")
+        if not isinstance(self.device, str) or not DEVICES.fullmatch(self.device):
+            raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device ``train.device`` names; ``auto`` is the GPU when torch sees one, else the CPU.
+
+    A device this machine does not have is a :class:`ConfigError` naming the knob."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not DEVICES.fullmatch(name):
+        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device: {name} is not available (this torch build or machine has no CUDA GPU); "
+                              "set train.device (--device) to cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"train.device: {name} is not available ({torch.cuda.device_count()} CUDA device(s) "
+                              "seen); set train.device (--device) to an index below that, cuda, or auto")
+    return dev
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` on ``device``: a tensor, an object with ``.to`` (a :class:`~ehrseq.data.batch.Batch`), or a
+    dict of tensors (the text classifier's); other values pass unchanged."""
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch.to(device) if hasattr(batch, "to") else batch
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (the CPU for a model without parameters)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def cpu_state(model: nn.Module) -> OrderedDict[str, torch.Tensor]:
+    """A copy of the model's state dict on the CPU (the trainer's kept best weights)."""
+    state = model.state_dict()
+    out = OrderedDict((k, v.detach().to("cpu", copy=True)) for k, v in state.items())
+    out._metadata = getattr(state, "_metadata", None)  # type: ignore[attr-defined]  (module versions)
+    return out
 
 
 @dataclass
 class TrainResult:
+    """What :func:`train` reports: the kept epoch (1-based), its monitored value, one history row per epoch."""
+
     best_epoch: int
     best_tuning_loss: float
     history: list[dict[str, float]] = field(default_factory=list)
@@ -72,6 +125,7 @@ class TrainResult:
 
 
 def make_loader(ds: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, collate_fn: Callable = collate) -> DataLoader:
+    """A DataLoader over ``ds``; shuffled with its own generator seeded by ``seed`` (global RNG untouched)."""
     g = torch.Generator()
     g.manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g if shuffle else None, collate_fn=collate_fn)
@@ -89,6 +143,7 @@ def train(
     tuning_loss: Callable[[nn.Module], float] | None = None,
     keep_best: bool = True,
     tuning_score: Callable[[nn.Module], float] | None = None,
+    reseed: bool = True,
 ) -> TrainResult:
     """Train ``model`` in place (it ends holding the best weights on the tuning split).
 
@@ -104,7 +159,12 @@ def train(
     - ``keep_best``: without any tuning loss, False keeps the last weights (True: the lowest train loss);
     - ``tuning_score(model)``: a score on tuning, higher is better (e.g. AUROC), recorded as
       ``tuning_<cfg.monitor>``; when given, early stopping and the kept weights follow it (ties: the earlier
-      epoch) and the tuning loss is only recorded. ``TrainResult.best_tuning_loss`` is then minus the score.
+      epoch) and the tuning loss is only recorded. ``TrainResult.best_tuning_loss`` is then minus the score;
+    - ``reseed``: False leaves torch's global RNG (dropout) where the caller's seeding left it, e.g. the text
+      classifier, which seeds each ensemble member before building its encoder and continues that stream.
+
+    The model trains on ``cfg.device`` and goes back to the device it came on; hooks that build tensors
+    themselves put them on the model's device (:func:`model_device`).
     """
     if len(train_ds) == 0:
         raise EhrseqError("the training split has no labelled rows; check the split and the target")
@@ -114,78 +174,95 @@ def train(
         raise ConfigError(f"train.monitor: {cfg.monitor} is computed for binary tasks of the rnn and behrt models "
                           "only; this training (pretraining, DeepSurv, text) early-stops on the loss: remove "
                           "train.monitor or set it to loss")
-    torch.manual_seed(cfg.seed)
+    dev = resolve_device(cfg.device)
+    home = model_device(model)
+    if reseed:
+        torch.manual_seed(cfg.seed)
+    model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * math.ceil(len(train_ds) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: lr_factor(k, total_steps, cfg.schedule, cfg.warmup)
     )
     step = loss_fn or (lambda m, b: m(b).loss)
+    eager = dev.type == "cpu"  # reading a loss back costs nothing here: check and show every step
     best, best_loss, best_epoch, bad = None, math.inf, -1, 0
     history: list[dict[str, float]] = []
     t0, n_seen = time.perf_counter(), 0
     bars = cfg.progress and sys.stderr.isatty()  # what tqdm's disable=None decides; else heartbeat lines
     beat = _Heartbeat(cfg, total_steps, t0)
-    for epoch in range(cfg.epochs):
-        model.train()
-        loader = batches(epoch) if batches is not None else make_loader(
-            train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch, collate_fn=collate_fn)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if cfg.progress else True, leave=False)  # None: off when not a terminal
-        total, n = 0.0, 0
-        for batch in bar:
-            loss = step(model, batch)
-            if loss is None:
-                continue
-            if not torch.isfinite(loss):
-                raise EhrseqError(
-                    f"training loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate "
-                    "or check the inputs for extreme values"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            total += loss.item() * len(batch)
-            n += len(batch)
-            bar.set_postfix(loss=f"{total / n:.4f}")
-            if not bars:
-                beat.step(epoch, total / n)
-        n_seen += n
-        row = {"epoch": epoch + 1, "train_loss": total / max(n, 1)}
-        if tuning_loss is not None:
-            model.eval()
-            with torch.no_grad():
-                row["tuning_loss"] = float(tuning_loss(model))
-        elif tuning_ds is not None and len(tuning_ds):
-            row["tuning_loss"] = evaluate_loss(model, tuning_ds, cfg.batch_size, collate_fn=collate_fn, loss_fn=step)
-        monitored = row.get("tuning_loss", row["train_loss"])
-        if tuning_score is not None:
-            model.eval()
-            with torch.no_grad():
-                row[f"tuning_{cfg.monitor}"] = float(tuning_score(model))
-            monitored = -row[f"tuning_{cfg.monitor}"]
-        history.append(row)
-        if bars:
-            tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        else:
-            beat.epoch_end(row)
-        if "tuning_loss" not in row and not keep_best:
-            best_epoch = epoch + 1  # no tuning loss: the last weights stand
-        elif monitored < best_loss - cfg.min_delta:
-            best, best_loss, best_epoch, bad = copy.deepcopy(model.state_dict()), monitored, epoch + 1, 0
-        else:
-            bad += 1
-            if bad >= cfg.patience:
+    try:
+        for epoch in range(cfg.epochs):
+            model.train()
+            loader = batches(epoch) if batches is not None else make_loader(
+                train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch, collate_fn=collate_fn)
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if cfg.progress else True, leave=False)  # None: off when not a terminal
+            total, n, shown = torch.zeros((), dtype=torch.float64, device=dev), 0, time.perf_counter()
+            for batch in bar:
+                loss = step(model, to_device(batch, dev))
+                if loss is None:
+                    continue
+                if eager:
+                    _check_finite(loss.item(), epoch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                sched.step()
+                total += loss.detach().double() * len(batch)
+                n += len(batch)
+                beat.done += 1
+                now = time.perf_counter()
+                if eager or now - shown >= REFRESH_SECONDS:  # one host sync per refresh
+                    shown, mean = now, _check_finite(total.item() / n, epoch)
+                    bar.set_postfix(loss=f"{mean:.4f}")
+                    if not bars:
+                        beat.step(epoch, mean)
+            n_seen += n
+            row = {"epoch": epoch + 1, "train_loss": _check_finite(total.item() / max(n, 1), epoch)}
+            if tuning_loss is not None:
+                model.eval()
+                with torch.no_grad():
+                    row["tuning_loss"] = float(tuning_loss(model))
+            elif tuning_ds is not None and len(tuning_ds):
+                row["tuning_loss"] = evaluate_loss(model, tuning_ds, cfg.batch_size, collate_fn=collate_fn,
+                                                   loss_fn=step)
+            monitored = row.get("tuning_loss", row["train_loss"])
+            if tuning_score is not None:
+                model.eval()
+                with torch.no_grad():
+                    row[f"tuning_{cfg.monitor}"] = float(tuning_score(model))
+                monitored = -row[f"tuning_{cfg.monitor}"]
+            history.append(row)
+            if bars:
+                tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            else:
+                beat.epoch_end(row)
+            if "tuning_loss" not in row and not keep_best:
+                best_epoch = epoch + 1  # no tuning loss: the last weights stand
+            elif monitored < best_loss - cfg.min_delta:
+                best, best_loss, best_epoch, bad = cpu_state(model), monitored, epoch + 1, 0
+            else:
+                bad += 1
+                if bad >= cfg.patience:
+                    break
+            if cfg.max_train_seconds and time.perf_counter() - t0 > cfg.max_train_seconds:
+                log.info("stopping: max_train_seconds reached")
                 break
-        if cfg.max_train_seconds and time.perf_counter() - t0 > cfg.max_train_seconds:
-            log.info("stopping: max_train_seconds reached")
-            break
-    if best is not None:
-        model.load_state_dict(best)
+        if best is not None:
+            model.load_state_dict(best)
+    finally:
+        model.to(home)  # the model goes back to where it came from (inference paths read it on the CPU)
     secs = time.perf_counter() - t0
     return TrainResult(best_epoch, best_loss, history, secs, n_seen / secs if secs else 0.0)
+
+
+def _check_finite(loss: float, epoch: int) -> float:
+    if not math.isfinite(loss):
+        raise EhrseqError(f"training loss became {loss} at epoch {epoch + 1}; lower the learning rate or check "
+                          "the inputs for extreme values")
+    return loss
 
 
 class _Heartbeat:
@@ -202,7 +279,7 @@ class _Heartbeat:
         return f"elapsed {_clock(now - self.t0)}, ETA {_clock(left)} if all {self.cfg.epochs} epochs run"
 
     def step(self, epoch: int, loss: float) -> None:
-        self.done += 1
+        """Log a progress line when the last one is ``HEARTBEAT_SECONDS`` old (``done`` counts the steps)."""
         now = time.perf_counter()
         if now - self.last >= HEARTBEAT_SECONDS:
             self.last = now
@@ -210,6 +287,7 @@ class _Heartbeat:
                      self.done - epoch * self.per_epoch, self.per_epoch, loss, self._eta(now))
 
     def epoch_end(self, row: dict[str, float]) -> None:
+        """One line with the epoch's figures and the ETA."""
         now = self.last = time.perf_counter()
         figs = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch")
         if log.isEnabledFor(logging.INFO):
@@ -226,26 +304,29 @@ def _clock(seconds: float) -> str:
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, ds: Dataset, batch_size: int, *, collate_fn: Callable = collate,
                   loss_fn: Callable | None = None) -> float:
+    """The mean per-row loss of ``model`` over ``ds`` in eval mode, on the model's device (one host sync)."""
     model.eval()
     step = loss_fn or (lambda m, b: m(b).loss)
-    total, n = 0.0, 0
+    dev = model_device(model)
+    total, n = torch.zeros((), dtype=torch.float64, device=dev), 0
     for batch in make_loader(ds, batch_size, shuffle=False, collate_fn=collate_fn):
-        total += step(model, batch).item() * len(batch)
+        total += step(model, to_device(batch, dev)).double() * len(batch)
         n += len(batch)
-    return total / max(n, 1)
+    return total.item() / max(n, 1)
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, ds: Dataset, batch_size: int = 256, *, collate_fn: Callable = collate,
                    with_embeddings: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """(N, K) logits in dataset order (and (N, H) embeddings when asked)."""
+    """(N, K) logits in dataset order (and (N, H) embeddings when asked), run on the model's device."""
     model.eval()
+    dev = model_device(model)
     out, emb = [], []
     for batch in make_loader(ds, batch_size, shuffle=False, collate_fn=collate_fn):
-        o = model(batch)
-        out.append(o.logits.float().numpy())
+        o = model(to_device(batch, dev))
+        out.append(o.logits.float().cpu().numpy())
         if with_embeddings:
-            emb.append(o.embeddings.float().numpy())
+            emb.append(o.embeddings.float().cpu().numpy())
     logits = np.concatenate(out) if out else np.zeros((0, 1), np.float32)
     if with_embeddings:
         return logits, (np.concatenate(emb) if emb else np.zeros((0, 0), np.float32))
