@@ -67,6 +67,7 @@ if tuple(SEQUENCE_MODELS) != names.SEQUENCE_MODELS or any(
 
 
 def sequence_entry(model: str) -> SequenceModelEntry:
+    """The registry entry of a sequence model name; an unknown name is a TargetError."""
     if model not in SEQUENCE_MODELS:
         raise TargetError(f"unknown sequence model '{model}'; choose one of {', '.join(SEQUENCE_MODELS)}")
     return SEQUENCE_MODELS[model]
@@ -89,6 +90,7 @@ def build_model(model: str, head: str, num_labels: int, fz: Featurizer, preset: 
 
 
 def model_config_dict(model: torch.nn.Module) -> dict[str, Any]:
+    """A sequence model's config as a plain dict (what its artifact records)."""
     cfg = model.config
     return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(vars(cfg))
 
@@ -141,7 +143,13 @@ def make_dataset(fs: FeatureSet, targets: Any, fz: Featurizer, model: str) -> Se
     """A dataset building only the view ``model`` reads: steps for the RNN, tokens for BEHRT."""
     return SequenceDataset(fs, targets, max_len=fz.config.max_len, max_visits=fz.config.max_visits,
                            max_steps=fz.config.max_visits, tokens=model == "behrt", steps=model == "rnn",
-                           positions=fz.config.positions)
+                           positions=fz.config.positions,
+                           id_limits=behrt_id_limits(fz) if model == "behrt" else None)
+
+
+def behrt_id_limits(fz: Featurizer) -> dict[str, int]:
+    """The id ranges a BEHRT sized for ``fz`` embeds (exclusive bound per token key); datasets check them once."""
+    return _behrt_config(BehrtConfig, fz, "binary", 1, None, {}).id_limits()
 
 
 # --------------------------------------------------------------------------- hyper-parameters per family
@@ -159,11 +167,12 @@ DISCRETE_TIME_PRESETS: dict[str, dict[str, Any]] = {
 # The `train` keys (config file or CLI flags) each family has a knob for, and the knob's name there.
 TRAIN_KNOBS: dict[str, dict[str, str]] = {
     "deepsurv": {"epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "patience": "patience",
-                 "weight_decay": "weight_decay"},
+                 "weight_decay": "weight_decay", "device": "device"},
     "text": {"epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "weight_decay": "weight_decay",
-             "warmup": "warmup"},
+             "warmup": "warmup", "device": "device"},
 }
 TRAIN_KNOBS.update({m: TRAIN_KNOBS["deepsurv"] for m in names.DISCRETE_TIME_MODELS})
+TRAIN_KNOBS["tfidf_scope"] = {}  # text_model tfidf_scope: no epochs / lr; its settings are model_overrides
 
 
 def _deepsurv_class() -> type:

@@ -236,10 +236,13 @@ def test_binary_pos_weight_raises_the_loss_on_positives() -> None:
 
 
 def test_out_of_range_ids_fail_with_a_readable_error() -> None:
+    """On a hand-built batch the explicit check names the tensor (forward no longer checks: host syncs); the
+    data side checks once per dataset (tests/test_behrt_speed.py)."""
     b, m = make_batch(), tiny("binary")
+    m.check_inputs(b)
     b.age_ids[0, 0] = 500
     with pytest.raises(ValueError, match="age_ids"):
-        m(b)
+        m.check_inputs(b)
 
 
 def test_presets_and_config_validation() -> None:

@@ -48,6 +48,7 @@ class Batch:
     value_num: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
+        """The batch with every tensor on ``device``."""
         return Batch(**{f.name: (None if (v := getattr(self, f.name)) is None else v.to(device)) for f in fields(self)})
 
     def __len__(self) -> int:

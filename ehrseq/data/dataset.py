@@ -1,24 +1,36 @@
-"""A torch Dataset over a FeatureSet, and the collate function that pads to a typed Batch."""
+"""A torch Dataset over a FeatureSet, the collate function that pads to a typed Batch, and length buckets.
+
+BEHRT's token views are built once per dataset (``cache_tokens``), so every epoch reads them instead of
+rebuilding them, their lengths are known up front (:class:`LengthBucketSampler` batches rows of similar length,
+so little compute goes to padding) and their ids are range-checked once (``id_limits``), not in every forward.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ehrseq.data.batch import CLS_ID, PAD_ID, Batch
+from ehrseq.data.token_views import token_views
+from ehrseq.errors import DataValidationError
 from ehrseq.featurize.featurizer import FeatureSet, build_tokens
 
 _CLS_ONLY = np.array([CLS_ID], np.int64)
 TOKEN_KEYS = ("code_ids", "age_ids", "segment_ids", "position_ids", "time_ids", "value_ids")
+BUCKET_WINDOW = 50  # batches per sorting window of LengthBucketSampler
 
 
 class SequenceDataset(Dataset):
     """Item ``i`` is label row ``i`` of the FeatureSet, sliced at its prediction_time.
 
     targets: (N, K) float32 array aligned with ``fs.labels`` or None (scoring).
+    cache_tokens: build every row's token view once here (the default) rather than in each ``__getitem__``.
+    id_limits: exclusive upper bound per token key (``BehrtConfig.id_limits()``); with the cache, an id outside
+        it raises DataValidationError here, naming the key, the row count and subject ids.
+    ``lengths``: (N,) tokens per row (1 per row without tokens), what length buckets sort on.
     """
 
     def __init__(
@@ -32,6 +44,8 @@ class SequenceDataset(Dataset):
         tokens: bool = True,
         steps: bool = True,
         positions: str = "first",
+        cache_tokens: bool = True,
+        id_limits: Mapping[str, int] | None = None,
     ) -> None:
         if targets is not None and len(targets) != len(fs):
             raise ValueError(f"targets has {len(targets)} rows but the feature set has {len(fs)}")
@@ -41,13 +55,47 @@ class SequenceDataset(Dataset):
         self.positions = positions  # BEHRT visit numbering, see build_tokens
         self.subject_ids = fs.labels["subject_id"].to_numpy(np.int64)
         self.tokens, self.steps = tokens, steps  # which views to build (the RNN needs no tokens, BEHRT no steps)
+        self._cache: dict[str, np.ndarray] | None = None
+        self._offsets: np.ndarray | None = None if tokens else np.arange(len(fs) + 1, dtype=np.int64)
+        if tokens and cache_tokens:
+            self._build_cache(id_limits)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(N,) int64 tokens per row."""
+        if self._offsets is None:  # uncached tokens: counted once, on demand
+            self._offsets = np.r_[0, np.cumsum([len(self._tokens(i)["code_ids"]) for i in range(len(self))])]
+        return np.diff(self._offsets).astype(np.int64)
+
+    def _tokens(self, i: int) -> dict[str, np.ndarray]:
+        return build_tokens(self.fs, i, self.max_len, self.max_visits, self.positions)
+
+    def _build_cache(self, id_limits: Mapping[str, int] | None) -> None:
+        self._offsets, flat = token_views(self.fs, self.max_len, self.max_visits, self.positions)
+        for k, hi in (id_limits or {}).items():
+            v = flat[k]
+            bad = (v < 0) | (v >= hi)
+            if bad.any():
+                rows = np.unique(np.searchsorted(self._offsets, np.flatnonzero(bad), side="right") - 1)
+                raise DataValidationError(
+                    f"token ids lie outside the model's embedding table [0, {hi})", column=k, n_rows=len(rows),
+                    subject_ids=self.subject_ids[rows].tolist(),
+                    hint="the model and the featurizer that built these rows disagree: use the featurizer "
+                         "saved with the model (its artifact), or refit both")
+        self._cache = {k: _compact(v) for k, v in flat.items()}
 
     def __len__(self) -> int:
         return len(self.fs)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         fs = self.fs
-        item = build_tokens(fs, i, self.max_len, self.max_visits, self.positions) if self.tokens else {"code_ids": _CLS_ONLY}
+        if not self.tokens:
+            item: dict[str, np.ndarray] = {"code_ids": _CLS_ONLY}
+        elif self._cache is not None:
+            lo, hi = self._offsets[i], self._offsets[i + 1]
+            item = {k: v[lo:hi] for k, v in self._cache.items()}
+        else:
+            item = self._tokens(i)
         if self.steps:
             lo, hi = int(fs.step_start[i]), int(fs.step_cut[i])
             item["steps"] = fs.step_x[max(lo, hi - self.max_steps):hi]
@@ -93,3 +141,86 @@ def collate(items: Sequence[dict[str, np.ndarray]]) -> Batch:
         labels=None if labels is None else torch.from_numpy(labels.astype(np.float32)),
         value_num=torch.from_numpy(num),
     )
+
+
+def _compact(v: np.ndarray) -> np.ndarray:
+    """The smallest of int16 / int32 that holds integer array ``v`` (float arrays as they are)."""
+    if v.dtype.kind != "i" or not len(v):
+        return v
+    lo, hi = int(v.min()), int(v.max())
+    for dt in (np.int16, np.int32):
+        if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
+            return v.astype(dt)
+    return v
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """Batches of row indices of similar length, so a batch pads to little more than its longest row.
+
+    Shuffled (the default): each epoch draws a permutation with ``(seed, epoch)``, sorts each window of
+    ``window * batch_size`` consecutive rows of it by length, cuts the result into batches of ``batch_size`` (the
+    last one shorter) and shuffles their order. Every row is in exactly one batch per epoch; the same seed and
+    epoch give the same batches; there are ``ceil(N / batch_size)`` of them, as with an unbucketed loader.
+    Not shuffled: one pass in length order (inference; see :class:`LengthOrdered`).
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, *, seed: int = 0, epoch: int = 0,
+                 shuffle: bool = True, window: int = BUCKET_WINDOW) -> None:
+        if batch_size < 1 or window < 1:
+            raise ValueError(f"batch_size and window must be >= 1, got {batch_size} and {window}")
+        self.lengths, self.batch_size = np.asarray(lengths, np.int64), int(batch_size)
+        self.seed, self.epoch, self.shuffle, self.window = int(seed), int(epoch), shuffle, int(window)
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        n, bs = len(self.lengths), self.batch_size
+        if not self.shuffle:
+            order = np.argsort(self.lengths, kind="stable")
+            yield from (order[j:j + bs].tolist() for j in range(0, n, bs))
+            return
+        rng = np.random.default_rng([self.seed, self.epoch])
+        perm = rng.permutation(n)
+        span = self.window * bs
+        parts = [perm[s:s + span] for s in range(0, n, span)]
+        order = np.concatenate([p[np.argsort(self.lengths[p], kind="stable")] for p in parts]) if n else perm
+        batches = [order[j:j + bs] for j in range(0, n, bs)]
+        for k in rng.permutation(len(batches)):
+            yield batches[k].tolist()
+
+
+def bucketed_batches(ds: SequenceDataset, batch_size: int, seed: int,
+                     collate_fn: Callable[[Sequence[dict[str, np.ndarray]]], Batch] | None = None,
+                     ) -> Callable[[int], DataLoader]:
+    """The trainer's ``batches(epoch)`` hook: ``ds`` in length buckets (:class:`LengthBucketSampler`)."""
+
+    def batches(epoch: int) -> DataLoader:
+        sampler = LengthBucketSampler(ds.lengths, batch_size, seed=seed, epoch=epoch)
+        return DataLoader(ds, batch_sampler=sampler, collate_fn=collate_fn or collate)
+
+    return batches
+
+
+class LengthOrdered(Dataset):
+    """``ds`` read in length order (stable), for inference and tuning losses with little padding.
+
+    ``restore(values)`` puts per-row results computed over this view back in ``ds``'s order. A model whose
+    output does not depend on padding (BEHRT's) gives the same per-row results either way.
+    """
+
+    def __init__(self, ds: SequenceDataset) -> None:
+        self.ds = ds
+        self.order = np.argsort(ds.lengths, kind="stable")
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        return self.ds[int(self.order[i])]
+
+    def restore(self, values: np.ndarray) -> np.ndarray:
+        """(N, ...) rows in this view's order -> the same rows in the dataset's order."""
+        out = np.empty_like(values)
+        out[self.order] = values
+        return out

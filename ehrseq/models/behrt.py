@@ -13,7 +13,8 @@ One patient is a token sequence ``[CLS] v1 codes... [SEP] v2 codes... [SEP] ...`
     time      bin of days since the previous visit                        time_ids      (B, L)
     value     quantile bin of the token's numeric value (0 = none)        value_ids     (B, L)
 
-followed by LayerNorm and dropout, then a stack of BERT encoder layers (transformers' ``BertEncoder``). The
+followed by LayerNorm and dropout, then a stack of BERT encoder layers (:mod:`ehrseq.models.behrt_encoder`: the
+parameters of transformers' ``BertEncoder``, computed with fused attention and a cheaper CPU dropout). The
 patient representation (B, H) is chosen by ``config.pooling``: the final hidden state at the last real token (the
 SEP closing the most recent visit; the default), at the CLS token (index 0, the paper's choice), or the masked
 mean.
@@ -43,10 +44,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, PretrainedConfig, PreTrainedModel
-from transformers.masking_utils import create_bidirectional_mask
-from transformers.models.bert.modeling_bert import BertEncoder
 
 from ehrseq.data.batch import PAD_ID, Batch
+from ehrseq.models.behrt_encoder import BehrtEncoder, FastDropout
+from ehrseq.models.masking import IGNORE_INDEX
 from ehrseq.models.outputs import ModelOutput
 
 HEADS = ("mlm", "binary", "multilabel", "regression", "multiclass")
@@ -108,6 +109,12 @@ class BehrtConfig(PretrainedConfig):
                 f"({self.num_attention_heads})"
             )
 
+    def id_limits(self) -> dict[str, int]:
+        """Exclusive upper bound of each id tensor the embeddings read (its table size)."""
+        return {"code_ids": self.vocab_size, "age_ids": self.age_vocab_size, "segment_ids": N_SEGMENTS,
+                "position_ids": self.max_visits, "time_ids": self.time_vocab_size,
+                "value_ids": self.value_vocab_size}
+
     @property
     def out_dim(self) -> int:
         """Width of the head's logits: vocab for "mlm", K for "multilabel", else 1."""
@@ -138,21 +145,17 @@ class BehrtConfig(PretrainedConfig):
 
 def behrt_tiny(**overrides: Any) -> BehrtConfig:
     """A tiny model (tens of thousands of parameters) for tests and smoke runs."""
-    kw: dict[str, Any] = dict(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=256,
-    )
+    kw: dict[str, Any] = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                              max_position_embeddings=256)
     return BehrtConfig(**(kw | overrides))
 
 
 def behrt_small(**overrides: Any) -> BehrtConfig:
     """A CPU-trainable model for cohorts of a few thousand patients.
 
-    Chosen on the CDAI benchmark: hidden 64 x 2 layers matched hidden 128 x 4 layers (AUROC 0.843 vs 0.843)
-    at 4x the training speed, which buys training on every label row instead of a subsample.
+    Chosen on the CDAI benchmark: hidden 64 x 2 layers matched hidden 128 x 4 layers on AUROC at a fraction of
+    the training time, which buys training on every label row instead of a subsample
+    (``benchmarks/results/sequence_models.md``).
     """
     kw: dict[str, Any] = dict(
         hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128
@@ -187,7 +190,7 @@ class BehrtEmbeddings(nn.Module):
         # The value itself (standardised per code), not only its quantile bin: CDAI 11 and 22 differ.
         self.value_num = nn.Linear(1, H, bias=False)
         self.LayerNorm = nn.LayerNorm(H, eps=config.layer_norm_eps)  # name lets transformers' init find it
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = FastDropout(config.hidden_dropout_prob)
 
     def forward(
         self,
@@ -199,6 +202,7 @@ class BehrtEmbeddings(nn.Module):
         value_ids: torch.Tensor,
         value_num: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """(B, L) ids (and optional (B, L) values) -> (B, L, H) summed, normalised embeddings."""
         x = (
             self.code(code_ids)
             + self.age(age_ids)
@@ -222,6 +226,7 @@ class BehrtMLMHead(nn.Module):
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, L, H) -> (B, L, vocab)
+        """(B, L, H) hidden states -> (B, L, vocab) logits."""
         return self.decoder(self.LayerNorm(F.gelu(self.dense(hidden))))
 
 
@@ -242,15 +247,12 @@ class BehrtModel(PreTrainedModel):
     def __init__(self, config: BehrtConfig) -> None:
         super().__init__(config)
         self.embeddings = BehrtEmbeddings(config)
-        bert_config = config.bert_config()
-        # The encoder layers read the attention kernel (sdpa / eager) from their own config; follow ours.
-        bert_config._attn_implementation = config._attn_implementation or "sdpa"
-        self.encoder = BertEncoder(bert_config)
+        self.encoder = BehrtEncoder(config.bert_config())  # BertEncoder's parameter names and shapes
         if config.head == "mlm":
             self.mlm_head = BehrtMLMHead(config)
         else:
             self.classifier = nn.Sequential(
-                nn.Dropout(config.hidden_dropout_prob), nn.Linear(config.hidden_size, config.out_dim)
+                FastDropout(config.hidden_dropout_prob), nn.Linear(config.hidden_size, config.out_dim)
             )
         self.post_init()
 
@@ -289,24 +291,15 @@ class BehrtModel(PreTrainedModel):
 
     # -- forward ---------------------------------------------------------------------------------------
 
-    def _check_inputs(self, ids: dict[str, torch.Tensor]) -> None:
-        """Fail with a readable message (instead of an index error deep in nn.Embedding) on bad ids."""
-        c = self.config
-        L = ids["code_ids"].shape[1]
-        if L > c.max_position_embeddings:
-            raise ValueError(
-                f"sequence length {L} exceeds max_position_embeddings={c.max_position_embeddings}"
-            )
-        sizes = {
-            "code_ids": c.vocab_size,
-            "age_ids": c.age_vocab_size,
-            "segment_ids": N_SEGMENTS,
-            "position_ids": c.max_visits,
-            "time_ids": c.time_vocab_size,
-            "value_ids": c.value_vocab_size,
-        }
-        for name, size in sizes.items():
-            t = ids[name]
+    def check_inputs(self, batch: Batch) -> None:
+        """ValueError naming the tensor when an id lies outside its embedding table (a readable message instead
+        of an index error deep in nn.Embedding).
+
+        Not called by ``forward``: the check costs a host sync per tensor, so the data side runs it once per
+        dataset (:class:`~ehrseq.data.dataset.SequenceDataset`'s ``id_limits``). Call it on hand-built batches.
+        """
+        for name, size in self.config.id_limits().items():
+            t = getattr(batch, name)
             lo, hi = int(t.min()), int(t.max())
             if lo < 0 or hi >= size:
                 raise ValueError(f"{name} must lie in [0, {size}), got values in [{lo}, {hi}]")
@@ -321,25 +314,23 @@ class BehrtModel(PreTrainedModel):
         time_ids: torch.Tensor | None = None,
         value_ids: torch.Tensor | None = None,
         value_num: torch.Tensor | None = None,
+        query_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Final hidden states (B, L, H). Missing id tensors default to zeros (that embedding row only)."""
+        """Final hidden states (B, L, H). Missing id tensors default to zeros (that embedding row only).
+
+        With ``query_index`` (B, Q) int64: the final states of those tokens of each row only, (B, Q, H), for
+        which the last layer computes Q queries per row (see :class:`~ehrseq.models.behrt_encoder.BehrtEncoder`).
+        """
         zeros = torch.zeros_like(code_ids)
-        ids = {
-            "code_ids": code_ids,
-            "age_ids": zeros if age_ids is None else age_ids,
-            "segment_ids": zeros if segment_ids is None else segment_ids,
-            "position_ids": zeros if position_ids is None else position_ids,
-            "time_ids": zeros if time_ids is None else time_ids,
-            "value_ids": zeros if value_ids is None else value_ids,
-        }
-        self._check_inputs(ids)
+        given = {"age_ids": age_ids, "segment_ids": segment_ids, "position_ids": position_ids, "time_ids": time_ids,
+                 "value_ids": value_ids}
+        ids = {"code_ids": code_ids, **{k: zeros if v is None else v for k, v in given.items()}}
+        L = code_ids.shape[1]
+        if L > self.config.max_position_embeddings:  # a shape: no host sync
+            raise ValueError(f"sequence length {L} exceeds max_position_embeddings={self.config.max_position_embeddings}")
         h = self.embeddings(**ids, value_num=value_num)  # (B, L, H)
-        # (B, L) 0/1 -> the 4-D mask the configured attention kernel expects; padded keys get no weight,
-        # so appending PAD tokens leaves the real tokens' outputs unchanged.
-        mask = create_bidirectional_mask(
-            config=self.encoder.config, inputs_embeds=h, attention_mask=attention_mask.bool()
-        )
-        return self.encoder(h, attention_mask=mask).last_hidden_state  # (B, L, H)
+        # padded keys get no attention weight, so appending PAD tokens leaves the real tokens' outputs unchanged
+        return self.encoder(h, attention_mask, query_index)  # (B, L, H), or (B, Q, H) with query_index
 
     def forward(
         self,
@@ -354,12 +345,16 @@ class BehrtModel(PreTrainedModel):
         value_ids: torch.Tensor | None = None,
         value_num: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        masked_only: bool = False,
     ) -> ModelOutput:
         """Run the encoder and head on a :class:`Batch` (or the same tensors passed by name).
 
         labels: "mlm" (B, L) int64 target code ids, -100 where not predicted (see ``ehrseq.models.masking``);
                 "binary"/"regression" (B,) or (B, 1); "multilabel" (B, K). With a Batch and no ``labels``,
                 non-MLM heads use ``batch.labels``.
+        masked_only: head "mlm" with labels: run the vocabulary head on the predicted positions only; logits are
+                then (n_predicted, vocab) in row-major order and the loss is the same as without it; the last
+                layer computes those tokens only (pretraining: about 15%; one host sync, for their count).
         Returns ModelOutput(logits, loss or None, embeddings = pooled hidden state (B, H)).
         """
         if batch is not None:
@@ -372,35 +367,56 @@ class BehrtModel(PreTrainedModel):
             raise ValueError("pass a Batch or code_ids")
         if attention_mask is None:
             attention_mask = (code_ids != PAD_ID).long()
-        hidden = self.encode(
-            code_ids, attention_mask, age_ids, segment_ids, position_ids, time_ids, value_ids, value_num
-        )
-        pooled = self._pool(hidden, attention_mask)  # (B, H)
-        if self.config.head == "mlm":
-            logits = self.mlm_head(hidden)  # (B, L, vocab)
-        else:
+        args = (code_ids, attention_mask, age_ids, segment_ids, position_ids, time_ids, value_ids, value_num)
+        if self.config.head != "mlm":  # the head reads the pooled state only
+            pooled = self._pooled(*args)
             logits = self.classifier(pooled)  # (B, out_dim)
+        elif masked_only and labels is not None and self.config.pooling != "mean":
+            picked = labels != IGNORE_INDEX  # (B, L)
+            n = picked.sum(1)
+            masked = torch.argsort((~picked).to(torch.int8), dim=1, stable=True)[:, : int(n.max())]  # picked first
+            states = self.encode(*args, query_index=torch.cat([masked, self._pool_index(attention_mask)], 1))
+            pooled, states = states[:, -1], states[:, :-1]  # the pooled token's state, then the masked tokens'
+            real = torch.arange(states.shape[1], device=n.device)[None] < n[:, None]  # (B, Q)
+            labels = labels[picked]  # (n,), row-major as states[real]
+            logits = self.mlm_head(states[real])  # (n, vocab)
+        else:
+            hidden = self.encode(*args)
+            pooled = self._pool(hidden, attention_mask)  # (B, H)
+            if masked_only and labels is not None:
+                labels, hidden = labels[labels != IGNORE_INDEX], hidden[labels != IGNORE_INDEX]
+            logits = self.mlm_head(hidden)  # (B, L, vocab), or (n, vocab) masked_only
         loss = None if labels is None else self._loss(logits, labels)
         return ModelOutput(logits=logits, loss=loss, embeddings=pooled)
 
+    def _pooled(self, code_ids: torch.Tensor, attention_mask: torch.Tensor, *ids: torch.Tensor | None
+                ) -> torch.Tensor:
+        """(B, H) ``config.pooling`` of the final states; CLS and last-token pooling compute that token only."""
+        if self.config.pooling == "mean":
+            return self._pool(self.encode(code_ids, attention_mask, *ids), attention_mask)
+        return self.encode(code_ids, attention_mask, *ids, query_index=self._pool_index(attention_mask))[:, 0]
+
+    def _pool_index(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, 1) the token CLS or last-token pooling reads: 0, or the last real one (right padding)."""
+        if self.config.pooling == "cls":
+            return torch.zeros(attention_mask.shape[0], 1, dtype=torch.long, device=attention_mask.device)
+        return (attention_mask.sum(1, keepdim=True).long() - 1).clamp(min=0)
+
     def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, L, H) -> (B, H) by ``config.pooling``; padding never contributes."""
-        if self.config.pooling == "cls":
-            return hidden[:, 0]
+        if self.config.pooling != "mean":
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device)[:, None], self._pool_index(attention_mask)][:, 0]
         m = attention_mask.to(hidden.dtype)  # (B, L), right padding
-        if self.config.pooling == "last":
-            last = (m.sum(1).long() - 1).clamp(min=0)  # index of the last real token
-            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return (hidden * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1.0)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         head = self.config.head
         if head == "mlm":
             labels = labels.long()
-            if not bool((labels != -100).any()):
+            if labels.numel() == 0 or not bool((labels != IGNORE_INDEX).any()):
                 return logits.sum() * 0.0  # nothing was masked: a zero loss that keeps the graph, not NaN
             return F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
+                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX
             )
         if head == "multiclass":  # labels (B,) or (B, 1): class index
             return F.cross_entropy(logits, labels.reshape(-1).long())
@@ -425,14 +441,5 @@ class BehrtModel(PreTrainedModel):
         Gradients flow (so a downstream model such as DeepSurv can fine-tune through it); wrap the call in
         ``torch.no_grad()`` and call ``.eval()`` first to use BEHRT as a frozen feature extractor.
         """
-        hidden = self.encode(
-            batch.code_ids,
-            batch.attention_mask,
-            batch.age_ids,
-            batch.segment_ids,
-            batch.position_ids,
-            batch.time_ids,
-            batch.value_ids,
-            batch.value_num,
-        )
-        return self._pool(hidden, batch.attention_mask)
+        return self._pooled(batch.code_ids, batch.attention_mask, batch.age_ids, batch.segment_ids,
+                            batch.position_ids, batch.time_ids, batch.value_ids, batch.value_num)

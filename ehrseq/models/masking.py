@@ -41,8 +41,9 @@ def mask_codes(
         attention_mask: (B, L) 1 for real tokens, 0 for padding.
         vocab_size: size of the code vocabulary (special tokens included); random replacements are drawn
             from [N_SPECIAL, vocab_size).
-        generator: the source of randomness; the same generator state gives the same masks. Its device
-            must match ``code_ids``'s device (or be CPU with CPU ids). None uses torch's global RNG.
+        generator: the source of randomness; the same generator state gives the same masks. The draws are
+            made on the generator's device and moved to ``code_ids``'s, so a CPU generator gives the same masks
+            whether the batch is on the CPU or a GPU. None uses torch's global RNG.
         prob: chance that an eligible token is selected.
 
     Returns:
@@ -54,11 +55,12 @@ def mask_codes(
     if not 0.0 <= prob <= 1.0:
         raise ValueError(f"prob must be in [0, 1], got {prob}")
     device = code_ids.device
+    draw = generator.device if generator is not None else device
     eligible = (code_ids >= N_SPECIAL) & attention_mask.bool()  # (B, L)
     # Three draws, always all of them and in this order, so the result depends only on the generator state.
-    u_select = torch.rand(code_ids.shape, generator=generator, device=device)  # (B, L) in [0, 1)
-    u_action = torch.rand(code_ids.shape, generator=generator, device=device)  # (B, L)
-    random_ids = torch.randint(N_SPECIAL, vocab_size, code_ids.shape, generator=generator, device=device)
+    u_select = torch.rand(code_ids.shape, generator=generator, device=draw).to(device)  # (B, L) in [0, 1)
+    u_action = torch.rand(code_ids.shape, generator=generator, device=draw).to(device)  # (B, L)
+    random_ids = torch.randint(N_SPECIAL, vocab_size, code_ids.shape, generator=generator, device=draw).to(device)
 
     selected = eligible & (u_select < prob)
     to_mask = selected & (u_action < 0.8)

@@ -63,6 +63,7 @@ def pretrain(data: Any, *, out: str | Path | None = None, config: FinetuneConfig
     ``out`` also writes the artifact (train subjects recorded for ``--init``'s overlap check); an existing
     ``out`` is replaced only with ``overwrite=True`` (checked, with its writability, before anything is read).
     """
+    from ehrseq.data.dataset import LengthOrdered, bucketed_batches
     from ehrseq.data.loading import load_data
     from ehrseq.models.masking import fixed_mask_codes, mask_codes
     from ehrseq.recipes.common import resolve_splits
@@ -94,9 +95,11 @@ def pretrain(data: Any, *, out: str | Path | None = None, config: FinetuneConfig
         else:  # the tuning loss (the trainer evaluates in eval mode): the same masks every epoch
             masked, labels = fixed_mask_codes(b.code_ids, b.attention_mask, vocab, b.subject_id, seed=cfg.seed,
                                               prob=mask_prob)
-        return m(replace(b, code_ids=masked, labels=None), labels=labels).loss
+        return m(replace(b, code_ids=masked, labels=None), labels=labels, masked_only=True).loss
 
-    result = train(model, parts["train"], parts["tuning"], replace(cfg.train, seed=cfg.seed), loss_fn=mlm_step)
+    # batches of similar length (shuffled per epoch under the seed); the tuning loss read in length order
+    result = train(model, parts["train"], LengthOrdered(parts["tuning"]), replace(cfg.train, seed=cfg.seed),
+                   loss_fn=mlm_step, batches=bucketed_batches(parts["train"], cfg.train.batch_size, cfg.seed))
     metrics = {"train": {"best_epoch": result.best_epoch, "history": result.history,
                          "best_tuning_mlm_loss": result.best_tuning_loss,
                          "tuning_masks": f"fixed per subject (seed {cfg.seed})",

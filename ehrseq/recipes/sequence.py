@@ -19,7 +19,7 @@ import torch
 
 from ehrseq.artifacts import Artifact, save_artifact
 from ehrseq.config import FinetuneConfig, config_to_dict
-from ehrseq.data.dataset import SequenceDataset
+from ehrseq.data.dataset import LengthOrdered, SequenceDataset, bucketed_batches
 from ehrseq.errors import ArtifactError, ConfigError, TargetError
 from ehrseq.featurize.featurizer import Featurizer
 from ehrseq.recipes.common import FinetuneResult, Run, split_record, subsample_rows
@@ -112,11 +112,14 @@ def finetune_sequence(run: Run, cfg: FinetuneConfig, out: str | Path | None) -> 
     train_cfg = replace(cfg.train, seed=cfg.seed)
     score = tuning_score(train_cfg.monitor, spec, parts["tuning"])
     monitor = train_cfg.monitor
+    # BEHRT: batches of similar length (little padding), shuffled per epoch under the seed
+    buckets = bucketed_batches(parts["train"], train_cfg.batch_size, train_cfg.seed) if parts["train"].tokens else None
     if score is None and monitor != "loss":  # no tuning AUROC: every epoch runs, the last weights are kept
         monitor, train_cfg = "last_epoch", replace(train_cfg, monitor="loss")
-        result = train(model, parts["train"], None, train_cfg, keep_best=False)
+        result = train(model, parts["train"], None, train_cfg, keep_best=False, batches=buckets)
     else:
-        result = train(model, parts["train"], parts["tuning"], train_cfg, tuning_score=score)
+        result = train(model, parts["train"], in_length_order(parts["tuning"]), train_cfg, tuning_score=score,
+                       batches=buckets)
     metrics: dict[str, Any] = {"train": {"best_epoch": result.best_epoch, "history": result.history,
                                          "sequences_per_second": result.sequences_per_second,
                                          "monitor": monitor, "pos_weight": pos_weight},
@@ -177,7 +180,6 @@ def tuning_score(monitor: str, spec: TaskSpec, tuning: SequenceDataset) -> Calla
         return None
     _check_monitor(monitor, spec)
     from ehrseq.evaluate.metrics import auroc
-    from ehrseq.train.trainer import predict_logits
 
     y = tuning.targets[:, 0] if tuning.targets is not None and len(tuning) else np.zeros(0, np.float32)
     if len(np.unique(y)) < 2:
@@ -187,7 +189,7 @@ def tuning_score(monitor: str, spec: TaskSpec, tuning: SequenceDataset) -> Calla
         return None
 
     def score(model: torch.nn.Module) -> float:
-        return float(auroc(y, predict_logits(model, tuning)[:, 0]).value)
+        return float(auroc(y, predict_sequence_logits(model, tuning)[:, 0]).value)
 
     return score
 
@@ -239,13 +241,26 @@ def post_hoc(head: str, preds: dict[str, pd.DataFrame], metrics: dict[str, Any])
     return extras
 
 
+def in_length_order(ds: SequenceDataset) -> SequenceDataset | LengthOrdered:
+    """BEHRT's ``ds`` read in length order (batches pad to little; per-row results do not change); others as is."""
+    return LengthOrdered(ds) if ds.tokens else ds
+
+
+def predict_sequence_logits(model: torch.nn.Module, ds: SequenceDataset) -> np.ndarray:
+    """(N, K) logits in ``ds``'s order; BEHRT's computed in length order (:func:`in_length_order`)."""
+    from ehrseq.train.trainer import predict_logits
+
+    view = in_length_order(ds)
+    logits = predict_logits(model, view)
+    return view.restore(logits) if isinstance(view, LengthOrdered) else logits
+
+
 def predictions_frame(model: torch.nn.Module, ds: SequenceDataset, head: str, label_names: list[str] | None) -> pd.DataFrame:
     """subject_id, prediction_time and y_true / y_prob (binary), y_pred (regression), or y_true_<name> /
     y_prob_<name> per label (multilabel) or per class (multiclass, one-hot truth)."""
     from ehrseq.models.heads import to_prediction
-    from ehrseq.train.trainer import predict_logits
 
-    logits = predict_logits(model, ds)
+    logits = predict_sequence_logits(model, ds)
     pred = to_prediction(head, torch.from_numpy(logits)).numpy()
     df = ds.fs.labels[["subject_id", "prediction_time"]].copy()
     if head in ("multilabel", "multiclass"):
