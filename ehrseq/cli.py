@@ -111,10 +111,11 @@ def _check_finetune_flags(a: argparse.Namespace, cfg: Any) -> None:
 
 
 def cmd_finetune(a: argparse.Namespace) -> int:
+    """``ehrseq finetune``: check the config, train one model family, print its held-out metrics."""
     from ehrseq.config import load_config
 
     cfg = load_config(  # the config is checked before the data is read (and before the slow model imports)
-        a.config, target=a.target, model=a.model, preset=a.preset, seed=a.seed,
+        a.config, target=a.target, model=a.model, text_model=a.text_model, preset=a.preset, seed=a.seed,
         train=_train_overrides(a) or None, sites=a.sites, adapt_sites=a.adapt_sites,
         train_fraction=a.train_fraction, split=_split_overrides(a), event_code=a.event,
         cdai_threshold=a.threshold, n_bootstrap=a.n_bootstrap, labels=a.labels, task=_task_path(a.task),
@@ -145,6 +146,7 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
 
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
+    """``ehrseq pretrain``: masked-code pretraining of BEHRT, written as an artifact for ``--init``."""
     from ehrseq.config import load_config
     from ehrseq.recipes.pretrain import check_pretrain_args, pretrain
 
@@ -163,6 +165,7 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
+    """``ehrseq evaluate``: score an artifact's held-out patients and write the report."""
     from ehrseq.io.guards import check_output
     from ehrseq.recipes.evaluate import evaluate_artifact
 
@@ -193,6 +196,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
 
 def cmd_explain(a: argparse.Namespace) -> int:
+    """``ehrseq explain``: permutation importance of an artifact's features."""
     from ehrseq.explain import explain_artifact
 
     if a.out:
@@ -248,6 +252,7 @@ def cmd_validate(a: argparse.Namespace) -> int:
 
 
 def cmd_synth(a: argparse.Namespace) -> int:
+    """``ehrseq synth``: write a synthetic RA cohort (MEDS, EHR extract and the generator's truth)."""
     from ehrseq.api import synthesize
 
     t = time.perf_counter()
@@ -268,6 +273,7 @@ def cmd_synth(a: argparse.Namespace) -> int:
 
 
 def cmd_score(a: argparse.Namespace) -> int:
+    """``ehrseq score``: batch scoring of an artifact over a dataset (see :mod:`ehrseq.scoring`)."""
     from ehrseq.scoring import run_score
 
     return run_score(a)

@@ -18,7 +18,8 @@ from ehrseq.cli_examples import EXAMPLES
 
 # FinetuneConfig / TrainConfig defaults as the help texts quote them (tests/test_cli_help.py checks them).
 CONFIG_DEFAULTS: dict[str, Any] = {
-    "target": "cdai", "model": "rnn", "preset": "small", "seed": 0, "epochs": 30, "batch_size": 64,
+    "target": "cdai", "model": "rnn", "text_model": "distilbert", "preset": "small", "seed": 0, "epochs": 30,
+    "batch_size": 64,
     "lr": 0.002,
     "patience": 3, "train_fraction": 1.0, "split": "data", "event": "EVENT//FLARE", "threshold": 10.0,
     "n_bootstrap": 200,
@@ -232,6 +233,10 @@ def _finetune(sub: Any) -> None:
     f.add_argument("--model", type=_choice("model", names.MODELS), choices=names.MODELS,
                    help="model family: rnn | behrt (sequence tasks), deepsurv (time to event), text (biopsy "
                         f"reports) {_from_config('model')}; survival tasks use deepsurv, biopsy text")
+    f.add_argument("--text-model", type=_choice("text model", names.TEXT_MODELS), choices=names.TEXT_MODELS,
+                   help="the biopsy text model: distilbert (the default) or tfidf_scope (scope-marked character "
+                        "TF-IDF, configs/biopsy_tfidf.yaml; see benchmarks/results/text_out_of_style.md) "
+                        f"{_from_config('text_model')}")
     f.add_argument("--init", metavar="DIR", help="artifact to start from (transfer learning or a BEHRT "
                    "pretraining); for survival a sequence artifact whose embeddings join the features "
                    "(default: train from scratch)")

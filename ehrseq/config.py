@@ -27,6 +27,8 @@ from ehrseq.train.trainer import TrainConfig
 
 @dataclass(frozen=True)
 class SplitConfig:
+    """How patients are split into train, tuning and held_out (the ``split`` section of a run config)."""
+
     strategy: str = "data"  # data (use the dataset's subject_splits) | random | site | temporal
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     held_out_sites: tuple[str, ...] = ()
@@ -36,6 +38,8 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
+    """A run config: task, model family and size, featurizer, trainer and split settings."""
+
     target: str = "cdai"  # cdai | cdai_value | next_visit_dx | survival | biopsy (built-in targets)
     labels: str | None = None  # a MEDS label file or directory: the task is its rows (replaces target)
     label_kind: str | None = None  # labels: read them as this kind (e.g. survival) instead of from the file
@@ -44,6 +48,7 @@ class FinetuneConfig:
     max_unmatched_label_fraction: float = 0.05  # label rows of unknown subjects / with no history: refuse above
     allow_init_overlap: bool = False  # --init: accept an artifact whose train subjects are now tuning/held out
     model: str = "rnn"  # rnn | behrt | deepsurv | text
+    text_model: str = "distilbert"  # model text (biopsy): distilbert | tfidf_scope (ehrseq.names.TEXT_MODELS)
     preset: str = "small"
     model_overrides: dict[str, Any] = field(default_factory=dict)
     featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
@@ -62,6 +67,15 @@ class FinetuneConfig:
     n_bootstrap: int = 200
     max_train_rows_per_subject: int | None = None  # subsample train label rows per patient (seeded), e.g. for BEHRT
     train_set: tuple[str, ...] = ()  # the train keys the user set (filled by load_config; families map them)
+
+    def __post_init__(self) -> None:
+        from ehrseq.names import TEXT_MODELS
+
+        if self.text_model not in TEXT_MODELS:
+            raise ValueError(f"text_model '{self.text_model}' is not one of {', '.join(TEXT_MODELS)}")
+        if self.text_model != "distilbert" and self.model != "text" and self.target != "biopsy":
+            raise ValueError(f"text_model '{self.text_model}' applies to the biopsy text model (model: text) only; "
+                             f"remove it or set model: text")
 
 
 # ------------------------------------------------------------------------------------------ YAML reading

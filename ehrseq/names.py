@@ -13,6 +13,9 @@ SEQUENCE_MODELS: tuple[str, ...] = ("rnn", "behrt")
 DISCRETE_TIME_MODELS: tuple[str, ...] = ("logistic_hazard", "pmf", "deephit")
 SURVIVAL_MODELS: tuple[str, ...] = ("deepsurv", *DISCRETE_TIME_MODELS)
 MODELS: tuple[str, ...] = (*SEQUENCE_MODELS, *SURVIVAL_MODELS, "text")
+# The text family's models (config key text_model; ehrseq.models.text_models.TEXT_MODELS is the source of truth):
+# DistilBERT (the default) or the scope-marked TF-IDF model.
+TEXT_MODELS: tuple[str, ...] = ("distilbert", "tfidf_scope")
 
 # Size presets per model family (deepsurv has none: --preset does not apply to it).
 PRESETS_OF_MODEL: dict[str, tuple[str, ...]] = {

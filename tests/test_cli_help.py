@@ -57,6 +57,7 @@ def test_help_quotes_the_config_defaults():
     actual = {
         "target": cfg.target,
         "model": cfg.model,
+        "text_model": cfg.text_model,
         "preset": cfg.preset,
         "seed": cfg.seed,
         "epochs": cfg.train.epochs,

@@ -25,8 +25,9 @@ from ehrseq.synth.reports import REPORT_LABELS, generate_reports  # noqa: E402
 LABELS = list(REPORT_LABELS)
 
 
-@pytest.mark.parametrize("text", ["No giant cells are identified.", "Giant cells are not a feature.",
-                                  "Giant cells: none seen.", "We could find neither giant cells nor fibrosis."])
+@pytest.mark.parametrize("text", ["No giant cells are identified.", "Giant cells are not recognised.",
+                                  "Giant cells: none seen.", "We could find neither giant cells nor fibrosis.",
+                                  "Absent giant cells.", "There is no histological evidence of giant cells."])
 def test_every_way_of_negating_marks_the_finding(text: str) -> None:
     out = mark_scopes(text).split()
     assert "xneggiant" in out and "giant" not in out and "xnegcue" in out
@@ -42,12 +43,31 @@ def test_scope_stops_at_but_and_hedges_and_history_are_their_own() -> None:
     assert "xhistgca" in hist[0].split() and hist[1].split() == ["diagnosis", "gca"]
 
 
+def test_pseudo_negations_and_terminators_open_no_scope() -> None:
+    assert mark_scopes("No change in the intima.") == "no change in the intima"
+    assert mark_scopes("Not only giant cells but also granulomas.") == "not only giant cells but also granulomas"
+    out = mark_scopes("No giant cells apart from intimal fibrosis.").split()
+    assert "xneggiant" in out and "intimal" in out
+    hedged = mark_scopes("This does not exclude giant cell arteritis.").split()
+    assert "xhypgiant" in hedged and not any(w.startswith("xneg") for w in hedged)
+
+
 def test_char_coding_separates_negated_words_and_cues_can_be_cut_to_those_seen() -> None:
     assert case_code(mark_scopes("No giant cells. Giant cells seen. ?GCA")) == "XNEGCUE GIANT CELLS . giant cells seen . ~ ~"
     seen = cues_seen_in(["Giant cells are absent.", "No arteritis."])
-    assert seen["post_neg"] == (("absent",),) and seen["pre_neg"] == (("no",),) and seen["hedge"] == ()
-    assert "xneg" not in mark_scopes("The wall is devoid of giant cells.", seen)
-    assert "xneggiant" in mark_scopes("The wall is devoid of giant cells.")
+    assert seen["post_neg"] == (("absent",), ("are", "absent")) and seen["pre_neg"] == (("no",), ("absent",))
+    assert seen["hedge"] == () and seen["terminator"] == ()
+    assert "xneg" not in mark_scopes("The wall is free of giant cells.", seen)
+    assert "xneggiant" in mark_scopes("The wall is free of giant cells.")
+
+
+def test_the_default_cues_are_the_independent_lists_and_unknown_lists_are_refused() -> None:
+    from ehrseq.models.negation_cues import DEFAULT_CUES, phrases
+
+    leaked = phrases(["devoid of", "not a feature", "nil"])  # known to be grammar B's; left out on purpose
+    assert not any(c in lst for lst in DEFAULT_CUES.values() for c in leaked)
+    with pytest.raises(ValueError, match="unknown cue list"):
+        mark_scopes("No giant cells.", {"negations": ["no"]})
 
 
 @pytest.fixture(scope="module")

@@ -1,52 +1,38 @@
 """Negation- and hedge-aware inputs for the biopsy-report classifier, and a hybrid with TF-IDF features.
 
-:func:`mark_scopes` rewrites a report before tokenisation, NegEx-style: each clause (sentences split at
-``. ; ! - `` and line ends, clauses at "but", "however", "although", "whereas") is scanned for cues; a word in
-the scope of a negation cue gets the prefix ``xneg`` (a pre-cue such as "no", "without", "free of", "no
-evidence of", "neither" / "nor" reaches to the end of the clause; a post-cue such as "absent", "not seen",
-"none", "unremarkable" reaches back to its start), every word of a hedged clause ("cannot be excluded",
-"suspicious", "possible", "?", "rule out") gets ``xhyp`` and every word of a clinical-history sentence
-("history", "request", "clinical details", "known", "previous") gets ``xhist``. The cue words themselves
-become ``xnegcue`` / ``xhypcue``, so the many ways of writing "absent" collapse to one token: "No giant cells
-are identified." and "Giant cells are not a feature." both read ``xneggiant xnegcells``.
+:func:`mark_scopes` rewrites a report before tokenisation, NegEx-style, with the cue lists of
+:mod:`ehrseq.models.negation_cues` (written from general clinical-negation knowledge, without sight of the
+out-of-style test grammar): sentences split at ``. ; !``, line ends and `` - ``; clauses split before a scope
+terminator ("but", "however", "apart from", ...). In each clause a pseudo-negation ("no change", "not only") is
+skipped; a word in the scope of a negation cue gets the prefix ``xneg`` (a pre-cue such as "no", "without",
+"free of", "no evidence of" reaches to the end of the clause; a post-cue such as "absent", "not seen",
+"unremarkable" reaches back to its start, or forward when it opens the clause: "Absent giant cells"); every
+word of a hedged clause ("cannot be excluded", "suspicious for", "?", "rule out") gets ``xhyp`` and every word
+of a sentence that opens with a history cue ("history", "clinical", "indication", "previous") gets ``xhist``.
+The cue words themselves become ``xnegcue`` / ``xhypcue``, so the many ways of writing "absent" collapse to one
+token: "No giant cells are identified." and "Giant cells are not seen." both read ``xneggiant xnegcells``.
 
-The cue lists are clinical-negation triggers in the manner of NegEx, but they were written in the same
-session as the second report grammar (:mod:`ehrseq.synth.reports_alt`) and hold some of its absence phrasings
-("devoid of", "not a feature", "nil"): on that grammar they are not independent of the test set. The
-out-of-style benchmark (``benchmarks/results/text_out_of_style.md``) therefore also reports the lists cut to
-the cues the training grammar itself uses (:func:`cues_seen_in`), which bounds the leak from below.
-
-:class:`TfidfScope` is word 1-2 gram TF-IDF + one logistic regression per label on marked text;
-:class:`HybridTextClassifier` averages it with a :class:`TextClassifier` fitted on the same marked text.
+:class:`TfidfScope` is TF-IDF (character n-grams by default) + one logistic regression per label on marked
+text; :class:`HybridTextClassifier` averages it with a :class:`TextClassifier` fitted on the same marked text.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ehrseq.codes import BIOPSY_LABELS
 from ehrseq.errors import DataValidationError
 from ehrseq.featurize.text import texts_and_ids
+from ehrseq.models.negation_cues import CUE_KINDS, DEFAULT_CUES, WORD, Cues, resolve_cues
 from ehrseq.models.text_classifier import TextClassifier, TextClassifierConfig, TextInput, choose_thresholds
 
-PRE_NEG: tuple[tuple[str, ...], ...] = tuple(tuple(c.split()) for c in (
-    "no evidence of", "negative for", "neg for", "free of", "devoid of", "absence of", "lack of", "none of",
-    "no", "not", "without", "w/o", "neither", "nor", "nil", "lacks", "lack", "never"))
-POST_NEG: tuple[tuple[str, ...], ...] = tuple(tuple(c.split()) for c in (
-    "not seen", "not identified", "not present", "not found", "not evident", "not demonstrated",
-    "not a feature", "none seen", "absent", "none", "negative", "-ve", "unremarkable"))
-HEDGE: tuple[tuple[str, ...], ...] = tuple(tuple(c.split()) for c in (
-    "cannot be excluded", "cannot be ruled out", "cannot exclude", "can't exclude", "not excluded",
-    "suspicious for", "suspicious", "possible", "possibly", "equivocal", "indeterminate", "query", "?",
-    "r/o", "rule out", "to exclude", "suggestive of", "not definitive", "not diagnostic", "nondiagnostic",
-    "non-diagnostic", "may represent", "borderline"))
-HISTORY = ("history", "hx", "request", "clinical", "known", "previous", "prior")
 _SENTENCE = re.compile(r"[.;!\n]+|\s-\s")
-_CLAUSE = re.compile(r"\b(?:but|however|although|whereas)\b")
-_WORD = re.compile(r"\?|[a-z0-9][a-z0-9'/+-]*")
 
 
 def _match(words: list[str], i: int, cues: Sequence[tuple[str, ...]]) -> int:
@@ -58,38 +44,53 @@ def _match(words: list[str], i: int, cues: Sequence[tuple[str, ...]]) -> int:
     return best
 
 
-Cues = dict[str, tuple[tuple[str, ...], ...]]
+def _clauses(words: list[str], terminators: Sequence[tuple[str, ...]]) -> list[list[str]]:
+    """``words`` split before every scope terminator (the terminator opens the next clause)."""
+    out, cur, i = [], [], 0
+    while i < len(words):
+        n = _match(words, i, terminators) if cur else 0
+        if n:
+            out.append(cur)
+            cur = []
+        step = max(n, 1)
+        cur.extend(words[i:i + step])
+        i += step
+    return [c for c in out + [cur] if c]
 
 
 def _mark_clause(words: list[str], history: bool, cues: Cues) -> list[str]:
-    pre_neg, post_neg, hedge = cues["pre_neg"], cues["post_neg"], cues["hedge"]
-    hedged = any(_match(words, i, hedge) for i in range(len(words)))
-    out: list[str] = []
-    i, scope_to, pre_scope = 0, -1, False
+    pre_neg, post_neg, pseudo, hedge = cues["pre_neg"], cues["post_neg"], cues["pseudo"], cues["hedge"]
+    hedged = any(_match(words, i, hedge) and not _match(words, i, pseudo) for i in range(len(words)))
+    i, scope_from, pre_scope = 0, 0, False
     tags = [""] * len(words)
     is_cue = [False] * len(words)
     while i < len(words):
-        n_hedge = _match(words, i, hedge)
-        n_post = _match(words, i, post_neg)
-        n_pre = 0 if n_post else _match(words, i, pre_neg)
-        if n_hedge:
-            for j in range(i, i + n_hedge):
-                is_cue[j] = True
+        n_pseudo = _match(words, i, pseudo)
+        n_hedge = 0 if n_pseudo else _match(words, i, hedge)
+        n_post = 0 if n_pseudo or n_hedge else _match(words, i, post_neg)
+        n_pre = 0 if n_pseudo or n_hedge else _match(words, i, pre_neg)
+        if n_post and n_post >= n_pre and i == scope_from and not pre_scope:
+            n_pre, n_post = n_post, 0  # a post-cue opening its clause governs what follows ("absent giant cells")
+        if n_pseudo:
+            i += n_pseudo
+        elif n_hedge:
+            is_cue[i:i + n_hedge] = [True] * n_hedge
             i += n_hedge
-        elif n_post and not hedged:
-            for j in range(i, i + n_post):
-                is_cue[j] = True
-            for j in range(scope_to + 1, i):
+        elif hedged and (n_post or n_pre):
+            i += max(n_post, n_pre)  # a negation inside a hedged clause: hedged, kept as words
+        elif n_post and n_post >= n_pre:
+            is_cue[i:i + n_post] = [True] * n_post
+            for j in range(scope_from, i):
                 tags[j] = "xneg"
-            scope_to, i = i + n_post - 1, i + n_post
-        elif n_pre and not hedged:
-            for j in range(i, i + n_pre):
-                is_cue[j] = True
+            scope_from, i = i + n_post, i + n_post
+        elif n_pre:
+            is_cue[i:i + n_pre] = [True] * n_pre
             i, pre_scope = i + n_pre, True
         else:
             if pre_scope:
                 tags[i] = "xneg"
             i += 1
+    out: list[str] = []
     for j, w in enumerate(words):
         if is_cue[j] and j > 0 and is_cue[j - 1]:
             continue  # one token per cue
@@ -104,38 +105,41 @@ def _mark_clause(words: list[str], history: bool, cues: Cues) -> list[str]:
     return out
 
 
-def mark_scopes(text: str, cues: Cues | None = None) -> str:
+def mark_scopes(text: str, cues: Mapping[str, Iterable[Any]] | None = None) -> str:
     """The report with negated, hedged and historical words prefixed (see the module docstring); lower case.
 
-    ``cues`` may replace any of the lists ``{"pre_neg": ..., "post_neg": ..., "hedge": ...}`` (an ablation).
+    ``cues`` may replace any of the lists of :data:`ehrseq.models.negation_cues.DEFAULT_CUES` (``pre_neg``,
+    ``post_neg``, ``pseudo``, ``hedge``, ``history``, ``terminator``; phrases as strings or token tuples).
     """
-    unknown = set(cues or {}) - {"pre_neg", "post_neg", "hedge"}
-    if unknown:
-        raise ValueError(f"unknown cue list(s) {sorted(unknown)}; expected pre_neg, post_neg, hedge")
-    use = {"pre_neg": PRE_NEG, "post_neg": POST_NEG, "hedge": HEDGE, **(cues or {})}
+    return _mark(text, DEFAULT_CUES if cues is None else resolve_cues(cues))
+
+
+def _mark(text: str, use: Cues) -> str:
     sentences = []
     for sent in _SENTENCE.split(str(text).lower()):
-        words_all = _WORD.findall(sent)
-        if not words_all:
+        words = WORD.findall(sent)
+        if not words:
             continue
-        history = any(w in HISTORY for w in words_all[:3])
-        clauses = [_WORD.findall(c) for c in _CLAUSE.split(sent)]
-        sentences.append(" ".join(w for c in clauses if c for w in _mark_clause(c, history, use)))
+        history = any(_match(words, i, use["history"]) for i in range(min(3, len(words))))
+        marked = [w for c in _clauses(words, use["terminator"]) for w in _mark_clause(c, history, use)]
+        sentences.append(" ".join(marked))
     return " . ".join(sentences)
 
 
-def mark_all(texts: Iterable[str], cues: Cues | None = None) -> list[str]:
-    """:func:`mark_scopes` over many reports."""
-    return [mark_scopes(t, cues) for t in texts]
+def mark_all(texts: Iterable[str], cues: Mapping[str, Iterable[Any]] | None = None) -> list[str]:
+    """:func:`mark_scopes` over many reports (cue lists resolved once)."""
+    use = DEFAULT_CUES if cues is None else resolve_cues(cues)
+    return [_mark(t, use) for t in texts]
 
 
-def cues_seen_in(texts: Iterable[str]) -> Cues:
-    """The cue lists cut to the cues that occur (as whole words) in ``texts``: for an ablation that marks
-    only what the training reports themselves write."""
-    words = [" " + " ".join(_WORD.findall(str(t).lower())) + " " for t in texts]
-    seen = {c for lst in (PRE_NEG, POST_NEG, HEDGE) for c in lst if any(f" {' '.join(c)} " in w for w in words)}
-    return {k: tuple(c for c in lst if c in seen) for k, lst in
-            (("pre_neg", PRE_NEG), ("post_neg", POST_NEG), ("hedge", HEDGE))}
+def cues_seen_in(texts: Iterable[str], cues: Mapping[str, Iterable[Any]] | None = None) -> Cues:
+    """The cue lists (default: :data:`DEFAULT_CUES`) cut to the cues that occur as whole words in ``texts``:
+    for an ablation that marks only what the training reports themselves write."""
+    use = DEFAULT_CUES if cues is None else resolve_cues(cues)
+    words = [" " + " ".join(WORD.findall(str(t).lower())) + " " for t in texts]
+    def seen(c: tuple[str, ...]) -> bool:
+        return any(f" {' '.join(c)} " in w for w in words)
+    return {k: tuple(c for c in use[k] if seen(c)) for k in CUE_KINDS}
 
 
 def case_code(marked: str) -> str:
@@ -162,51 +166,176 @@ def _marked_frame(df: pd.DataFrame, name: str) -> pd.DataFrame:
     return out
 
 
-class TfidfScope:
-    """TF-IDF + one logistic regression per label on :func:`mark_scopes` text.
+@dataclass(frozen=True)
+class TfidfScopeConfig:
+    """Settings of :class:`TfidfScope` (all saved in its artifact).
 
-    ``features``: ``"char"`` (character 3-5 grams within words of :func:`case_code` text, the default: they
-    carry "intimal" into "neointimal" and "multinucleat" across spellings), ``"word"`` (word 1-2 grams of
-    the marked text) or ``"word+char"``. ``mark=False`` skips the marking (plain text, an ablation).
+    ``features``: ``"char"`` (character n-grams within words of :func:`case_code` text: they carry "intimal"
+    into "neointimal" and "multinucleat" across spellings), ``"word"`` (word n-grams of the marked text) or
+    ``"word+char"``; ``mark=False`` skips the marking (plain lower-cased text, an ablation). ``c``: inverse L2
+    strength of each label's logistic regression. ``cues``: cue lists replacing some of the defaults (see
+    :func:`mark_scopes`); the artifact stores the full resolved lists, so a saved model keeps its cues.
     """
 
-    def __init__(self, labels: Sequence[str], c: float = 1.0, mark: bool = True, features: str = "char",
-                 cues: Cues | None = None) -> None:
-        if features not in ("char", "word", "word+char"):
-            raise ValueError("features must be 'char', 'word' or 'word+char'")
-        self.labels, self.c, self.mark, self.features, self.cues = list(labels), c, mark, features, cues
+    labels: tuple[str, ...] = field(default_factory=lambda: tuple(BIOPSY_LABELS))
+    c: float = 1.0
+    mark: bool = True
+    features: str = "char"
+    char_ngram: tuple[int, int] = (3, 5)
+    word_ngram: tuple[int, int] = (1, 2)
+    min_df: int = 2
+    max_iter: int = 2000
+    threshold_metric: str = "f1"
+    cues: dict[str, Any] | None = None
 
-    def _x(self, texts: list[str], fit: bool = False) -> object:
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", tuple(self.labels))
+        object.__setattr__(self, "char_ngram", tuple(self.char_ngram))
+        object.__setattr__(self, "word_ngram", tuple(self.word_ngram))
+        if self.features not in FEATURES:
+            raise ValueError(f"features must be one of {list(FEATURES)}, got '{self.features}'")
+        if not self.labels:
+            raise ValueError("labels must name at least one label")
+        if self.c <= 0 or self.min_df < 1:
+            raise ValueError("c must be > 0 and min_df >= 1")
+        for name in ("char_ngram", "word_ngram"):
+            lo, hi = getattr(self, name)
+            if not 1 <= lo <= hi:
+                raise ValueError(f"{name} must be (low, high) with 1 <= low <= high")
+        if self.threshold_metric not in ("f1", "youden"):
+            raise ValueError("threshold_metric must be 'f1' or 'youden'")
+        if self.cues is not None:
+            resolve_cues(self.cues)  # unknown list names fail here
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings (tuples as lists)."""
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+FEATURES = ("char", "word", "word+char")
+
+
+def _vectorizer(kind: str, cfg: TfidfScopeConfig, vocabulary: dict[str, int] | None = None) -> Any:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    if kind == "word":
+        return TfidfVectorizer(ngram_range=cfg.word_ngram, min_df=cfg.min_df, sublinear_tf=True,
+                               vocabulary=vocabulary)
+    return TfidfVectorizer(analyzer="char_wb", ngram_range=cfg.char_ngram, min_df=cfg.min_df, sublinear_tf=True,
+                           lowercase=False, vocabulary=vocabulary)
+
+
+class TfidfScope:
+    """TF-IDF + one logistic regression per label on :func:`mark_scopes` text (see :class:`TfidfScopeConfig`).
+
+    ``TfidfScope(labels, c=..., features=...)`` or ``TfidfScope(config=TfidfScopeConfig(...))``. After
+    :meth:`fit`: ``vocabularies_`` (per feature kind, the terms in column order), ``idf_`` (per kind),
+    ``coef_`` (K, F), ``intercept_`` (K,), ``thresholds_`` (K,) and ``cues_`` (the resolved cue lists);
+    probabilities are computed from these arrays alone, so a loaded model scores exactly as the fitted one.
+    """
+
+    def __init__(self, labels: Sequence[str] | None = None, *, config: TfidfScopeConfig | None = None,
+                 **settings: Any) -> None:
+        if config is not None and (settings or labels is not None):
+            raise ValueError("pass either config or labels / settings, not both")
+        if config is None:
+            config = TfidfScopeConfig(**({"labels": tuple(labels)} if labels is not None else {}), **settings)
+        self.config = config
+        self.labels = list(config.labels)
+        self.cues_: Cues = resolve_cues(config.cues)
+
+    @property
+    def kinds(self) -> list[str]:
+        """The feature kinds in column order."""
+        return [k for k in ("word", "char") if k in self.config.features]
+
+    def _docs(self, texts: list[str]) -> dict[str, list[str]]:
+        marked = mark_all(texts, self.cues_) if self.config.mark else [str(t).lower() for t in texts]
+        chars = [case_code(m) for m in marked] if self.config.mark else marked
+        return {"word": marked, "char": chars}
+
+    def _x(self, texts: list[str], fit: bool = False) -> Any:
         import scipy.sparse as sp
-        from sklearn.feature_extraction.text import TfidfVectorizer
 
-        marked = mark_all(texts, self.cues) if self.mark else [t.lower() for t in texts]
+        docs = self._docs(texts)
         if fit:
-            self.vecs_ = []
-            if "word" in self.features:
-                self.vecs_.append(("word", TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)))
-            if "char" in self.features:
-                self.vecs_.append(("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), min_df=2,
-                                                           sublinear_tf=True, lowercase=False)))
-        parts = []
-        for kind, vec in self.vecs_:
-            docs = [case_code(m) for m in marked] if kind == "char" and self.mark else marked
-            parts.append(vec.fit_transform(docs) if fit else vec.transform(docs))
+            self.vecs_ = {k: _vectorizer(k, self.config) for k in self.kinds}
+            parts = [self.vecs_[k].fit_transform(docs[k]) for k in self.kinds]
+            self.vocabularies_ = {k: sorted(v.vocabulary_, key=v.vocabulary_.get) for k, v in self.vecs_.items()}
+            self.idf_ = {k: np.asarray(v.idf_, dtype=np.float64) for k, v in self.vecs_.items()}
+        else:
+            self._check_fitted()
+            parts = [self.vecs_[k].transform(docs[k]) for k in self.kinds]
         return sp.hstack(parts).tocsr()
 
     def fit(self, train_df: pd.DataFrame, tuning_df: pd.DataFrame) -> TfidfScope:
-        """Fit on ``train_df`` (text + label columns); thresholds (max F1) on ``tuning_df``."""
+        """Fit on ``train_df`` (text + label columns); thresholds (``threshold_metric``) on ``tuning_df``."""
         from sklearn.linear_model import LogisticRegression
 
+        for name, df in (("train_df", train_df), ("tuning_df", tuning_df)):
+            _check_labelled(df, name, self.labels)
         x = self._x(texts_and_ids(train_df)[0], fit=True)
-        self.models_ = [LogisticRegression(C=self.c, max_iter=2000).fit(x, train_df[lab]) for lab in self.labels]
-        self.thresholds_ = choose_thresholds(tuning_df[self.labels].to_numpy(), self.predict_proba(tuning_df.text))
+        fits = [LogisticRegression(C=self.config.c, max_iter=self.config.max_iter).fit(x, train_df[lab].to_numpy())
+                for lab in self.labels]
+        self.coef_ = np.vstack([m.coef_[0] for m in fits]).astype(np.float64)
+        self.intercept_ = np.array([m.intercept_[0] for m in fits], dtype=np.float64)
+        self.thresholds_ = choose_thresholds(tuning_df[self.labels].to_numpy(), self.predict_proba(tuning_df),
+                                             self.config.threshold_metric)
         return self
+
+    def set_state(self, vocabularies: dict[str, list[str]], idf: dict[str, np.ndarray], coef: np.ndarray,
+                  intercept: np.ndarray, thresholds: np.ndarray) -> TfidfScope:
+        """Install fitted arrays (from an artifact); shapes are checked against each other."""
+        if sorted(vocabularies) != sorted(self.kinds) or sorted(idf) != sorted(self.kinds):
+            raise ValueError(f"expected vocabularies and idf for {self.kinds}")
+        n_feat = 0
+        for k in self.kinds:
+            if len(vocabularies[k]) != len(idf[k]) or len(set(vocabularies[k])) != len(vocabularies[k]):
+                raise ValueError(f"{k} vocabulary ({len(vocabularies[k])} terms) does not match its idf "
+                                 f"({len(idf[k])}) or repeats a term")
+            n_feat += len(idf[k])
+        k_lab = len(self.labels)
+        if coef.shape != (k_lab, n_feat) or intercept.shape != (k_lab,) or thresholds.shape != (k_lab,):
+            raise ValueError(f"coefficients {coef.shape}, intercepts {intercept.shape} or thresholds "
+                             f"{thresholds.shape} do not fit {k_lab} labels x {n_feat} features")
+        self.vocabularies_ = {k: list(vocabularies[k]) for k in self.kinds}
+        self.idf_ = {k: np.asarray(idf[k], dtype=np.float64) for k in self.kinds}
+        self.vecs_ = {}
+        for k in self.kinds:
+            vec = _vectorizer(k, self.config, {t: i for i, t in enumerate(self.vocabularies_[k])})
+            vec.idf_ = self.idf_[k]
+            self.vecs_[k] = vec
+        self.coef_, self.intercept_ = np.asarray(coef, np.float64), np.asarray(intercept, np.float64)
+        self.thresholds_ = np.asarray(thresholds, np.float64)
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "vecs_"):
+            raise RuntimeError("TfidfScope is not fitted; call fit() or load an artifact (load_text_model)")
 
     def predict_proba(self, texts: TextInput) -> np.ndarray:
         """(N, K) probabilities in ``labels`` order."""
+        from scipy.special import expit
+
+        self._check_fitted()
         x = self._x(texts_and_ids(texts)[0])
-        return np.column_stack([m.predict_proba(x)[:, 1] for m in self.models_])
+        return expit(np.asarray(x @ self.coef_.T) + self.intercept_)
+
+    def predict(self, texts: TextInput) -> np.ndarray:
+        """(N, K) 0/1 decisions at the per-label thresholds chosen on the tuning split."""
+        return (self.predict_proba(texts) >= self.thresholds_).astype(np.int64)
+
+
+def _check_labelled(df: Any, name: str, labels: Sequence[str]) -> None:
+    if not isinstance(df, pd.DataFrame) or "text" not in df.columns:
+        raise DataValidationError("expected a DataFrame with a text column", file=name, column="text")
+    missing = [lab for lab in labels if lab not in df.columns]
+    if missing:
+        raise DataValidationError(f"label column(s) {missing} missing; add them (0/1 per report)", file=name,
+                                  column=missing[0])
+    if len(df) == 0:
+        raise DataValidationError("no reports (0 rows)", file=name)
 
 
 class HybridTextClassifier:

@@ -18,19 +18,36 @@ from ehrseq.config import FinetuneConfig
 from ehrseq.data.loading import LoadedData, biopsy_frame
 from ehrseq.errors import TargetError
 from ehrseq.models.text_classifier import TextClassifier, TextClassifierConfig, TextInput
+from ehrseq.models.text_features import TfidfScope, TfidfScopeConfig
 from ehrseq.recipes.common import FinetuneResult, resolve_splits
 from ehrseq.split import ids_in
 
+# Presets of text_model tfidf_scope (TfidfScopeConfig keywords): tiny for tests, small the benchmarked default.
+TFIDF_PRESETS: dict[str, dict[str, Any]] = {"tiny": {"char_ngram": (3, 4), "max_iter": 500}, "small": {}}
 
-def text_config(cfg: FinetuneConfig) -> TextClassifierConfig:
-    """The classifier's config from a run config: its preset, then model_overrides, then the train keys set."""
+
+def text_config(cfg: FinetuneConfig) -> TextClassifierConfig | TfidfScopeConfig:
+    """The model's config from a run config: its preset, then model_overrides, then the train keys set
+    (``text_model`` picks DistilBERT's :class:`TextClassifierConfig` or :class:`TfidfScopeConfig`)."""
     from ehrseq.models.text_net import PRESETS
     from ehrseq.registry import family_config
 
+    if cfg.text_model == "tfidf_scope":
+        return family_config("tfidf_scope", cfg, TFIDF_PRESETS, _tfidf_config)
     return family_config("text", cfg, PRESETS, lambda kw: TextClassifierConfig(seed=cfg.seed, **kw))
 
 
+def _tfidf_config(kw: dict[str, Any]) -> TfidfScopeConfig:
+    from ehrseq.errors import ConfigError
+
+    try:
+        return TfidfScopeConfig(**kw)
+    except ValueError as e:
+        raise ConfigError(f"model_overrides (text_model tfidf_scope): {e}") from None
+
+
 def finetune_text(d: LoadedData, cfg: FinetuneConfig, out: str | Path | None) -> FinetuneResult:
+    """The text recipe: biopsy reports split by patient, fit, evaluate on held_out (and adapt sites), save."""
     every = biopsy_frame(d)
     splits = resolve_splits(d, cfg)
     df = every.loc[every["site"].isin(cfg.sites)] if cfg.sites else every
@@ -40,6 +57,9 @@ def finetune_text(d: LoadedData, cfg: FinetuneConfig, out: str | Path | None) ->
             raise TargetError(f"no labelled biopsy reports in the {name} split; the biopsy target needs reports in "
                               "train, tuning and held_out")
     adapt, also = None, {}
+    if cfg.adapt_sites and cfg.text_model != "distilbert":
+        raise TargetError(f"adapt_sites (self-training) applies to text_model distilbert only, not "
+                          f"'{cfg.text_model}': remove adapt_sites (--adapt-sites) or set text_model: distilbert")
     if cfg.adapt_sites:
         overlap = set(cfg.adapt_sites) & set(cfg.sites)
         if overlap or not cfg.sites:
@@ -64,7 +84,7 @@ def finetune_biopsy(
     tuning_df: pd.DataFrame,
     held_out_df: pd.DataFrame,
     out_dir: str | Path,
-    config: TextClassifierConfig | None = None,
+    config: TextClassifierConfig | TfidfScopeConfig | None = None,
     adapt_to: TextInput | None = None,
     also_evaluate: dict[str, pd.DataFrame] | None = None,
 ) -> dict[str, Any]:
@@ -73,9 +93,17 @@ def finetune_biopsy(
     Used by ``ehrseq finetune --target biopsy``. The metrics dict is also written as the artifact's
     ``metrics.json`` and carries ``artifact_id`` and ``artifact_path``. ``adapt_to``: unlabelled reports of a
     new site (self-training, see :meth:`TextClassifier.fit`); ``also_evaluate``: more labelled frames, each
-    scored under its name (e.g. the new site's held-out reports).
+    scored under its name (e.g. the new site's held-out reports). A :class:`TfidfScopeConfig` trains the
+    scope-marked TF-IDF model instead of DistilBERT (no ``adapt_to``).
     """
-    model = TextClassifier(config).fit(train_df, tuning_df, adapt_to=adapt_to)
+    from ehrseq.models.text_models import save_tfidf_scope
+
+    if isinstance(config, TfidfScopeConfig):
+        if adapt_to is not None:
+            raise TargetError("adapt_to (self-training) applies to the DistilBERT text model only")
+        model: TextClassifier | TfidfScope = TfidfScope(config=config).fit(train_df, tuning_df)
+    else:
+        model = TextClassifier(config).fit(train_df, tuning_df, adapt_to=adapt_to)
     labels = model.config.labels
 
     def score(frame: pd.DataFrame) -> dict[str, Any]:
@@ -88,7 +116,8 @@ def finetune_biopsy(
         metrics["split_sizes"]["adapt_to"] = len(adapt_to)  # fit has checked every one of them
     for name, frame in (also_evaluate or {}).items():
         metrics[name] = {**score(frame), "n": len(frame)}
-    path = model.save(out_dir, metrics=metrics)
+    path = save_tfidf_scope(model, out_dir, metrics=metrics) if isinstance(model, TfidfScope) else \
+        model.save(out_dir, metrics=metrics)
     metrics["artifact_path"] = str(path)
     metrics["artifact_id"] = load_artifact(path).artifact_id
     return metrics
