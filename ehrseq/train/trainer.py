@@ -179,7 +179,8 @@ def train(
     if reseed:
         torch.manual_seed(cfg.seed)
     model.to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # foreach: one multi-tensor update instead of a loop per parameter (measured faster per BEHRT step on CPU)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     total_steps = cfg.epochs * math.ceil(len(train_ds) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: lr_factor(k, total_steps, cfg.schedule, cfg.warmup)
