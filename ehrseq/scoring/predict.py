@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,7 @@ class Scorer:
 
         kind = art.config.get("model_type")
         self.art, self.model_type = art, kind
+        self.timings: Counter[str] = Counter()  # seconds per step of predict_values (featurize, views, forward)
         self.artifact_id = art.artifact_id
         self.artifact_sha256 = sha256_file(art.path / "manifest.json")
         if kind == TEXT_MODEL:
@@ -156,11 +158,11 @@ class Scorer:
     def _init_text(self, art: Artifact, horizons: Sequence[float] | None) -> None:
         """The biopsy-report classifier: one probability per label for the latest report at or before each
         prediction_time (by default, at every report)."""
-        from ehrseq.models.text_classifier import TextClassifier
+        from ehrseq.models.text_models import load_text_model
 
         if horizons:
             raise TargetError("--horizons applies to time-to-event artifacts only")
-        self.model = TextClassifier.load(art.path)
+        self.model = load_text_model(art.path)  # DistilBERT or TF-IDF (config.json text_model)
         self.head, self.horizons, self.threshold, self.finetune_cfg = "multilabel", (), 0.5, {}
         self.label_names = list(self.model.config.labels)
         self.spec = TaskSpec(name="biopsy", kind="multilabel", source="builtin:biopsy",
@@ -168,6 +170,7 @@ class Scorer:
 
     @classmethod
     def load(cls, path: str | Path, *, horizons: Sequence[float] | None = None) -> Scorer:
+        """A scorer for the artifact at ``path`` (every file hash is verified)."""
         return cls(load_artifact(path), horizons=horizons)  # verifies every file hash; raises when tampered
 
     # ------------------------------------------------------------------------------------------ rows
@@ -205,46 +208,67 @@ class Scorer:
         return tl.frame[["subject_id", "prediction_time"]] if tl is not None else _empty_labels()
 
     # ------------------------------------------------------------------------------------- predicting
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_values(self, events: pd.DataFrame, rows: pd.DataFrame) -> dict[str, np.ndarray]:
         """Model outputs for ``rows`` (subject_id, prediction_time) from ``events`` (whole subjects):
-        {"pred": (N, K)} for sequence heads, {"risk": (N,), "survival": (N, H)} for time-to-event models."""
+        {"pred": (N, K)} for sequence heads, {"risk": (N,), "survival": (N, H)} for time-to-event models.
+        Seconds per step accumulate in ``self.timings`` (featurize, views, forward)."""
         from ehrseq.models.heads import to_prediction
 
         if self.model_type == TEXT_MODEL:
             return {"pred": self._text_values(events, rows.reset_index(drop=True))}
         fz = self.featurizer
+        t0 = time.perf_counter()
         fs = fz.transform(events, rows.reset_index(drop=True))
+        self.timings["featurize"] += time.perf_counter() - t0
         if self.model_type in SURVIVAL_MODELS:
             from ehrseq.featurize.tabular import tabular_view
 
+            t0 = time.perf_counter()
             x = tabular_view(fs)
             if self.art.config.get("embeddings_from"):
                 x = np.concatenate([x, sequence_embeddings(self.art.config["embeddings_from"], events, fs.labels)], 1)
+            t1 = time.perf_counter()
+            self.timings["views"] += t1 - t0
             risk = self.model.predict_risk(x)
             surv = self.model.predict_survival(x, times=list(self.horizons)).to_numpy().T if len(x) else \
                 np.zeros((0, len(self.horizons)))
+            self.timings["forward"] += time.perf_counter() - t1
             return {"risk": risk, "survival": surv}
         logits, _ = self._forward(fs)
         return {"pred": to_prediction(self.head, logits).numpy().astype(np.float64)}
 
     def _forward(self, fs: Any, embeddings: bool = False) -> tuple[torch.Tensor, np.ndarray | None]:
-        """Logits (N, K) of a sequence model over a FeatureSet, in batches (and the pooled embeddings)."""
+        """Logits (N, K) of a sequence model over a FeatureSet (and the pooled embeddings), in the rows' order.
+        Batches hold rows of similar length (BEHRT: tokens, RNN: steps), so they pad little; both models mask or
+        pack the padding, so a row's output does not depend on its batch."""
         from ehrseq.data.dataset import collate
         from ehrseq.registry import make_dataset
 
+        t0 = time.perf_counter()
         ds = make_dataset(fs, None, self.featurizer, self.model_type)
+        lengths = np.minimum(np.asarray(fs.step_cut) - np.asarray(fs.step_start), ds.max_steps) \
+            if self.model_type == "rnn" else ds.lengths
+        order = np.argsort(lengths, kind="stable")
         self.model.eval()
         out, emb = [], []
+        t_model = 0.0
         for a in range(0, len(ds), _PRED_BATCH):
-            o = self.model(collate([ds[i] for i in range(a, min(a + _PRED_BATCH, len(ds)))]))
+            batch = collate([ds[int(i)] for i in order[a:a + _PRED_BATCH]])
+            t1 = time.perf_counter()
+            o = self.model(batch)
+            t_model += time.perf_counter() - t1
             out.append(o.logits.float())
             if embeddings:
                 emb.append(o.embeddings.float().numpy())
-        logits = torch.cat(out) if out else torch.zeros((0, max(1, len(self.label_names))))
-        return logits, (np.concatenate(emb) if emb else None) if embeddings else None
+        inverse = torch.from_numpy(np.argsort(order, kind="stable"))
+        logits = torch.cat(out)[inverse] if out else torch.zeros((0, max(1, len(self.label_names))))
+        emb_out = np.concatenate(emb)[inverse.numpy()] if emb else None
+        self.timings["forward"] += t_model
+        self.timings["views"] += time.perf_counter() - t0 - t_model
+        return logits, emb_out if embeddings else None
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def embeddings(self, events: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
         """(N, H) patient representations a sequence model's head reads, for ``rows`` (DeepSurv joins them)."""
         if self.model_type not in ("rnn", "behrt"):
@@ -263,7 +287,9 @@ class Scorer:
         out = np.full((len(rows), len(self.label_names)), np.nan)
         has = m["text_value"].notna().to_numpy()
         if has.any():
-            out[m["_row"].to_numpy()[has]] = self.model.predict_proba(m.loc[has, "text_value"].astype(str).tolist())
+            texts, t0 = m.loc[has, "text_value"].astype(str).tolist(), time.perf_counter()
+            out[m["_row"].to_numpy()[has]] = self.model.predict_proba(texts)  # tokenisation included
+            self.timings["forward"] += time.perf_counter() - t0
         return out
 
     def predict_frame(self, events: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
@@ -276,7 +302,7 @@ class Scorer:
         Rows come out ordered by the subjects' order in ``events``, then prediction_time.
         Returns the table (``self.schema(source.truth_columns)``) and seconds spent per stage.
         """
-        tm = {"labels": 0.0, "featurize": 0.0, "forward": 0.0}
+        tm = {"labels": 0.0, "featurize": 0.0, "views": 0.0, "forward": 0.0, "write": 0.0}
         t0 = time.perf_counter()
         schema = self.schema(source.truth_columns)
         if len(events) == 0:
@@ -292,9 +318,14 @@ class Scorer:
         if len(labels) == 0:
             return schema.empty_table(), tm
         t0 = time.perf_counter()
+        before = Counter(self.timings)
         values = self.predict_values(events, labels)
-        tm["forward"] = time.perf_counter() - t0
-        return self._table(labels, values, source.truth_columns), tm
+        step, t0 = time.perf_counter() - t0, time.perf_counter()
+        tm.update({k: v - before.get(k, 0.0) for k, v in self.timings.items()})
+        tm["featurize"] += step - tm["featurize"] - tm["views"] - tm["forward"]  # whatever else the step did
+        table = self._table(labels, values, source.truth_columns)
+        tm["write"] = time.perf_counter() - t0  # building the output table; shards.py adds the file write
+        return table, tm
 
     # ----------------------------------------------------------------------------------------- output
     def schema(self, truth_columns: Sequence[str] | None = None) -> pa.Schema:

@@ -150,10 +150,9 @@ def check_rows(df: pd.DataFrame, policy: ValidationPolicy, file: str | None = No
     parsed_ids = parse_subject_ids(df["subject_id"])
     mark(~parsed_ids.ok, "BAD_SUBJECT_ID")
 
-    code = df["code"]
-    blank = code.isna().to_numpy(dtype=bool) | code.astype(object).map(
-        lambda v: not isinstance(v, str) or not v.strip()).to_numpy(dtype=bool)
-    mark(blank, "NULL_CODE")
+    codes, uniques = pd.factorize(df["code"], use_na_sentinel=True)  # judged once per distinct code
+    blank_u = np.array([not isinstance(v, str) or not v.strip() for v in uniques], dtype=bool)
+    mark((codes < 0) | np.r_[blank_u, True][codes], "NULL_CODE")
 
     t = df["time"]
     if pd.api.types.is_datetime64_any_dtype(t.dtype):

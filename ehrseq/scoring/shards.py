@@ -19,6 +19,7 @@ from ehrseq.scoring.predict import LabelSource, Scorer
 
 
 def shard_path(out: Path, i: int) -> Path:
+    """The path of output shard ``i`` in ``out``."""
     return out / f"part-{i:05d}.parquet"
 
 
@@ -55,5 +56,5 @@ def _score_and_write(scorer: Scorer, out: Path, i: int, events: pd.DataFrame, so
              "subjects": int(events["subject_id"].nunique()), "predictions": table.num_rows,
              "subjects_scored": int(len(pc.unique(table["subject_id"]))) if table.num_rows else 0}
     _write_shard(out, i, table, stats)
-    tm["write"] = time.perf_counter() - t0
+    tm["write"] = tm.get("write", 0.0) + time.perf_counter() - t0
     return {**stats, "timings": tm}
