@@ -7,7 +7,7 @@ DeepSurv's sequence embeddings, explain) goes through :func:`build_model` and :f
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,6 @@ from ehrseq.artifacts import Artifact
 from ehrseq.data.dataset import SequenceDataset
 from ehrseq.errors import ArtifactError, TargetError
 from ehrseq.featurize.featurizer import FeatureSet, Featurizer
-from ehrseq.models.behrt import BehrtConfig, BehrtModel, behrt_base, behrt_small, behrt_tiny
 from ehrseq.models.rnn_forecaster import RNN_PRESETS, RNNConfig, RNNForecaster
 
 PRETRAIN_TARGET = "masked_codes"  # the target recorded by `ehrseq pretrain` (masked-code) artifacts
@@ -44,7 +43,7 @@ def _rnn_config(preset: Callable[..., Any], fz: Featurizer, head: str, num_label
 
 
 def _behrt_config(preset: Callable[..., Any], fz: Featurizer, head: str, num_labels: int, pos_weight: float | None,
-                  overrides: dict[str, Any]) -> BehrtConfig:
+                  overrides: dict[str, Any]) -> Any:
     return preset(
         vocab_size=len(fz.vocab_), time_vocab_size=fz.n_time_bins, value_vocab_size=fz.n_value_ids,
         max_visits=fz.config.max_visits + 1, max_position_embeddings=fz.config.max_len + 1,
@@ -53,17 +52,46 @@ def _behrt_config(preset: Callable[..., Any], fz: Featurizer, head: str, num_lab
     )
 
 
-SEQUENCE_MODELS: dict[str, SequenceModelEntry] = {
-    "rnn": SequenceModelEntry(RNNConfig, RNNForecaster, dict(RNN_PRESETS), _rnn_config),
-    "behrt": SequenceModelEntry(BehrtConfig, BehrtModel, {"tiny": behrt_tiny, "small": behrt_small,
-                                                         "base": behrt_base}, _behrt_config),
-}
-# The command line offers ehrseq.names without importing torch; it must name exactly what is registered here.
-# (An explicit check, not an assert: it must hold under python -O too.)
-if tuple(SEQUENCE_MODELS) != names.SEQUENCE_MODELS or any(
-        tuple(e.presets) != names.PRESETS_OF_MODEL.get(k) for k, e in SEQUENCE_MODELS.items()):
-    raise ImportError("ehrseq/names.py is out of step with the sequence-model registry: update its "
-                      "SEQUENCE_MODELS / PRESETS_OF_MODEL")
+def _rnn_entry() -> SequenceModelEntry:
+    return SequenceModelEntry(RNNConfig, RNNForecaster, dict(RNN_PRESETS), _rnn_config)
+
+
+def _behrt_entry() -> SequenceModelEntry:
+    from ehrseq.models.behrt import BehrtConfig, BehrtModel, behrt_base, behrt_small, behrt_tiny
+
+    return SequenceModelEntry(BehrtConfig, BehrtModel, {"tiny": behrt_tiny, "small": behrt_small,
+                                                       "base": behrt_base}, _behrt_config)
+
+
+class _Entries(Mapping[str, SequenceModelEntry]):
+    """Model name -> entry, each built on first use: BEHRT imports transformers (about 3 s), which an RNN or
+    DeepSurv run, or a scoring job, never needs. Names, ``in`` and iteration import nothing."""
+
+    def __init__(self, loaders: dict[str, Callable[[], SequenceModelEntry]]) -> None:
+        self._loaders = loaders
+        self._built: dict[str, SequenceModelEntry] = {}
+
+    def __getitem__(self, name: str) -> SequenceModelEntry:
+        if name not in self._built:
+            entry = self._loaders[name]()
+            # the command line offers ehrseq.names without importing torch: it must name exactly these presets
+            # (an explicit check, not an assert: it must hold under python -O too)
+            if tuple(entry.presets) != names.PRESETS_OF_MODEL.get(name):
+                raise ImportError(f"ehrseq/names.py is out of step with the registry's '{name}' presets: update "
+                                  "PRESETS_OF_MODEL")
+            self._built[name] = entry
+        return self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaders)
+
+    def __len__(self) -> int:
+        return len(self._loaders)
+
+
+SEQUENCE_MODELS: Mapping[str, SequenceModelEntry] = _Entries({"rnn": _rnn_entry, "behrt": _behrt_entry})
+if tuple(SEQUENCE_MODELS) != names.SEQUENCE_MODELS:
+    raise ImportError("ehrseq/names.py is out of step with the sequence-model registry: update its SEQUENCE_MODELS")
 
 
 def sequence_entry(model: str) -> SequenceModelEntry:
@@ -131,7 +159,8 @@ def behrt_from_pretrained(art: Artifact, head: str, num_labels: int,
     """
     mc = saved_behrt_config(art.config["model"])
     mc.update(head=head, num_labels=num_labels, pos_weight=pos_weight, **(overrides or {}))
-    model = BehrtModel(BehrtConfig(**mc))
+    entry = SEQUENCE_MODELS["behrt"]
+    model = entry.model_class(entry.config_class(**mc))
     body = {k: v for k, v in art.state_dict.items() if k.startswith(("embeddings.", "encoder."))}
     missing, unexpected = model.load_state_dict(body, strict=False)
     if unexpected or any(k.startswith(("embeddings.", "encoder.")) for k in missing):
@@ -149,7 +178,7 @@ def make_dataset(fs: FeatureSet, targets: Any, fz: Featurizer, model: str) -> Se
 
 def behrt_id_limits(fz: Featurizer) -> dict[str, int]:
     """The id ranges a BEHRT sized for ``fz`` embeds (exclusive bound per token key); datasets check them once."""
-    return _behrt_config(BehrtConfig, fz, "binary", 1, None, {}).id_limits()
+    return _behrt_config(SEQUENCE_MODELS["behrt"].config_class, fz, "binary", 1, None, {}).id_limits()
 
 
 # --------------------------------------------------------------------------- hyper-parameters per family

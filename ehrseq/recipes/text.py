@@ -8,7 +8,7 @@ thresholds chosen on tuning) and save.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -17,10 +17,12 @@ from ehrseq.artifacts import load_artifact
 from ehrseq.config import FinetuneConfig
 from ehrseq.data.loading import LoadedData, biopsy_frame
 from ehrseq.errors import TargetError
-from ehrseq.models.text_classifier import TextClassifier, TextClassifierConfig, TextInput
-from ehrseq.models.text_features import TfidfScope, TfidfScopeConfig
 from ehrseq.recipes.common import FinetuneResult, resolve_splits
 from ehrseq.split import ids_in
+
+if TYPE_CHECKING:  # the text models import transformers (seconds): only a text run pays for it
+    from ehrseq.models.text_classifier import TextClassifier, TextClassifierConfig, TextInput
+    from ehrseq.models.text_features import TfidfScope, TfidfScopeConfig
 
 # Presets of text_model tfidf_scope (TfidfScopeConfig keywords): tiny for tests, small the benchmarked default.
 TFIDF_PRESETS: dict[str, dict[str, Any]] = {"tiny": {"char_ngram": (3, 4), "max_iter": 500}, "small": {}}
@@ -29,7 +31,7 @@ TFIDF_PRESETS: dict[str, dict[str, Any]] = {"tiny": {"char_ngram": (3, 4), "max_
 def text_config(cfg: FinetuneConfig) -> TextClassifierConfig | TfidfScopeConfig:
     """The model's config from a run config: its preset, then model_overrides, then the train keys set
     (``text_model`` picks DistilBERT's :class:`TextClassifierConfig` or :class:`TfidfScopeConfig`)."""
-    from ehrseq.models.text_net import PRESETS
+    from ehrseq.models.text_net import PRESETS, TextClassifierConfig
     from ehrseq.registry import family_config
 
     if cfg.text_model == "tfidf_scope":
@@ -39,6 +41,7 @@ def text_config(cfg: FinetuneConfig) -> TextClassifierConfig | TfidfScopeConfig:
 
 def _tfidf_config(kw: dict[str, Any]) -> TfidfScopeConfig:
     from ehrseq.errors import ConfigError
+    from ehrseq.models.text_features import TfidfScopeConfig
 
     try:
         return TfidfScopeConfig(**kw)
@@ -96,6 +99,8 @@ def finetune_biopsy(
     scored under its name (e.g. the new site's held-out reports). A :class:`TfidfScopeConfig` trains the
     scope-marked TF-IDF model instead of DistilBERT (no ``adapt_to``).
     """
+    from ehrseq.models.text_classifier import TextClassifier
+    from ehrseq.models.text_features import TfidfScope, TfidfScopeConfig
     from ehrseq.models.text_models import save_tfidf_scope
 
     if isinstance(config, TfidfScopeConfig):
