@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def old_package(ref: str) -> Iterator[str | None]:
+    """A temporary directory holding the ``ehrseq`` package of git ``ref`` (``git archive``), for timing the old
+    code against the tree in one run; None when git cannot give it (e.g. no repository)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            tar = subprocess.run(["git", "-C", str(REPO), "archive", ref, "ehrseq"], check=True, capture_output=True)
+            subprocess.run(["tar", "-x", "-C", tmp], input=tar.stdout, check=True)
+        except (subprocess.CalledProcessError, OSError) as e:
+            print(f"no baseline from {ref}: {e}", file=sys.stderr)
+            yield None
+            return
+        yield tmp
 
 
 def machine() -> str:

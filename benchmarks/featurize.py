@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.common import old_package
+
 REPO = Path(__file__).resolve().parent.parent
 MIMIC = Path("/work/shared/data/mimic_iv_demo_meds/events.parquet")
 THREADS = "2"
@@ -73,12 +75,8 @@ def measure(path: str, column_map: dict[str, str] | None, labels_kind: str, repe
 
 def _baseline(ref: str, cases: list[tuple[str, dict[str, str] | None, str]], repeat: int) -> list[dict] | None:
     """``measure`` with the ``ehrseq`` package of git ``ref``, in a subprocess; None when git cannot give it."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            tar = subprocess.run(["git", "-C", str(REPO), "archive", ref, "ehrseq"], check=True, capture_output=True)
-            subprocess.run(["tar", "-x", "-C", tmp], input=tar.stdout, check=True)
-        except (subprocess.CalledProcessError, OSError) as e:
-            print(f"no baseline from {ref}: {e}", file=sys.stderr)
+    with old_package(ref) as tmp:
+        if tmp is None:
             return None
         code = ("import json, sys; sys.path.append(sys.argv[1]); from benchmarks.featurize import measure; "
                 "print(json.dumps([measure(*c, int(sys.argv[3])) for c in json.loads(sys.argv[2])]))")

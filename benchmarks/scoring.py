@@ -26,11 +26,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from benchmarks.common import old_package
 
 REPO = Path(__file__).resolve().parent.parent
 FAMILIES = ("rnn", "behrt", "deepsurv", "logistic_hazard", "text")
@@ -125,20 +125,6 @@ def _top(prof: Any, n: int = 14) -> list[tuple[str, float, float, int]]:
 
 
 # ------------------------------------------------------------------------------------ the driver side
-@contextlib.contextmanager
-def old_package(ref: str) -> Iterator[str | None]:
-    """A temporary directory holding the ``ehrseq`` package of git ``ref`` (None when git cannot give it)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            tar = subprocess.run(["git", "-C", str(REPO), "archive", ref, "ehrseq"], check=True, capture_output=True)
-            subprocess.run(["tar", "-x", "-C", tmp], input=tar.stdout, check=True)
-        except (subprocess.CalledProcessError, OSError) as e:
-            print(f"no baseline from {ref}: {e}", file=sys.stderr)
-            yield None
-            return
-        yield tmp
-
-
 def run_case(spec: dict[str, Any], package_dir: str | None = None) -> dict[str, Any]:
     """``_case(spec)`` in a fresh one-thread subprocess, with ``package_dir``'s ehrseq first on the path."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
