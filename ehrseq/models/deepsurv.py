@@ -14,6 +14,7 @@ the baseline hazard and scaler as JSON through :mod:`ehrseq.artifacts`, so no pi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,85 @@ class RiskNet(nn.Module):
         return ModelOutput(logits=self.head(z), embeddings=z)
 
 
+class FeatureFitted:
+    """What DeepSurv and the discrete-time heads (:mod:`ehrseq.models.discrete_time`) share around their nets:
+    the feature scaler fitted in ``fit``, the checks of ``X`` at predict time, the checks of the validation
+    arrays, and the shared trainer's config and history. Each subclass defines ``_check_fitted``."""
+
+    n_features_in_: int
+    feature_names_in_: list[str] | None
+    mean_: np.ndarray
+    std_: np.ndarray
+
+    def _check_fitted(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must say when it is fitted")
+
+    def _fit_scaler(self, X: ArrayLike, x: np.ndarray) -> None:
+        """Feature names (from a DataFrame), count, mean and std (1 where constant) of the training ``x``."""
+        self.feature_names_in_ = list(map(str, X.columns)) if isinstance(X, pd.DataFrame) else None
+        self.n_features_in_ = x.shape[1]
+        self.mean_ = x.mean(axis=0)
+        std = x.std(axis=0)
+        self.std_ = np.where(std > 0, std, 1.0)
+
+    def _to_tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(((x - self.mean_) / self.std_).astype(np.float32))
+
+    def _check_features(self, X: ArrayLike) -> np.ndarray:
+        self._check_fitted()
+        x = _as_2d_float(X, "X")
+        if x.shape[1] != self.n_features_in_:
+            raise DataValidationError(
+                f"X has {x.shape[1]} features, the model was fitted on {self.n_features_in_}",
+                hint="use the same featurizer as at fit time",
+            )
+        if isinstance(X, pd.DataFrame) and self.feature_names_in_ is not None:
+            if list(map(str, X.columns)) != self.feature_names_in_:
+                raise DataValidationError(
+                    "X columns differ from (or are ordered differently to) the columns seen at fit",
+                    hint="select and order columns as at fit time",
+                )
+        _raise_on_nonfinite(x, "X")
+        return x
+
+    @staticmethod
+    def _validation(X_val: ArrayLike | None, durations_val: ArrayLike | None, events_val: ArrayLike | None,
+                    n_features: int, check: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The validation arrays checked by ``check`` (None without ``X_val``): all three or none, and as many
+        features as the training data."""
+        if X_val is None:
+            return None
+        if durations_val is None or events_val is None:
+            raise DataValidationError(
+                "X_val was given without durations_val and events_val",
+                hint="pass all three validation arrays or none",
+            )
+        xv, tv, ev = check(X_val, durations_val, events_val, name="validation")
+        if xv.shape[1] != n_features:
+            raise DataValidationError(
+                f"validation data has {xv.shape[1]} features, training data has {n_features}",
+                hint="build both from the same featurizer",
+            )
+        return xv, tv, ev
+
+    @staticmethod
+    def _train_config(cfg: DeepSurvConfig) -> TrainConfig:
+        """The shared trainer's settings for these small nets: no clipping, no progress bar, no reseeding
+        beyond the fit's own seed."""
+        return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                           patience=cfg.patience, grad_clip=0.0, seed=cfg.seed, progress=False, min_delta=1e-6,
+                           device=cfg.device)
+
+    def _keep_history(self, result: Any) -> None:
+        """``best_epoch_`` and ``history_`` (0-based epochs, ``val_loss``) from the trainer's result."""
+        self.best_epoch_ = result.best_epoch - 1
+        self.history_ = [{"epoch": r["epoch"] - 1, "train_loss": r["train_loss"],
+                          **({"val_loss": r["tuning_loss"]} if "tuning_loss" in r else {})} for r in result.history]
+
+
 @dataclass(eq=False)
-class DeepSurv:
+class DeepSurv(FeatureFitted):
     """DeepSurv estimator with an sklearn-like contract; learned state ends in ``_``.
 
     Durations may be in any positive unit (days, years); survival curves are indexed in the same unit.
@@ -99,32 +177,16 @@ class DeepSurv:
         # Canonical row order, so the fitted model does not depend on how the caller ordered the rows.
         canon = np.lexsort(np.column_stack([x, t, e]).T[::-1])
         x, t, e = x[canon], t[canon], e[canon]
-        has_val = X_val is not None
-        if has_val:
-            if durations_val is None or events_val is None:
-                raise DataValidationError(
-                    "X_val was given without durations_val and events_val",
-                    hint="pass all three validation arrays or none",
-                )
-            xv, tv, ev = check_survival_data(X_val, durations_val, events_val, name="validation")
-            if xv.shape[1] != x.shape[1]:
-                raise DataValidationError(
-                    f"validation data has {xv.shape[1]} features, training data has {x.shape[1]}",
-                    hint="build both from the same featurizer",
-                )
-        self.feature_names_in_ = list(map(str, X.columns)) if isinstance(X, pd.DataFrame) else None
-        self.n_features_in_ = x.shape[1]
-        self.mean_ = x.mean(axis=0)
-        std = x.std(axis=0)
-        self.std_ = np.where(std > 0, std, 1.0)
+        val = self._validation(X_val, durations_val, events_val, x.shape[1], check_survival_data)
+        self._fit_scaler(X, x)
 
         seed_everything(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         self.net_ = RiskNet(self.n_features_in_, cfg)
         xt, tt, et = self._to_tensor(x), torch.tensor(t), torch.tensor(e)
         tuning = None
-        if has_val:
-            xvt, tvt, evt = self._to_tensor(xv), torch.tensor(tv), torch.tensor(ev)
+        if val is not None:
+            xvt, tvt, evt = self._to_tensor(val[0]), torch.tensor(val[1]), torch.tensor(val[2])
             tuning = lambda _m: self._full_loss(xvt, tvt, evt)  # noqa: E731  (the whole tuning set's Cox loss)
 
         def epoch_batches(_epoch: int) -> list[_Rows]:
@@ -134,13 +196,9 @@ class DeepSurv:
         def cox_step(net: nn.Module, b: _Rows) -> torch.Tensor | None:
             return cox_ph_loss(net(b.x).logits, b.t, b.e)  # None (skipped) for a batch without events
 
-        result = train(self.net_, _Rows(xt, tt, et), None, TrainConfig(
-            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-            patience=cfg.patience, grad_clip=0.0, seed=cfg.seed, progress=False, min_delta=1e-6, device=cfg.device),
-            loss_fn=cox_step, batches=epoch_batches, tuning_loss=tuning, keep_best=False)
-        self.best_epoch_ = result.best_epoch - 1  # 0-based, as before the shared trainer
-        self.history_ = [{"epoch": r["epoch"] - 1, "train_loss": r["train_loss"],
-                          **({"val_loss": r["tuning_loss"]} if "tuning_loss" in r else {})} for r in result.history]
+        result = train(self.net_, _Rows(xt, tt, et), None, self._train_config(cfg), loss_fn=cox_step,
+                       batches=epoch_batches, tuning_loss=tuning, keep_best=False)
+        self._keep_history(result)  # 0-based epochs, as before the shared trainer
         self.net_.eval()
         self._fit_baseline(x, t, e)
         return self
@@ -189,29 +247,9 @@ class DeepSurv:
             loss = cox_ph_loss(self.net_(x.to(dev)).logits, t.to(dev), e.to(dev))
         return math.inf if loss is None else float(loss)
 
-    def _to_tensor(self, x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(((x - self.mean_) / self.std_).astype(np.float32))
-
     def _check_fitted(self) -> None:
         if not hasattr(self, "baseline_cumhaz_"):
             raise RuntimeError("DeepSurv is not fitted; call fit() or DeepSurv.load() first")
-
-    def _check_features(self, X: ArrayLike) -> np.ndarray:
-        self._check_fitted()
-        x = _as_2d_float(X, "X")
-        if x.shape[1] != self.n_features_in_:
-            raise DataValidationError(
-                f"X has {x.shape[1]} features, the model was fitted on {self.n_features_in_}",
-                hint="use the same featurizer as at fit time",
-            )
-        if isinstance(X, pd.DataFrame) and self.feature_names_in_ is not None:
-            if list(map(str, X.columns)) != self.feature_names_in_:
-                raise DataValidationError(
-                    "X columns differ from (or are ordered differently to) the columns seen at fit",
-                    hint="select and order columns as at fit time",
-                )
-        _raise_on_nonfinite(x, "X")
-        return x
 
     # ----------------------------------------------------------------------------- persistence
     def save(self, out_dir: str | Path, extra_config: dict[str, Any] | None = None, **artifact_kw: Any) -> Path:

@@ -50,10 +50,10 @@ from torch import nn
 from ehrseq.artifacts import load_artifact, save_artifact
 from ehrseq.errors import ArtifactError, ConfigError, DataValidationError
 from ehrseq.models import pycox_compat as pc
-from ehrseq.models.deepsurv import DeepSurvConfig, _as_2d_float, _raise_on_nonfinite, check_survival_data
+from ehrseq.models.deepsurv import DeepSurvConfig, FeatureFitted, check_survival_data
 from ehrseq.models.heads import mlp
 from ehrseq.models.outputs import ModelOutput
-from ehrseq.train.trainer import TrainConfig, model_device, train
+from ehrseq.train.trainer import model_device, train
 from ehrseq.utils import seed_everything
 
 ArrayLike = np.ndarray | pd.DataFrame | pd.Series | list
@@ -123,7 +123,7 @@ class _Rows:
 
 
 @dataclass(eq=False)
-class DiscreteTimeSurvival:
+class DiscreteTimeSurvival(FeatureFitted):
     """Base of the three heads (sklearn-like contract; learned state ends in ``_``). Durations may be in any
     positive unit; survival curves are indexed in the same unit. Use :class:`LogisticHazard`, :class:`PMF` or
     :class:`DeepHit`; ``DiscreteTimeSurvival.load`` loads any of them."""
@@ -166,22 +166,11 @@ class DiscreteTimeSurvival:
         x, t, e = _checked(X, durations, events, "training")
         canon = np.lexsort(np.column_stack([x, t, e]).T[::-1])  # the fit does not depend on the callers' order
         x, t, e = x[canon], t[canon], e[canon]
-        val = None
-        if X_val is not None:
-            if durations_val is None or events_val is None:
-                raise DataValidationError("X_val was given without durations_val and events_val",
-                                          hint="pass all three validation arrays or none")
-            val = _checked(X_val, durations_val, events_val, "validation")
-            if val[0].shape[1] != x.shape[1]:
-                raise DataValidationError(f"validation data has {val[0].shape[1]} features, training data has "
-                                          f"{x.shape[1]}", hint="build both from the same featurizer")
+        val = self._validation(X_val, durations_val, events_val, x.shape[1], _checked)
+        if val is not None:
             vc = np.lexsort(np.column_stack(val).T[::-1])
             val = tuple(a[vc] for a in val)
-        self.feature_names_in_ = list(map(str, X.columns)) if isinstance(X, pd.DataFrame) else None
-        self.n_features_in_ = x.shape[1]
-        self.mean_ = x.mean(axis=0)
-        std = x.std(axis=0)
-        self.std_ = np.where(std > 0, std, 1.0)
+        self._fit_scaler(X, x)
         labtrans = _fit_cuts(cfg, t, e)
         self.cuts_ = np.asarray(labtrans.cuts, dtype=np.float64)
         self.event_times_ = np.unique(t[e == 1])
@@ -201,15 +190,10 @@ class DiscreteTimeSurvival:
             order = torch.randperm(len(rows), generator=gen)
             return [b for b in _chunks(rows, cfg.batch_size, order) if not (len(b) < 2 and cfg.batch_norm)]
 
-        result = train(self.net_, rows, None, TrainConfig(
-            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-            patience=cfg.patience, grad_clip=0.0, seed=cfg.seed, progress=False, min_delta=1e-6, device=cfg.device),
-            loss_fn=lambda net, b: self._loss(net(b.x).logits, b), batches=epoch_batches, tuning_loss=tuning,
-            keep_best=False)
-        self.best_epoch_ = result.best_epoch - 1  # 0-based, as DeepSurv's
-        self.history_ = [{"epoch": r["epoch"] - 1, "train_loss": r["train_loss"],
-                          **({"val_loss": r["tuning_loss"]} if "tuning_loss" in r else {})}
-                         for r in result.history]
+        result = train(self.net_, rows, None, self._train_config(cfg),
+                       loss_fn=lambda net, b: self._loss(net(b.x).logits, b), batches=epoch_batches,
+                       tuning_loss=tuning, keep_best=False)
+        self._keep_history(result)  # 0-based, as DeepSurv's
         self.net_.eval()
         return self
 
@@ -256,26 +240,9 @@ class DiscreteTimeSurvival:
         rmst = np.sum((s[:, 1:] + s[:, :-1]) / 2.0 * np.diff(self.cuts_), axis=1)
         return 1.0 - rmst / span
 
-    def _to_tensor(self, x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(((x - self.mean_) / self.std_).astype(np.float32))
-
     def _check_fitted(self) -> None:
         if not hasattr(self, "net_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() or load() first")
-
-    def _check_features(self, X: ArrayLike) -> np.ndarray:
-        self._check_fitted()
-        x = _as_2d_float(X, "X")
-        if x.shape[1] != self.n_features_in_:
-            raise DataValidationError(
-                f"X has {x.shape[1]} features, the model was fitted on {self.n_features_in_}",
-                hint="use the same featurizer as at fit time")
-        if isinstance(X, pd.DataFrame) and self.feature_names_in_ is not None \
-                and list(map(str, X.columns)) != self.feature_names_in_:
-            raise DataValidationError("X columns differ from (or are ordered differently to) the columns seen "
-                                      "at fit", hint="select and order columns as at fit time")
-        _raise_on_nonfinite(x, "X")
-        return x
 
     # ----------------------------------------------------------------------------- persistence
     def save(self, out_dir: str | Path, extra_config: dict[str, Any] | None = None, **artifact_kw: Any) -> Path:
