@@ -85,10 +85,6 @@ def _take(p: np.ndarray, k: int) -> np.ndarray:
     return p[:, 0] if k == 1 else p
 
 
-def _summary(res: Any) -> dict[str, Any]:
-    return res.to_summary()
-
-
 def compare_frames(frames: Mapping[str, pd.DataFrame], task: Task, *, labels: Sequence[str] | None = None,
                    n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict[str, Any]:
     """Compare models (name -> evaluation frame, the first is the reference) on the rows all of them scored.
@@ -121,13 +117,13 @@ def compare_frames(frames: Mapping[str, pd.DataFrame], task: Task, *, labels: Se
     metrics: dict[str, dict[str, Any]] = {}
     difference: dict[str, dict[str, Any]] = {}
     for mname, fn in fns.items():
-        metrics[mname] = {n: _summary(bootstrap_ci(fn, y, pred(n), groups=groups, n_boot=n_boot, alpha=alpha,
-                                                   seed=seed)) for n in names}
+        metrics[mname] = {n: bootstrap_ci(fn, y, pred(n), groups=groups, n_boot=n_boot, alpha=alpha,
+                                          seed=seed).to_summary() for n in names}
         difference[mname] = {}
         for n in names[1:]:
             both = np.column_stack([pred(ref).reshape(len(df), -1), pred(n).reshape(len(df), -1)])
-            difference[mname][n] = _summary(bootstrap_ci(_difference(fn, k), y, both, groups=groups,
-                                                         n_boot=n_boot, alpha=alpha, seed=seed))
+            difference[mname][n] = bootstrap_ci(_difference(fn, k), y, both, groups=groups, n_boot=n_boot,
+                                                alpha=alpha, seed=seed).to_summary()
     return {"task": task, "reference": ref, "models": names, "n_rows": int(len(df)),
             "n_patients": int(pd.Series(groups).nunique()), "rows_per_model": counts, "metrics": metrics,
             "difference": difference, "lower_is_better": sorted(LOWER_IS_BETTER & set(fns)), "alpha": alpha,

@@ -26,13 +26,10 @@ from ehrseq.io.guards import replace_directory
 
 def _task_kind(art: Artifact) -> tuple[str, str]:
     """(report task kind, task name) of an artifact."""
-    if art.config["model_type"] == "text_classifier":
-        return "multilabel", "biopsy"
-    from ehrseq.scoring.predict import artifact_task
+    from ehrseq.recipes.evaluate import report_task
 
-    spec = artifact_task(art)
-    kind = art.config.get("task") or spec.kind
-    return ("multilabel" if kind == "multiclass" else kind), spec.name
+    kind, spec = report_task(art)
+    return kind, "biopsy" if spec is None else spec.name
 
 
 def _names(artifacts: Sequence[Path], names: Sequence[str] | None) -> list[str]:

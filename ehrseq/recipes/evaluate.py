@@ -133,6 +133,18 @@ def _survival_curves(art: Artifact, d, preds: pd.DataFrame) -> tuple[pd.DataFram
     return pd.DataFrame(values["survival"].T, index=pd.Index(sc.horizons, name="time")), horizons
 
 
+def report_task(art: Artifact) -> tuple[str, Any]:
+    """(the evaluation layer's task kind, the artifact's TaskSpec) of an artifact: a multiclass head is scored
+    one class against the rest ("multilabel"); the text classifier is the built-in multi-label biopsy task
+    (its spec None)."""
+    if art.config["model_type"] == "text_classifier":
+        return "multilabel", None
+    from ehrseq.scoring.predict import artifact_task
+
+    task = art.config.get("task")
+    return ("multilabel" if task == "multiclass" else task), artifact_task(art)
+
+
 def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *, split: str = "held_out",
                       external: str | Path | None = None, group_by: list[str] | tuple[str, ...] = (),
                       min_group_size: int = 30, n_boot: int = 1000, plots: bool = True, seed: int = 0,
@@ -147,13 +159,9 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, out: str | Path, *
     from ehrseq.evaluate.conformal import SplitConformalClassifier, SplitConformalRegressor
     from ehrseq.evaluate.plain import intended_use
     from ehrseq.evaluate.report import build_report, write_report
-    from ehrseq.scoring.predict import artifact_task
 
     art = load_artifact(artifact)
-    task = "multilabel" if art.config["model_type"] in ("text_classifier",) else art.config.get("task")
-    if task == "multiclass":
-        task = "multilabel"  # one-vs-rest per class
-    spec = artifact_task(art) if art.config["model_type"] != "text_classifier" else None
+    task, spec = report_task(art)
     d = subset_split(load_data(data, column_map=column_map, code_map=code_map), split, art.extras.get("split"))
     ev_frame, meds = predict_for_report(art, d, labels)
     preds = demographics(d.events, ev_frame)
