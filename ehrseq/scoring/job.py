@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -369,30 +370,29 @@ def _run_ray(shards: Iterator[tuple[int, pd.DataFrame]], done: dict[int, dict[st
     new: dict[int, dict[str, Any]] = {}
     if items:
         started = not ray.is_initialized()
-        reaper = Reaper().__enter__() if started else None  # a kill -9 of this job stops the cluster it starts
-        try:
-            if started:
-                ray.init(num_cpus=max(os.cpu_count() or 1, 1), include_dashboard=False, log_to_driver=False,
-                         configure_logging=False)
-            ctx = ray.data.DataContext.get_current()
-            ctx.execution_options.preserve_order = True
-            ctx.enable_progress_bars = False
-            ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-                RayShardScorer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.5,
-                fn_constructor_kwargs={"artifact": str(Path(artifact).resolve()), "source": source,
-                                       "out": str(out.resolve()), "job_hash": job_hash,
-                                       "horizons": list(horizons)})
-            for row in ds.iter_rows():
-                st = json.loads(row["stats"])
-                timings.update(st.pop("timings"))
-                new[int(row["shard"])] = st
-                if after_shard is not None:
-                    after_shard(int(row["shard"]), shard_path(out, int(row["shard"])))
-        finally:
-            if started:
-                ray.shutdown()
-            if reaper is not None:
-                reaper.release()
+        # a kill -9 of this job stops the cluster it starts (a cluster it did not start is left alone)
+        with Reaper() if started else contextlib.nullcontext():
+            try:
+                if started:
+                    ray.init(num_cpus=max(os.cpu_count() or 1, 1), include_dashboard=False, log_to_driver=False,
+                             configure_logging=False)
+                ctx = ray.data.DataContext.get_current()
+                ctx.execution_options.preserve_order = True
+                ctx.enable_progress_bars = False
+                ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+                    RayShardScorer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.5,
+                    fn_constructor_kwargs={"artifact": str(Path(artifact).resolve()), "source": source,
+                                           "out": str(out.resolve()), "job_hash": job_hash,
+                                           "horizons": list(horizons)})
+                for row in ds.iter_rows():
+                    st = json.loads(row["stats"])
+                    timings.update(st.pop("timings"))
+                    new[int(row["shard"])] = st
+                    if after_shard is not None:
+                        after_shard(int(row["shard"]), shard_path(out, int(row["shard"])))
+            finally:
+                if started:
+                    ray.shutdown()
     shutil.rmtree(staging, ignore_errors=True)
     return [done[i] if i in done else new[i] for i in range(n)]
 
