@@ -82,6 +82,9 @@ class _Entries(Mapping[str, SequenceModelEntry]):
             self._built[name] = entry
         return self._built[name]
 
+    def __contains__(self, name: object) -> bool:  # Mapping's own would build the entry to find out
+        return name in self._loaders
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._loaders)
 
