@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ehrseq import names
-from ehrseq.cli_parser import TRAINING_COMMANDS, build_parser, subparser, unknown_options_error
+from ehrseq.cli_options import TRAINING_COMMANDS
+from ehrseq.cli_parser import build_parser, subparser, unknown_options_error
 from ehrseq.errors import ConfigError, EhrseqError
 
 __all__ = ["UsageError", "build_parser", "main"]

@@ -26,7 +26,8 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (7, ("ehrseq.config", "ehrseq.provenance", "ehrseq.scoring.predict", "ehrseq.scoring.prediction",
          "ehrseq.scoring.constants")),
     (8, ("ehrseq.recipes", "ehrseq.explain", "ehrseq.datacheck")),
-    (9, ("ehrseq.api", "ehrseq.scoring", "ehrseq.cli", "ehrseq.cli_parser", "ehrseq.cli_examples")),
+    (9, ("ehrseq.api", "ehrseq.scoring", "ehrseq.cli", "ehrseq.cli_parser", "ehrseq.cli_options",
+         "ehrseq.cli_examples")),
 ]
 
 

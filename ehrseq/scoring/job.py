@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from ehrseq.artifacts import sha256_file
-from ehrseq.cli_parser import add_score_args  # noqa: F401  (defined torch-free for `ehrseq --help`)
+from ehrseq.cli_options import add_score_args  # noqa: F401  (defined torch-free for `ehrseq --help`)
 from ehrseq.errors import DataValidationError
 from ehrseq.io.code_map import apply_code_map, resolve_code_map
 from ehrseq.io.files import parquet_file
