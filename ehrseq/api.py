@@ -182,6 +182,19 @@ def predict(artifact: str | Path | Artifact, data: str | Path | LoadedData,
     return predict_rows(artifact, _data(data, column_map, code_map), labels).meds_frame()
 
 
+def retune_thresholds(artifact: str | Path, reports: str | Path | pd.DataFrame, out: str | Path, *,
+                      metric: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """A biopsy text artifact with its decision thresholds re-chosen on labelled reports of a new site.
+
+    ``reports``: a CSV / Parquet file or a frame with ``text`` and one 0/1 column per label. Every weight is
+    kept; ``out`` is a new artifact (the source is never changed). Returns the metrics written with it: the
+    thresholds before and after, and F1 at both on those same reports (optimistic: chosen on them).
+    """
+    from ehrseq.recipes.retune import retune_artifact
+
+    return retune_artifact(artifact, reports, out, metric=metric, overwrite=overwrite)
+
+
 def predict_meds(artifact: str | Path | Artifact, data: str | Path | LoadedData,
                  labels: str | Path | pd.DataFrame | None = None, *,
                  column_map: Mapping[str, str] | None = None,

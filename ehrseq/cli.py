@@ -217,6 +217,23 @@ def cmd_explain(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retune(a: argparse.Namespace) -> int:
+    """``ehrseq retune``: a biopsy text artifact with thresholds re-chosen on labelled reports of a new site."""
+    from ehrseq.recipes.retune import retune_artifact
+
+    m = retune_artifact(a.artifact, a.reports, a.out, metric=a.metric, overwrite=a.overwrite)
+    r = m["retuned"]
+    print(f"thresholds re-chosen ({r['metric']}) on {r['reports']} labelled reports "
+          f"(positives: {', '.join(f'{k} {v}' for k, v in r['positives'].items())}):")
+    for lab, new in r["thresholds_after"].items():
+        kept = " (kept: one class among the reports)" if lab in r["kept_one_class"] else ""
+        print(f"  {lab}: {r['thresholds_before'][lab]:.3f} -> {new:.3f}; F1 on these reports "
+              f"{m['before'][lab]['f1']:.3f} -> {m['after'][lab]['f1']:.3f}{kept}")
+    print("(F1 measured on the reports the thresholds were chosen on: optimistic)")
+    print(f"artifact: {m['artifact_path']}")
+    return 0
+
+
 def cmd_labels(a: argparse.Namespace) -> int:
     """``ehrseq labels --task TASK.yaml --data DATA --out DIR``: MEDS labels from an ACES task file."""
     from ehrseq.tasks.aces import extract_labels, load_task_file
@@ -313,7 +330,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "synth": cmd_synth, "finetune": cmd_finetune, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate,
     "explain": cmd_explain, "compare": cmd_compare, "validate": cmd_validate, "labels": cmd_labels, "demo": cmd_demo,
-    "score": cmd_score,
+    "score": cmd_score, "retune": cmd_retune,
 }
 
 

@@ -22,6 +22,8 @@ EXAMPLES: dict[str, str] = {
     "explain": """\
   ehrseq explain --artifact runs/cdai_rnn --data runs/cohort/meds
   ehrseq explain --artifact runs/cdai_rnn --data runs/cohort/meds --n-repeats 5 --out runs/importance.csv""",
+    "retune": """\
+  ehrseq retune --artifact runs/biopsy --reports site_b_25_reports.csv --out runs/biopsy_site_b""",
     "validate": """\
   ehrseq validate --data events.parquet --column-map value=numeric_value
   ehrseq validate --data runs/cohort/meds --labels runs/long_los --json""",

@@ -145,6 +145,19 @@ def _evaluate_explain(sub: Any) -> None:
                    help="paired patient-bootstrap resamples for the CIs")
     overwrite_arg(c, "a comparison")
 
+    r = add_command(sub, "retune", "re-choose a biopsy text model's thresholds on labelled reports of a new site",
+                    "Keep every weight of a biopsy text artifact and write a new artifact whose decision "
+                    "thresholds are chosen on a handful of labelled reports of another site (a CSV or Parquet "
+                    "file: a text column and one 0/1 column per label).")
+    r.add_argument("--artifact", required=True, metavar="DIR", help="biopsy artifact written by "
+                   "`ehrseq finetune --target biopsy`")
+    r.add_argument("--reports", required=True, metavar="FILE", help="CSV or Parquet: text, "
+                   "adventitial_inflammation, giant_cells, intimal_hyperplasia, gca (0/1)")
+    r.add_argument("--out", required=True, metavar="DIR", help="new artifact directory (the source is kept)")
+    r.add_argument("--metric", choices=("f1", "youden"), help="what the thresholds maximise (default: the "
+                   "model's own threshold_metric)")
+    overwrite_arg(r, "an artifact")
+
     x = add_command(sub, "explain", "importance per input group (RNN, BEHRT, DeepSurv; every task kind)",
                     "Permutation importance per input group: how much the metric drops when the group is shuffled "
                     "across patients.")
