@@ -15,6 +15,9 @@ Two views per label row:
   and log days since the previous step; plus static features (age at prediction_time, sex, baseline numeric
   codes such as RF / anti-CCP that occur in train). A row whose prediction_time falls inside an hour / day
   sees that step built from its events up to prediction_time only.
+
+The per-event columns are computed over chunks of whole subjects (:mod:`ehrseq.featurize.chunks`), on a thread
+pool when ``threads`` / ``EHRSEQ_NUM_THREADS`` allow; the output is the same whatever the thread count.
 """
 
 from __future__ import annotations
@@ -30,17 +33,29 @@ import pandas as pd
 from ehrseq import codes
 from ehrseq.data.batch import SPECIAL_TOKENS, UNK_ID
 from ehrseq.errors import DataValidationError
+from ehrseq.featurize import columns as fc
+from ehrseq.featurize.chunks import EventTables, event_columns, featurize_threads
 from ehrseq.featurize.featureset import FeatureSet
-from ehrseq.featurize.steps import STEP_WIDTH_US, StepCodes, Stream, build_steps, open_steps
-from ehrseq.featurize.stream import history_cuts, last_at_or_before, lookup, split_events, subject_bounds
-from ehrseq.featurize.tokens import REPEAT_POLICIES, build_tokens, first_in_visit, next_in_visit
-from ehrseq.io.conventions import DatasetConventions, detect, sex_of
+from ehrseq.featurize.steps import (
+    STEP_WIDTH_US,
+    StepCodes,
+    Stream,
+    column_luts,
+    finish_steps,
+    open_steps,
+    step_layout,
+)
+from ehrseq.featurize.stream import EventSplit, history_cuts, lookup, split_events, subject_bounds, timeline
+from ehrseq.featurize.tokens import REPEAT_POLICIES, build_tokens
+from ehrseq.io.conventions import detect
+from ehrseq.io.rowkeys import is_sorted
 from ehrseq.split import ids_in
 
 __all__ = ["FORMAT", "FeatureSet", "Featurizer", "FeaturizerConfig", "build_tokens"]
 
 FORMAT = "ehrseq.featurizer/1"
 US_PER_DAY = 86_400 * 1_000_000
+INT64_MIN = np.iinfo(np.int64).min
 
 
 @dataclass(frozen=True)
@@ -93,50 +108,60 @@ class Featurizer:
     def fit(self, events: pd.DataFrame, splits: pd.DataFrame) -> Featurizer:
         """Learn vocabulary, value bins and scalers from the ``train`` subjects of ``splits`` only."""
         cfg = self.config
-        train = events.loc[events["subject_id"].isin(ids_in(splits, "train"))]
-        if train.empty:
+        # column arrays and row masks, not frame copies: the train rows, timed non-birth rows, rows with a value
+        in_train = events["subject_id"].isin(ids_in(splits, "train")).to_numpy()
+        if not in_train.any():
             raise DataValidationError(
                 "no events for the train split", column="subject_id",
                 hint="check that subject_splits matches the subject ids of the events",
             )
-        timed = train.loc[train["time"].notna() & (train["code"] != cfg.birth_code)]
-        counts = train.loc[train["code"] != cfg.birth_code, "code"].value_counts()
+        code = events["code"]
+        sid = events["subject_id"].to_numpy(np.int64)
+        t = events["time"].to_numpy("datetime64[us]").view(np.int64)
+        val = events["numeric_value"].to_numpy(np.float64)
+        not_birth = (code != cfg.birth_code).to_numpy(bool)
+        timed = in_train & (t != INT64_MIN) & not_birth
+        counts = code[in_train & not_birth].value_counts()
         vocab = sorted(counts.index[counts >= cfg.min_count].astype(str))
         self.vocab_ = list(SPECIAL_TOKENS) + vocab
         # only codes in the vocabulary: a code seen fewer than min_count times (a free-text or local code that may
         # carry an identifier) never reaches the artifact
         self.code_counts_ = {str(k): int(v) for k, v in counts.items() if v >= cfg.min_count}
-        # Quantile bins of numeric values per code (inner edges only).
-        num = timed.dropna(subset=["numeric_value"])
+        # Quantile bins of numeric values per code (inner edges only), codes in sorted order.
+        num = np.flatnonzero(timed & ~np.isnan(val))
+        inv, uniq = pd.factorize(code.take(num).astype(str)) if len(num) else (np.zeros(0, np.int64), [])
+        uniq = [str(u) for u in uniq]
+        order = np.argsort(inv, kind="stable")  # each code's values, in frame order
+        bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1))
         qs = np.linspace(0, 1, cfg.n_value_bins + 1)[1:-1]
         self.value_edges_ = {
-            str(c): np.unique(np.quantile(v.to_numpy(np.float64), qs)).tolist()
-            for c, v in num.groupby("code", observed=True)["numeric_value"]
-            if len(v) >= cfg.min_count
+            c: np.unique(np.quantile(val[num[order[bounds[k]:bounds[k + 1]]]], qs)).tolist()
+            for k, c in sorted(enumerate(uniq), key=lambda kc: kc[1]) if bounds[k + 1] - bounds[k] >= cfg.min_count
         }
         # Step features.
         width = STEP_WIDTH_US[cfg.step_every]  # numeric codes: those measured at >= 5% of the steps
-        step_of = (lambda f: f) if width is None else (
-            lambda f: f.assign(time=f["time"].astype("datetime64[us]").astype(np.int64) // width))
-        n_steps = max(step_of(timed[["subject_id", "time"]]).drop_duplicates().shape[0], 1)
+        rows = np.flatnonzero(timed)
+        n_steps = max(fc.n_distinct(sid[rows], t[rows] if width is None else t[rows] // width), 1)
         if cfg.numeric_codes is None:
-            per = step_of(num[["subject_id", "time", "code"]]).drop_duplicates()["code"].value_counts()
-            numeric = sorted(str(c) for c in per.index[per >= 0.05 * n_steps]
-                             if str(c) not in cfg.static_numeric_codes and counts.get(c, 0) >= cfg.min_count)
+            per = fc.distinct_per_code(inv, len(uniq), sid[num], t[num] if width is None else t[num] // width)
+            numeric = sorted(c for k, c in enumerate(uniq) if per[k] >= 0.05 * n_steps
+                             and c not in cfg.static_numeric_codes and counts.get(c, 0) >= cfg.min_count)
         else:
             numeric = list(cfg.numeric_codes)
+        logv = (order, bounds, {c: k for k, c in enumerate(uniq)}, np.log1p(np.maximum(val[num], 0)))
         self.value_stats_: dict[str, list[float]] = {}  # code -> [mean, std] of log1p(value), for BEHRT
-        for c, m, sd in zip(self.value_edges_, *_log_stats(num, list(self.value_edges_))):
+        for c, m, sd in zip(self.value_edges_, *fc.log_stats(logv, list(self.value_edges_))):
             self.value_stats_[c] = [m, sd]
         self.numeric_codes_ = numeric
-        self.num_mean_, self.num_std_ = _log_stats(num, numeric)
-        other = timed.loc[~timed["code"].isin(numeric), "code"].value_counts()
+        self.num_mean_, self.num_std_ = fc.log_stats(logv, numeric)
+        other = code[timed & ~code.isin(numeric).to_numpy(bool)].value_counts()
         self.step_codes_ = sorted(str(c) for c in other.index[: cfg.top_step_codes] if other[c] >= cfg.min_count)
         # Baseline numeric codes that the train split has values for (an ICU cohort has no RF / anti-CCP).
-        self.static_numeric_codes_ = [c for c in cfg.static_numeric_codes if (num["code"] == c).any()]
-        self.static_mean_, self.static_std_ = _log_stats(num, self.static_numeric_codes_)
-        self.sex_prefixes_ = list(detect(train).sex_prefixes)  # SEX//, GENDER//: whichever the data uses
-        self.n_train_subjects_ = int(train["subject_id"].nunique())
+        self.static_numeric_codes_ = [c for c in cfg.static_numeric_codes if c in logv[2]]
+        self.static_mean_, self.static_std_ = fc.log_stats(logv, self.static_numeric_codes_)
+        static = events.loc[in_train & (t == INT64_MIN), ["subject_id", "time", "code"]]  # sex: static rows only
+        self.sex_prefixes_ = list(detect(static).sex_prefixes)  # SEX//, GENDER//: whichever the data uses
+        self.n_train_subjects_ = int(len(np.unique(sid[in_train])))
         return self
 
     @property
@@ -167,8 +192,10 @@ class Featurizer:
         return self.config.n_value_bins + 2  # pad, "no value", bins
 
     # ------------------------------------------------------------ transform
-    def transform(self, events: pd.DataFrame, labels: pd.DataFrame) -> FeatureSet:
-        """Featurize each label row from the events at or before its ``prediction_time``."""
+    def transform(self, events: pd.DataFrame, labels: pd.DataFrame, threads: int | None = None) -> FeatureSet:
+        """Featurize each label row from the events at or before its ``prediction_time``. ``threads``: how many
+        threads compute the per-event columns (None: ``EHRSEQ_NUM_THREADS``, see
+        :func:`ehrseq.featurize.chunks.featurize_threads`); the output does not depend on it."""
         self._check_fitted()
         cfg = self.config
         for col in ("subject_id", "prediction_time"):
@@ -179,148 +206,120 @@ class Featurizer:
             bad = labels.loc[labels["prediction_time"].isna(), "subject_id"]
             raise DataValidationError("prediction_time is null", column="prediction_time", n_rows=len(bad),
                                       subject_ids=bad.tolist(), hint="every label row needs a prediction_time")
-        subj = np.unique(labels["subject_id"].to_numpy(np.int64))
-        split = split_events(events, subj, cfg.birth_code)
-        stream, static, birth = split
-        sid, t_us, code_inv, uniq = stream.sid, stream.t_us, stream.code_inv, stream.uniq
-        code_id = np.array([self.code_to_id.get(u, UNK_ID) for u in uniq], np.int64)[code_inv] if len(uniq) else code_inv.astype(np.int64)
-        n_unknown = int((code_id == UNK_ID).sum())
-        b_us = _birth_us(birth, sid)
-        age_years = np.where(b_us == np.iinfo(np.int64).min, -1.0, (t_us - b_us) / (365.25 * US_PER_DAY))
-        age_id = np.clip(np.floor(age_years), -1, cfg.max_age - 1).astype(np.int64) + 1  # 0 = unknown/pad
-        # Day-visits: new visit when subject or calendar day changes.
-        day = t_us // US_PER_DAY
-        new_subj = np.r_[True, sid[1:] != sid[:-1]]
-        new_visit = new_subj | np.r_[True, day[1:] != day[:-1]]
-        visit_global = np.cumsum(new_visit) - 1
-        subj_first_visit = np.maximum.accumulate(np.where(new_subj, visit_global, 0))
-        visit_no = visit_global - subj_first_visit
-        gap_at = np.where(new_subj, 0, day - np.r_[day[:1], day[:-1]])  # meaningful at visit starts
-        # the time bin of the gap before each visit, given to every event of the visit
-        delta_id = (np.searchsorted(np.asarray(cfg.time_bin_edges_days), gap_at[new_visit], side="right") + 1
-                    )[visit_global] if len(day) else np.zeros(0, np.int64)
-        values = stream.val
-        value_id = self._value_ids(code_inv, uniq, values)
-        stats = np.array([self.value_stats_.get(u, [0.0, np.inf]) for u in uniq], np.float64).reshape(-1, 2)
-        tok_num = np.zeros(len(values), np.float32)  # 0 = no value
-        p = np.flatnonzero(~np.isnan(values))
-        if len(p):
-            mu, sd = stats[code_inv[p], 0], stats[code_inv[p], 1]
-            tok_num[p] = np.nan_to_num(np.clip((np.log1p(np.maximum(values[p], 0)) - mu) / sd, -5, 5))
-
-        # Per label row: slice bounds in the token stream.
         lab_sid = labels["subject_id"].to_numpy(np.int64)
         lab_t = labels["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
-        tok_start = subject_bounds(sid, lab_sid)[0]
-        tok_cut = history_cuts(sid, t_us, lab_sid, lab_t)
+        subj = np.unique(lab_sid)
+        split = split_events(events, subj, cfg.birth_code)
+        stream = split.stream
+        sid, code_inv, uniq = stream.sid, stream.code_inv, stream.uniq
+        tl = timeline(sid, stream.t_us)  # distinct (subject, time): per-time features are computed per group
+        to_id = np.array([self.code_to_id.get(u, UNK_ID) for u in uniq], np.int64)
+        group_step, heads = step_layout(cfg.step_every, tl)
+        sc = StepCodes(self.numeric_codes_, self.num_mean_, self.num_std_, self.step_codes_)
+        tables = EventTables(
+            to_id, np.array([self.value_stats_.get(u, [0.0, np.inf]) for u in uniq], np.float64).reshape(-1, 2),
+            fc.bin_table([self.value_edges_.get(c) for c in uniq]),
+            fc.time_features(tl, split.birth_sid, split.birth_us, cfg.max_age, cfg.time_bin_edges_days),
+            sc, column_luts(sc, uniq), group_step, heads, self.n_step_features, cfg.repeats == "last_in_visit")
+        columns = event_columns(stream, tl, tables, featurize_threads(threads))  # meanwhile: the label rows
+
+        # Per label row: slice bounds in the token stream (found among the groups, then mapped to events).
+        bounds = subject_bounds(tl.sid, lab_sid)
+        g_start, g_cut = bounds[0], history_cuts(tl.sid, tl.t, lab_sid, lab_t, bounds)
+        tok_start, tok_cut = tl.first[g_start], tl.first[g_cut]
         n_hist = tok_cut - tok_start
 
-        st_inv, st_uniq = pd.factorize(static["code"].astype(str))
-        st_ids = pd.Series(np.array([self.code_to_id.get(u, UNK_ID) for u in st_uniq], np.int64)[st_inv]
-                           if len(st_uniq) else np.zeros(0, np.int64))
-        st_sid = static["subject_id"].to_numpy(np.int64)
-        order = np.argsort(st_sid, kind="stable")
-        bounds = np.searchsorted(st_sid[order], subj, side="left"), np.searchsorted(st_sid[order], subj, side="right")
-        st_sorted = st_ids.to_numpy(np.int64)[order]
-        per_subject = [st_sorted[a:b] for a, b in zip(*bounds)]
-        lab_subj = np.searchsorted(subj, lab_sid)
-        static_tokens = [per_subject[r] for r in lab_subj]
-        n_static = (bounds[1] - bounds[0])[lab_subj]
-        n_unknown += int((st_ids == UNK_ID).sum())
-        pred_us = labels["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
-        lb_us = _birth_us(birth, lab_sid)
-        age_pred = np.where(lb_us == np.iinfo(np.int64).min, np.nan, (pred_us - lb_us) / (365.25 * US_PER_DAY))
+        lab_subj = np.searchsorted(subj, lab_sid)  # per label row, its subject's index in subj
+        st_ids = to_id[split.static_inv] if len(uniq) else np.zeros(0, np.int64)
+        st_sid = split.static_sid
+        order = None if is_sorted(st_sid, np.zeros(len(st_sid), np.int64)) else np.argsort(st_sid, kind="stable")
+        st_sorted = st_ids if order is None else st_ids[order]
+        st_lo, st_hi = (np.searchsorted(st_sid if order is None else st_sid[order], subj, side=side)
+                        for side in ("left", "right"))
+        static_tokens = fc.per_row([st_sorted[a:b] for a, b in zip(st_lo.tolist(), st_hi.tolist())], lab_subj)
+        n_static = (st_hi - st_lo)[lab_subj]
+        n_unknown = int(np.count_nonzero(st_ids == UNK_ID))
+        lb_us = lookup(split.birth_sid, split.birth_us, lab_sid, INT64_MIN).astype(np.int64)
+        age_pred = np.where(lb_us == INT64_MIN, np.nan, (lab_t - lb_us) / (365.25 * US_PER_DAY))
         age_pred_id = np.clip(np.nan_to_num(np.floor(age_pred), nan=-1), -1, cfg.max_age - 1).astype(np.int64) + 1
 
+        pos = fc.code_positions(code_inv, uniq, self.static_numeric_codes_)
+        static_x = self._static(stream, split, pos, (subj, lab_subj), age_pred, (tok_start, tok_cut))
+        tok_pin = self._pins(pos, sid, subj, lab_subj, tok_cut)
+
+        cols = columns()
+        code_id, visit_no = cols.code, cols.visit
+        n_unknown += int(np.count_nonzero(code_id == UNK_ID))
         # Steps for the RNN: one per distinct (subject, time), or per (subject, hour / day).
-        sc = StepCodes(self.numeric_codes_, self.num_mean_, self.num_std_, self.step_codes_)
-        steps = build_steps(sc, cfg.step_every, stream)
-        step_x, step_start = steps.x, subject_bounds(steps.sid, lab_sid)[0]
-        step_cut = history_cuts(steps.sid, steps.t, lab_sid, lab_t)  # steps whose last event is at or before the time
+        steps = finish_steps(cols.step_x, tl, heads)
+        # a step's last event is at or before the time exactly when the step ends before the row's cut
+        step_x, step_start, step_cut = steps.x, group_step[g_start], group_step[g_cut]
         if cfg.step_every != "event":  # a row's hour / day still open at its prediction_time: up to it only
             step_x, step_start, step_cut = open_steps(sc, cfg.max_visits, steps, step_start, step_cut, lab_sid,
                                                       tok_cut, stream)
-        static_x = self._static(stream, labels, static, age_pred, lab_t)
-
-        tok_pin = self._pins(code_id, sid, lab_sid, tok_cut)
         budget = cfg.max_len - 1 - n_static - (tok_pin >= 0).sum(1)
-        tok_next = next_in_visit(visit_global, code_inv) if cfg.repeats == "last_in_visit" else None
-        if tok_next is not None:  # tokens the row's history shows: the first of each (visit, code) counts them
-            ck = np.r_[0, np.cumsum(first_in_visit(tok_next))]
-            n_hist = ck[tok_cut] - ck[tok_start]
+        tok_next = cols.next
+        if cols.shown is not None:  # tokens the row's history shows: the first of each (visit, code) counts them
+            ck = np.zeros(len(cols.shown) + 1, np.int64)
+            np.cumsum(cols.shown, out=ck[1:])
+            n_hist = ck[g_cut] - ck[g_start]
         last = np.maximum(tok_cut - 1, 0)
-        n_visits_hist = np.where(n_hist > 0, visit_no[last] - visit_no[np.minimum(tok_start, last)] + 1, 0) if len(visit_no) else n_hist
+        n_visits_hist = np.where(n_hist > 0, visit_no[last] - visit_no[np.minimum(tok_start, last)] + 1, 0) \
+            if len(visit_no) else n_hist
         counts = {
             "rows": int(len(labels)),
-            "events": int(len(sid) + len(static)),
+            "events": int(len(sid) + len(st_sid)),
             "unknown_codes": n_unknown,
             "truncated_rows": int((n_hist + n_visits_hist > budget).sum()),
             "rows_without_history": int((n_hist == 0).sum()),
         }
         return FeatureSet(
             labels=labels,
-            tok_code=code_id, tok_age=age_id, tok_visit=visit_no.astype(np.int64), tok_delta=delta_id.astype(np.int64),
-            tok_value=value_id, tok_num=tok_num, tok_start=tok_start, tok_cut=tok_cut, static_tokens=static_tokens,
+            tok_code=code_id, tok_age=cols.age, tok_visit=visit_no, tok_delta=cols.delta,
+            tok_value=cols.value, tok_num=cols.num, tok_start=tok_start, tok_cut=tok_cut, static_tokens=static_tokens,
             age_at_pred=age_pred_id, step_x=step_x, step_start=step_start, step_cut=step_cut, static_x=static_x,
             counts=counts, tok_pin=tok_pin, tok_next=tok_next,
         )
 
-    def _pins(self, code_id: np.ndarray, sid: np.ndarray, lab_sid: np.ndarray, tok_cut: np.ndarray) -> np.ndarray:
+    def _pins(self, pos: dict[str, np.ndarray], sid: np.ndarray, subj: np.ndarray, lab_subj: np.ndarray,
+              tok_cut: np.ndarray) -> np.ndarray:
         """(n_rows, P): per label row, the stream index of the subject's first event of each pinned code, if it
-        lies before the row's cut (at or before prediction_time); else -1. The stream is sorted by subject."""
-        ids = [self.code_to_id[c] for c in self.static_numeric_codes_ if c in self.code_to_id] \
+        lies before the row's cut (at or before prediction_time); else -1. The stream is sorted by subject;
+        ``pos``: the stream indices of each static numeric code's events; row i's subject is subj[lab_subj[i]]."""
+        pinned = [c for c in self.static_numeric_codes_ if c in self.code_to_id] \
             if self.config.pin_static_numeric else []
-        out = np.full((len(lab_sid), len(ids)), -1, np.int64)
-        for j, cid in enumerate(ids):
-            idx = np.flatnonzero(code_id == cid)
-            if not len(idx):
-                continue
-            first = idx[np.r_[True, sid[idx][1:] != sid[idx][:-1]]]  # first event of that code per subject
-            k = np.minimum(np.searchsorted(sid[first], lab_sid), len(first) - 1)
-            cand = np.where(sid[first][k] == lab_sid, first[k], -1)
+        out = np.full((len(lab_subj), len(pinned)), -1, np.int64)
+        for j, c in enumerate(pinned):
+            cand = fc.first_per_subject(pos[c], sid, subj)[lab_subj]
             out[:, j] = np.where((cand >= 0) & (cand < tok_cut), cand, -1)
         return out
 
     def _value_ids(self, code_inv: np.ndarray, uniq: list[str], values: np.ndarray) -> np.ndarray:
-        """1 = no value; 2.. = quantile bin of the value within its code. The valued events are grouped by code
-        (one stable sort), then each code's edges are searched once."""
-        out = np.ones(len(values), np.int64)
-        edges = [self.value_edges_.get(c) for c in uniq]
-        binned = np.array([e is not None for e in edges], bool)
-        p = np.flatnonzero(~np.isnan(values) & binned[code_inv]) if len(uniq) else np.zeros(0, np.int64)
-        if not len(p):
-            return out
-        p = p[np.argsort(code_inv[p], kind="stable")]
-        k = code_inv[p]
-        bounds = np.r_[np.flatnonzero(np.r_[True, k[1:] != k[:-1]]), len(p)]
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            rows = p[a:b]
-            out[rows] = np.searchsorted(np.asarray(edges[k[a]]), values[rows], side="right") + 2
-        return out
+        """1 = no value; 2.. = quantile bin of the value within its code (``uniq``: the codes ``code_inv``
+        indexes)."""
+        table, p = fc.bin_table([self.value_edges_.get(c) for c in uniq]), np.flatnonzero(~np.isnan(values))
+        return fc.value_bins(*table, code_inv[p], values, p)
 
-    def _static(self, stream: Stream, labels: pd.DataFrame, static: pd.DataFrame, age_pred: np.ndarray,
-                lab_t: np.ndarray) -> np.ndarray:
+    def _static(self, stream: Stream, split: EventSplit, pos: dict[str, np.ndarray],
+                rows: tuple[np.ndarray, np.ndarray], age_pred: np.ndarray, hist: tuple[np.ndarray, np.ndarray]
+                ) -> np.ndarray:
         """[age z, female, male (static rows with the fitted sex prefixes), per baseline numeric code: z of the
-        latest value <= prediction_time (the last such event in stream order), missing]."""
-        n = len(labels)
-        x = np.zeros((n, self.n_static_features), np.float32)
+        latest value <= prediction_time (the last such event in stream order), missing]. ``rows``: the sorted
+        label subjects and each row's index among them; ``hist``: each row's history [start, cut) in the stream."""
+        subj, lab_subj = rows
+        x = np.zeros((len(lab_subj), self.n_static_features), np.float32)
         x[:, 0] = np.nan_to_num((age_pred - 55.0) / 15.0)
-        s = labels["subject_id"].map(sex_of(static, DatasetConventions(sex_prefixes=tuple(self.sex_prefixes_))))
-        x[:, 1] = (s == "F").to_numpy()
-        x[:, 2] = (s == "M").to_numpy()
-        lab_sid = labels["subject_id"].to_numpy(np.int64)
+        sex = fc.sex_codes(split.static_sid, split.static_inv, stream.uniq, self.sex_prefixes_, subj)[lab_subj]
+        x[:, 1], x[:, 2] = sex == 1, sex == 2
         for i, c in enumerate(self.static_numeric_codes_):
             j = 3 + 2 * i
-            x[:, j + 1] = 1.0
-            k = [q for q, u in enumerate(stream.uniq) if u == c]
-            rows = np.flatnonzero(np.isin(stream.code_inv, k) & ~np.isnan(stream.val)) if k else np.zeros(0, int)
-            if not len(rows):
-                continue
-            at = last_at_or_before(stream.sid[rows], stream.t_us[rows], lab_sid, lab_t)
-            has = at >= 0
-            v = np.log1p(np.maximum(stream.val[rows[at[has]]], 0))
-            x[has, j] = (v - self.static_mean_[i]) / self.static_std_[i]
-            x[has, j + 1] = 0.0
+            rows = pos[c][~np.isnan(stream.val[pos[c]])]
+            k = fc.last_before_cut(rows, *hist)  # index into rows, or -1
+            v = stream.val[rows].astype(np.float64)
+            z = (np.log1p(np.maximum(v, 0)) - self.static_mean_[i]) / self.static_std_[i]
+            has = k >= 0
+            x[:, j] = np.where(has, z[np.maximum(k, 0)], 0.0) if len(rows) else 0.0
+            x[:, j + 1] = ~has
         return x
 
     # --------------------------------------------------------- persistence
@@ -381,31 +380,3 @@ class Featurizer:
     def load(cls, path: str | Path) -> Featurizer:
         """Read a featurizer written by :meth:`save`."""
         return cls.from_dict(json.loads(Path(path).read_text()))
-
-
-def _log_stats(num: pd.DataFrame, codes_: list[str]) -> tuple[list[float], list[float]]:
-    """Per code, mean and std of log1p(max(value, 0)) over its rows of ``num`` (in frame order: the rows are
-    grouped by code with one stable sort, not found by a scan per code); 0 / 1 for a code with no rows."""
-    mean, std = [], []
-    inv, uniq = pd.factorize(num["code"].astype(str)) if codes_ else (np.zeros(0, np.int64), [])
-    logv = np.log1p(np.maximum(num["numeric_value"].to_numpy(np.float64), 0)) if codes_ else np.zeros(0)
-    order = np.argsort(inv, kind="stable")
-    bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1))
-    where = {str(u): k for k, u in enumerate(uniq)}
-    for c in codes_:
-        k = where.get(c)
-        v = logv[order[bounds[k]:bounds[k + 1]]] if k is not None else np.zeros(0)
-        mean.append(float(v.mean()) if len(v) else 0.0)
-        std.append(float(v.std()) if len(v) > 1 and v.std() > 0 else 1.0)
-    return mean, std
-
-
-def _us(times: pd.Series) -> np.ndarray:
-    """int64 microseconds; NaT (e.g. a subject with no birth event, so age unknown) -> int64 min."""
-    return pd.to_datetime(times).to_numpy("datetime64[us]").astype(np.int64)
-
-
-def _birth_us(birth: pd.Series, ids: np.ndarray) -> np.ndarray:
-    """Per id, its birth time in int64 microseconds (``birth``: subject_id -> time, sorted by subject_id);
-    int64 min (age unknown) for a subject with no birth event or a NaT one."""
-    return lookup(birth.index.to_numpy(np.int64), _us(birth), ids, np.iinfo(np.int64).min).astype(np.int64)

@@ -27,13 +27,25 @@ class StepCodes(NamedTuple):
 
 
 class Stream(NamedTuple):
-    """The timed events: subject, time (us), code index into ``uniq`` (the distinct codes), numeric value."""
+    """The timed events: subject, time (us), code index into ``uniq`` (the distinct codes), numeric value (as
+    read, float32 or float64: computed on as float64)."""
 
     sid: np.ndarray
     t_us: np.ndarray
     code_inv: np.ndarray
     uniq: list[str]
     val: np.ndarray
+
+
+class Timeline(NamedTuple):
+    """The distinct (subject, time) groups of a (subject, time)-sorted stream: every per-time feature (age,
+    visit, gap, event step) is computed once per group and repeated over its events."""
+
+    first: np.ndarray  # stream index of each group's first event, then the stream length (len: groups + 1)
+    size: np.ndarray  # events per group
+    sid: np.ndarray  # subject of each group
+    t: np.ndarray  # time (us) of each group
+    new_subj: np.ndarray  # bool: the group is its subject's first
 
 
 class Steps(NamedTuple):
@@ -54,45 +66,80 @@ def _gap_feature(days: np.ndarray) -> np.ndarray:
     return np.log1p(np.maximum(days, 0)) / 5.0
 
 
+def _column_lut(names: list[str], uniq: list[str]) -> np.ndarray:
+    """Per distinct code, its column among ``names``, or -1."""
+    pos = {c: i for i, c in enumerate(names)}
+    return np.array([pos.get(u, -1) for u in uniq], np.int64)
+
+
+def column_luts(codes: StepCodes, uniq: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per distinct code of ``uniq``: its numeric column, its multi-hot column (int32); -1 for none."""
+    return _column_lut(codes.numeric, uniq), _column_lut(codes.hot, uniq).astype(np.int32)
+
+
 def step_values(codes: StepCodes, step_idx: np.ndarray, n: int, code_inv: np.ndarray, uniq: list[str],
-                val: np.ndarray) -> np.ndarray:
-    """(n, F) step vectors, gap column 0, from events in time order, event ``e`` going to step ``step_idx[e]``."""
+                val: np.ndarray, valued: tuple[np.ndarray, np.ndarray] | None = None,
+                out: np.ndarray | None = None, luts: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """(n, F) step vectors, gap column 0, from events in time order, event ``e`` going to step ``step_idx[e]``.
+    ``valued``: the events with a value and log1p(max(value, 0)) of each, when the caller has them; ``out``: a
+    zeroed C-ordered (n, F) float32 array to fill instead of a new one; ``luts``: :func:`column_luts`."""
     nn, nc = len(codes.numeric), len(codes.hot)
-    x = np.zeros((n, 2 * nn + nc + 1), np.float32)
+    width = 2 * nn + nc + 1
+    x = np.zeros((n, width), np.float32) if out is None else out
     x[:, nn:2 * nn] = 1.0  # missing until seen
-    num_pos = {c: i for i, c in enumerate(codes.numeric)}
-    col = np.array([num_pos.get(u, np.nan) for u in uniq], np.float64)[code_inv] if uniq else np.zeros(0)
-    m = np.flatnonzero(~np.isnan(col) & ~np.isnan(val))
-    j = col[m].astype(np.int64)
-    cell = step_idx[m] * max(nn, 1) + j
-    # the last event of each (step, code): the end of each run of a stable sort (nearly in order: by step)
-    by_cell = np.argsort(cell, kind="stable")
-    last = by_cell[np.r_[cell[by_cell][1:] != cell[by_cell][:-1], True]] if len(cell) else by_cell
-    m, j = m[last], j[last]
-    x[step_idx[m], j] = (np.log1p(np.maximum(val[m], 0)) - np.asarray(codes.mean)[j]) / np.asarray(codes.std)[j]
-    x[step_idx[m], nn + j] = 0.0
-    hot_pos = {c: i for i, c in enumerate(codes.hot)}
-    col = np.array([hot_pos.get(u, np.nan) for u in uniq], np.float64)[code_inv] if uniq else np.zeros(0)
-    m = ~np.isnan(col)
-    x[step_idx[m], 2 * nn + col[m].astype(np.int64)] = 1.0
+    flat = x.reshape(-1)
+    if not uniq:
+        return x
+    if nn:
+        if valued is None:
+            p = np.flatnonzero(~np.isnan(val))
+            valued = p, np.log1p(np.maximum(val[p].astype(np.float64), 0))
+        p, logv = valued
+        luts = luts or column_luts(codes, uniq)
+        j = luts[0][code_inv[p]]
+        keep = j >= 0
+        m, j, logv = p[keep], j[keep], logv[keep]
+        cell = step_idx[m] * nn + j
+        # the last event of each (step, code): the end of each run of a stable sort (nearly in order: by step)
+        by_cell = np.argsort(cell, kind="stable")
+        last = by_cell[np.r_[cell[by_cell][1:] != cell[by_cell][:-1], True]] if len(cell) else by_cell
+        m, j = m[last], j[last]
+        at = step_idx[m] * width + j
+        flat[at] = (logv[last] - np.asarray(codes.mean)[j]) / np.asarray(codes.std)[j]
+        flat[at + nn] = 0.0
+    if nc:
+        col = (luts or column_luts(codes, uniq))[1][code_inv]
+        h = np.flatnonzero(col >= 0)
+        flat[step_idx[h] * width + (2 * nn + col[h])] = 1.0
     return x
 
 
-def build_steps(codes: StepCodes, every: str, ev: Stream) -> Steps:
-    """One step per (subject, event time) -- ``every="event"`` -- or per (subject, calendar hour / day)."""
+def step_layout(every: str, tl: Timeline) -> tuple[np.ndarray, np.ndarray]:
+    """The steps as runs of the time groups of ``tl``: per group (then one past the last), its step index (then
+    the number of steps), and each step's first group. One step per (subject, event time) -- ``every="event"``,
+    a group -- or per (subject, calendar hour / day)."""
     width = STEP_WIDTH_US[every]
-    sid, t_us = ev.sid, ev.t_us
-    key = t_us if width is None else t_us // width
-    new = np.r_[True, (sid[1:] != sid[:-1]) | (key[1:] != key[:-1])] if len(sid) else np.zeros(0, bool)
-    step_idx = np.cumsum(new) - 1
-    n = int(step_idx[-1] + 1) if len(step_idx) else 0
-    first = np.flatnonzero(new)
-    step_sid, step_t = sid[new], (t_us[np.r_[first[1:] - 1, len(sid) - 1]] if n else t_us[:0])
-    x = step_values(codes, step_idx, n, ev.code_inv, ev.uniq, ev.val)
-    new_subj = np.r_[True, step_sid[1:] != step_sid[:-1]] if n else np.zeros(0, bool)
-    gap = np.where(new_subj, 0, np.diff(step_t, prepend=step_t[:1]) / US_PER_DAY) if n else np.zeros(0)
-    x[:, -1] = _gap_feature(gap)
-    return Steps(x, step_sid, step_t, first)
+    ng = len(tl.sid)
+    if width is None:
+        return np.arange(ng + 1), np.arange(ng)
+    key = tl.t // width
+    new = tl.new_subj | np.r_[True, key[1:] != key[:-1]] if ng else np.zeros(0, bool)
+    return np.r_[np.cumsum(new) - 1, int(new.sum())], np.flatnonzero(new)
+
+
+def step_gaps(tl: Timeline, heads: np.ndarray, end: int) -> np.ndarray:
+    """The gap feature (log days since the subject's previous step) of the steps whose first groups are
+    ``heads``, the last ending before group ``end``; the first of them must start a subject."""
+    step_t = tl.t[np.r_[heads[1:] - 1, end - 1]] if len(heads) else tl.t[:0]
+    gap = np.where(tl.new_subj[heads], 0, np.diff(step_t, prepend=step_t[:1]) / US_PER_DAY) if len(heads) \
+        else np.zeros(0)
+    return _gap_feature(gap)
+
+
+def finish_steps(x: np.ndarray, tl: Timeline, heads: np.ndarray) -> Steps:
+    """The steps whose first groups are ``heads`` (``x``: their vectors, gap column filled)."""
+    step_t = tl.t[np.r_[heads[1:] - 1, len(tl.sid) - 1]] if len(heads) else tl.t[:0]
+    return Steps(x, tl.sid[heads], step_t, tl.first[heads])
 
 
 def open_steps(codes: StepCodes, max_steps: int, steps: Steps, start: np.ndarray, cut: np.ndarray,

@@ -22,23 +22,30 @@ REPEAT_POLICIES = ("all", "last_in_visit")
 NO_REPEAT = np.iinfo(np.int64).max  # tok_next of an event whose code does not recur later in its visit
 
 
-def next_in_visit(visit_global: np.ndarray, code_inv: np.ndarray) -> np.ndarray:
+def next_in_visit(visit_global: np.ndarray, code_inv: np.ndarray, n_codes: int | None = None) -> np.ndarray:
     """Per stream event, the index of the next event of the same code in the same visit, or NO_REPEAT.
 
-    ``visit_global`` numbers visits over the whole (subject, time)-sorted stream; ``code_inv`` is the code.
+    ``visit_global`` numbers visits over the whole (subject, time)-sorted stream; ``code_inv`` is the code
+    (``n_codes``: when given, every code is in [0, n_codes)).
     """
     n = len(visit_global)
     out = np.full(n, NO_REPEAT, np.int64)
     if n < 2:
         return out
-    code = code_inv.astype(np.int64) - int(code_inv.min())
-    n_codes = int(code.max()) + 1
+    if n_codes is None:
+        code = code_inv.astype(np.int64) - int(code_inv.min())
+        n_codes = int(code.max()) + 1
+    else:
+        code = code_inv
     if int(visit_global.max()) < np.iinfo(np.int64).max // n_codes - 1:
         # by visit, code, then stream order: one stable sort of one key, nearly in order already (by visit)
-        order = np.argsort(visit_global * n_codes + code, kind="stable")
+        key = visit_global * n_codes + code
+        order = np.argsort(key, kind="stable")
+        sk = key[order]
+        same = sk[1:] == sk[:-1]  # the key is one (visit, code)
     else:
         order = np.lexsort((np.arange(n), code_inv, visit_global))
-    same = (visit_global[order][1:] == visit_global[order][:-1]) & (code_inv[order][1:] == code_inv[order][:-1])
+        same = (visit_global[order][1:] == visit_global[order][:-1]) & (code_inv[order][1:] == code_inv[order][:-1])
     out[order[:-1][same]] = order[1:][same]
     return out
 
