@@ -175,6 +175,8 @@ class TfidfScopeConfig:
     ``"word+char"``; ``mark=False`` skips the marking (plain lower-cased text, an ablation). ``c``: inverse L2
     strength of each label's logistic regression. ``cues``: cue lists replacing some of the defaults (see
     :func:`mark_scopes`); the artifact stores the full resolved lists, so a saved model keeps its cues.
+    ``augment``: label-preserving paraphrases (:mod:`ehrseq.models.paraphrase`, seeded by ``seed``) added per
+    training report in ehrseq's synthetic report style; reports it recognises nothing in are not copied.
     """
 
     labels: tuple[str, ...] = field(default_factory=lambda: tuple(BIOPSY_LABELS))
@@ -187,6 +189,8 @@ class TfidfScopeConfig:
     max_iter: int = 2000
     threshold_metric: str = "f1"
     cues: dict[str, Any] | None = None
+    augment: int = 0
+    seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -198,6 +202,8 @@ class TfidfScopeConfig:
             raise ValueError("labels must name at least one label")
         if self.c <= 0 or self.min_df < 1:
             raise ValueError("c must be > 0 and min_df >= 1")
+        if not isinstance(self.augment, int) or isinstance(self.augment, bool) or self.augment < 0:
+            raise ValueError(f"augment must be a whole number >= 0 (paraphrases per report), got {self.augment!r}")
         for name in ("char_ngram", "word_ngram"):
             lo, hi = getattr(self, name)
             if not 1 <= lo <= hi:
@@ -275,9 +281,12 @@ class TfidfScope:
 
         for name, df in (("train_df", train_df), ("tuning_df", tuning_df)):
             _check_labelled(df, name, self.labels)
-        x = self._x(texts_and_ids(train_df)[0], fit=True)
-        fits = [LogisticRegression(C=self.config.c, max_iter=self.config.max_iter).fit(x, train_df[lab].to_numpy())
-                for lab in self.labels]
+        texts, y = texts_and_ids(train_df)[0], train_df[self.labels].to_numpy()
+        if self.config.augment:
+            texts, y = augmented(texts, y, self.config.augment, self.config.seed)
+        x = self._x(texts, fit=True)
+        fits = [LogisticRegression(C=self.config.c, max_iter=self.config.max_iter).fit(x, y[:, k])
+                for k in range(len(self.labels))]
         self.coef_ = np.vstack([m.coef_[0] for m in fits]).astype(np.float64)
         self.intercept_ = np.array([m.intercept_[0] for m in fits], dtype=np.float64)
         self.thresholds_ = choose_thresholds(tuning_df[self.labels].to_numpy(), self.predict_proba(tuning_df),
@@ -325,6 +334,23 @@ class TfidfScope:
     def predict(self, texts: TextInput) -> np.ndarray:
         """(N, K) 0/1 decisions at the per-label thresholds chosen on the tuning split."""
         return (self.predict_proba(texts) >= self.thresholds_).astype(np.int64)
+
+
+def augmented(texts: list[str], y: np.ndarray, k: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """``texts`` / ``y`` followed by ``k`` paraphrases of each report in which the augmenter recognised at least
+    one labelled statement (the others are not copied: a copy that re-words nothing adds only noise)."""
+    import logging
+
+    from ehrseq.models.paraphrase import paraphrase_with_trace
+
+    new, y_new, src, traces = paraphrase_with_trace(texts, y, n_variants=k, seed=seed)
+    keep = [i for i, tr in enumerate(traces) if any(s.concept in BIOPSY_LABELS for s in tr)]
+    n_rec = len({int(src[i]) for i in keep})
+    if n_rec < 0.5 * len(texts):
+        logging.getLogger(__name__).warning(
+            "augment: the paraphraser recognised a labelled statement in only %d of %d training reports (it "
+            "knows ehrseq's synthetic report style); the others are used as written", n_rec, len(texts))
+    return list(texts) + [new[i] for i in keep], np.concatenate([y, y_new[keep]])
 
 
 def _check_labelled(df: Any, name: str, labels: Sequence[str]) -> None:

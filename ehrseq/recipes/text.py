@@ -24,8 +24,10 @@ if TYPE_CHECKING:  # the text models import transformers (seconds): only a text 
     from ehrseq.models.text_classifier import TextClassifier, TextClassifierConfig, TextInput
     from ehrseq.models.text_features import TfidfScope, TfidfScopeConfig
 
-# Presets of text_model tfidf_scope (TfidfScopeConfig keywords): tiny for tests, small the benchmarked default.
-TFIDF_PRESETS: dict[str, dict[str, Any]] = {"tiny": {"char_ngram": (3, 4), "max_iter": 500}, "small": {}}
+# Presets of text_model tfidf_scope (TfidfScopeConfig keywords): tiny for tests, small the benchmarked default
+# (3 paraphrases per training report: benchmarks/results/text_out_of_style.md).
+TFIDF_PRESETS: dict[str, dict[str, Any]] = {"tiny": {"char_ngram": (3, 4), "max_iter": 500},
+                                            "small": {"augment": 3}}
 
 
 def text_config(cfg: FinetuneConfig) -> TextClassifierConfig | TfidfScopeConfig:
@@ -35,7 +37,7 @@ def text_config(cfg: FinetuneConfig) -> TextClassifierConfig | TfidfScopeConfig:
     from ehrseq.registry import family_config
 
     if cfg.text_model == "tfidf_scope":
-        return family_config("tfidf_scope", cfg, TFIDF_PRESETS, _tfidf_config)
+        return family_config("tfidf_scope", cfg, TFIDF_PRESETS, lambda kw: _tfidf_config({"seed": cfg.seed, **kw}))
     return family_config("text", cfg, PRESETS, lambda kw: TextClassifierConfig(seed=cfg.seed, **kw))
 
 
