@@ -55,3 +55,15 @@ def test_the_shipped_config_augments_and_a_bad_value_is_a_config_error() -> None
         text_config(load_config("biopsy_tfidf", model_overrides={"augment": -1}))
     with pytest.raises(ConfigError, match="augment"):
         text_config(load_config("biopsy_tfidf", model_overrides={"augment": 1.5}))
+
+
+def test_the_shipped_recipe_reads_every_minimal_pair(data: dict[str, pd.DataFrame]) -> None:
+    from ehrseq.models.text_checks import run_minimal_pairs
+
+    cfg = text_config(load_config("biopsy_tfidf", preset="tiny", model_overrides={"augment": 1}))
+    assert cfg.augment == 1 and cfg.char_ngram == (3, 4)
+    model = TfidfScope(config=cfg).fit(data["train"], data["tuning"])
+    res = run_minimal_pairs(model.predict_proba, LABELS)
+    assert len(res) == 16
+    failed = res.loc[~res.passed, ["label", "kind"]].to_dict("records")
+    assert not failed, f"minimal pairs failed: {failed}"
