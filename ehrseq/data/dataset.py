@@ -8,6 +8,7 @@ so little compute goes to padding) and their ids are range-checked once (``id_li
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,6 +58,7 @@ class SequenceDataset(Dataset):
         self.tokens, self.steps = tokens, steps  # which views to build (the RNN needs no tokens, BEHRT no steps)
         self._cache: dict[str, np.ndarray] | None = None
         self._offsets: np.ndarray | None = None if tokens else np.arange(len(fs) + 1, dtype=np.int64)
+        self._step_window: tuple[np.ndarray, np.ndarray] | None = None  # built by the first batch()
         if tokens and cache_tokens:
             self._build_cache(id_limits)
 
@@ -87,6 +89,63 @@ class SequenceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.fs)
 
+    def __getitems__(self, indices: Sequence[int]) -> Rows:
+        """The rows ``indices`` as a lazy :class:`Rows` (what a DataLoader hands its collate function):
+        :func:`collate` pads them with :meth:`batch` in a few array operations instead of row by row."""
+        return Rows(self, indices)
+
+    def batch(self, indices: Sequence[int] | np.ndarray) -> Batch:
+        """The padded batch of rows ``indices``, equal to ``collate([self[i] for i in indices])``, built from the
+        flat arrays with one gather per view (tokens, steps) instead of one slice per row and key."""
+        idx = np.asarray(indices, np.int64).reshape(-1)
+        if not len(idx):
+            raise ValueError("a batch needs at least one row")
+        fs = self.fs
+        if (self.tokens and self._cache is None) or fs.step_x.ndim != 2:  # tokens built per row: no flat arrays
+            return collate([self[int(i)] for i in idx])
+        b = len(idx)
+        if self.tokens:
+            lo = self._offsets[idx]
+            n = self._offsets[idx + 1] - lo
+        else:
+            lo, n = np.zeros(b, np.int64), np.ones(b, np.int64)
+        L = int(n.max())
+        at, real = _window(lo, n, L)
+        tok = {k: np.full((b, L), PAD_ID, np.int64) for k in TOKEN_KEYS}
+        num = np.zeros((b, L), np.float32)
+        if self.tokens:
+            for k, v in self._cache.items():  # type: ignore[union-attr]
+                if k == "value_num" or k in tok:
+                    out = num if k == "value_num" else tok[k]
+                    out[...] = _take(v, at)
+                    out[~real] = 0 if k == "value_num" else PAD_ID
+        else:
+            tok["code_ids"][:, 0] = CLS_ID
+        F = fs.step_x.shape[1]
+        if self.steps:
+            if self._step_window is None:  # every row's [first, last) step kept, computed once per dataset
+                hi = np.asarray(fs.step_cut, np.int64)
+                first = np.maximum(np.asarray(fs.step_start, np.int64), hi - self.max_steps)
+                self._step_window = first, np.maximum(hi - first, 0)
+            s_lo, m = self._step_window[0][idx], self._step_window[1][idx]
+        else:
+            s_lo, m = np.zeros(b, np.int64), np.zeros(b, np.int64)
+        s_at, smask = _window(s_lo, m, max(int(m.max()), 1))
+        steps = np.asarray(_take(fs.step_x, s_at), np.float32) if len(fs.step_x) else \
+            np.zeros((*s_at.shape, F), np.float32)
+        steps[~smask] = 0  # left-aligned; visit_mask marks real steps
+        mask = real.astype(np.int64)
+        return Batch(
+            subject_id=torch.from_numpy(self.subject_ids[idx]),
+            **{k: torch.from_numpy(v) for k, v in tok.items()},
+            attention_mask=torch.from_numpy(mask),
+            visit_x=torch.from_numpy(steps),
+            visit_mask=torch.from_numpy(smask),
+            static_x=torch.from_numpy(np.asarray(fs.static_x[idx], np.float32)),
+            labels=None if self.targets is None else torch.from_numpy(self.targets[idx]),
+            value_num=torch.from_numpy(num),
+        )
+
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         fs = self.fs
         if not self.tokens:
@@ -108,8 +167,41 @@ class SequenceDataset(Dataset):
         return item
 
 
+class Rows(Sequence[dict[str, np.ndarray]]):
+    """Rows ``indices`` of a :class:`SequenceDataset`, read lazily: a sequence of its items (``ds[i]``) for any
+    collate function, which :func:`collate` pads with ``ds.batch(indices)`` without building the items."""
+
+    def __init__(self, ds: SequenceDataset, indices: Sequence[int] | np.ndarray) -> None:
+        self.dataset, self.indices = ds, np.asarray(indices, np.int64).reshape(-1)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return Rows(self.dataset, self.indices[k])
+        return self.dataset[int(self.indices[k])]
+
+
+def _window(starts: np.ndarray, counts: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(B, width) source index of each padded cell of ranges [starts[r], starts[r] + counts[r]) (padding cells
+    repeat a valid index) and the (B, width) mask of real cells."""
+    pos = np.arange(width)
+    return starts[:, None] + pos, pos < counts[:, None]
+
+
+def _take(v: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """``v[at]`` along the first axis, indices clipped into range (padding cells are overwritten after)."""
+    return v.take(at, axis=0, mode="clip")
+
+
 def collate(items: Sequence[dict[str, np.ndarray]]) -> Batch:
-    """Pad tokens to the longest sequence (right padding) and steps to the longest history."""
+    """Pad tokens to the longest sequence (right padding) and steps to the longest history.
+
+    ``items`` from a dataset's ``__getitems__`` (:class:`Rows`) are padded by :meth:`SequenceDataset.batch`, in
+    array operations; any other sequence of items row by row (the same batch either way)."""
+    if isinstance(items, Rows):
+        return items.dataset.batch(items.indices)
     b = len(items)
     L = max(len(it["code_ids"]) for it in items)
     V = max(max(len(it["steps"]) for it in items), 1)
@@ -218,6 +310,10 @@ class LengthOrdered(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         return self.ds[int(self.order[i])]
+
+    def __getitems__(self, indices: Sequence[int]) -> Rows:
+        """Rows ``indices`` of this view, as rows of ``ds`` (padded in array operations by :func:`collate`)."""
+        return Rows(self.ds, self.order[np.asarray(indices, np.int64)])
 
     def restore(self, values: np.ndarray) -> np.ndarray:
         """(N, ...) rows in this view's order -> the same rows in the dataset's order."""

@@ -242,7 +242,6 @@ class Scorer:
         """Logits (N, K) of a sequence model over a FeatureSet (and the pooled embeddings), in the rows' order.
         Batches hold rows of similar length (BEHRT: tokens, RNN: steps), so they pad little; both models mask or
         pack the padding, so a row's output does not depend on its batch."""
-        from ehrseq.data.dataset import collate
         from ehrseq.registry import make_dataset
 
         t0 = time.perf_counter()
@@ -254,7 +253,7 @@ class Scorer:
         out, emb = [], []
         t_model = 0.0
         for a in range(0, len(ds), _PRED_BATCH):
-            batch = collate([ds[int(i)] for i in order[a:a + _PRED_BATCH]])
+            batch = ds.batch(order[a:a + _PRED_BATCH])  # padded in array operations, no per-row items
             t1 = time.perf_counter()
             o = self.model(batch)
             t_model += time.perf_counter() - t1
@@ -308,10 +307,10 @@ class Scorer:
         if len(events) == 0:
             return schema.empty_table(), tm
         labels = source.rows(events, self)
-        order = {int(s): i for i, s in enumerate(pd.unique(events["subject_id"]))}
+        order = pd.Index(pd.unique(events["subject_id"].to_numpy(np.int64)))  # subject -> its rank in events
         labels = labels.assign(prediction_time=labels["prediction_time"].astype("datetime64[us]"))
-        labels = labels.loc[labels["subject_id"].isin(list(order))]
-        rank = labels["subject_id"].map(order).to_numpy(np.int64)
+        rank = order.get_indexer(labels["subject_id"].to_numpy(np.int64))
+        labels, rank = labels.loc[rank >= 0], rank[rank >= 0]
         t_us = labels["prediction_time"].to_numpy().view("int64")
         labels = labels.iloc[np.lexsort((t_us, rank))].reset_index(drop=True)
         tm["labels"] = time.perf_counter() - t0

@@ -29,7 +29,7 @@ from ehrseq.io.validate import (
     parse_time_column,
     tidy_events,
 )
-from ehrseq.scoring.constants import _F32_MAX, QUARANTINE_FILE, QUARANTINE_SCHEMA
+from ehrseq.scoring.constants import _F32_MAX, QUARANTINE_FILE, QUARANTINE_SCHEMA, REASON_CODES
 from ehrseq.scoring.summary import ScoringError
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def check_rows(df: pd.DataFrame, policy: ValidationPolicy, file: str | None = No
     other rows of its batch.
     """
     n = len(df)
-    reason = np.full(n, None, dtype=object)
+    reason = np.zeros(n, np.int8)  # 0: fine, else 1 + index in REASON_CODES (object array only at the end)
     for col in ("subject_id", "time", "code", "numeric_value"):
         if col not in df.columns:
             from ehrseq.io.validate import missing_column_error
@@ -145,7 +145,7 @@ def check_rows(df: pd.DataFrame, policy: ValidationPolicy, file: str | None = No
             raise missing_column_error(col, [str(c) for c in df.columns], file=file, n_rows=n)
 
     def mark(bad: np.ndarray, code: str) -> None:
-        reason[bad & (reason == None)] = code  # noqa: E711  (elementwise)
+        reason[bad & (reason == 0)] = 1 + REASON_CODES.index(code)  # a row keeps its first reason
 
     parsed_ids = parse_subject_ids(df["subject_id"])
     mark(~parsed_ids.ok, "BAD_SUBJECT_ID")
@@ -177,9 +177,10 @@ def check_rows(df: pd.DataFrame, policy: ValidationPolicy, file: str | None = No
     mark(np.isinf(num), "NONFINITE_VALUE")
     with np.errstate(invalid="ignore"):
         mark(np.isfinite(num) & (np.abs(num) > _F32_MAX), "BAD_VALUE")
-    return reason, np.where(parsed_ids.ok, parsed_ids.ids, 0).astype(np.int64)
+    return _REASONS[reason], np.where(parsed_ids.ok, parsed_ids.ids, 0).astype(np.int64)
 
 
+_REASONS = np.array([None, *REASON_CODES], dtype=object)  # check_rows' int8 codes -> None / reason code
 _COLUMN_REASON = {"subject_id": "BAD_SUBJECT_ID", "code": "NULL_CODE", "time": "BAD_TIME", "numeric_value": "BAD_VALUE"}
 
 
@@ -321,12 +322,16 @@ class _EventStream:
 
     def _tidy(self, frame: pd.DataFrame) -> pd.DataFrame:
         """tidy_events (non-finite, duplicate rows, empty subjects, sort), keeping the input subject order."""
-        order = {s: i for i, s in enumerate(pd.unique(frame["subject_id"]))}
+        sid = frame["subject_id"].to_numpy()
+        ascending = bool((sid[1:] >= sid[:-1]).all())  # the usual MEDS layout: tidy_events' sort keeps it
+        order = pd.Index(pd.unique(sid))
         try:
             out, _ = tidy_events(frame, file=None, policy=self.policy, report=ValidationReport())
         except DataValidationError as e:  # check_rows catches what tidy_events rejects; keep the message clear
             raise ScoringError(f"validation failed after the row checks: {e}") from e
-        rank = out["subject_id"].map(order).to_numpy(np.int64)
+        if ascending:
+            return out
+        rank = order.get_indexer(out["subject_id"].to_numpy())
         return out.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
 
 
