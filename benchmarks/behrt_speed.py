@@ -1,6 +1,6 @@
 """BEHRT throughput, old path against new in the same run: pretraining, fine-tuning, inference; held-out AUROC.
 
-    python -m benchmarks.behrt_speed [--patients 1200] [--epochs 6] [--pretrain-epochs 3] [--prefixes 4]  # ~8 min
+    python -m benchmarks.behrt_speed [--patients 1200] [--epochs 6] [--pretrain-epochs 3] [--prefixes 4]  # ~10 min
 
 The CDAI task of benchmarks/sequence_models.py (site A of the synthetic cohort, held-out patients), with the
 settings of configs/cdai_behrt.yaml (small preset, max_len 96, batch 32, lr 2e-3, cosine with 5% warm-up): masked-
@@ -14,7 +14,12 @@ differs is exactly the levers of issue #15:
   in every ``__getitem__`` (``cache_tokens=False``), shuffled batches padded to their longest row;
 - new: ``ehrseq.models.behrt`` (fused Q/K/V and SDPA, cheaper CPU dropout, no checks in forward, MLM head on the
   masked positions only), token views built and range-checked once per dataset, length-bucketed training
-  batches, tuning and inference in length order (what ``ehrseq finetune`` and ``ehrseq pretrain`` now do).
+  batches, tuning and inference in length order (what ``ehrseq finetune`` and ``ehrseq pretrain`` now do);
+- new_bf16 (unless --no-bf16): the new path with ``train.precision: bf16`` (bfloat16 autocast of every forward
+  pass, training and inference; fp32 weights, optimizer and loss), reported against both.
+
+The trainer (its optimizer included: torch's fused AdamW, ``train.trainer.make_adamw``) is the same for every path, so
+its speed-ups raise the old path's throughput as much as the new one's and do not show in the ratios.
 
 Throughput is sequences per CPU-second of this process (threads fixed with --threads), which busy neighbours on
 a shared machine disturb far less than wall time; wall-clock figures are given too. Training throughput counts
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 import time
 from dataclasses import replace
@@ -50,9 +56,9 @@ from ehrseq.recipes.pretrain import whole_history_labels
 from ehrseq.recipes.sequence import predict_sequence_logits
 from ehrseq.registry import behrt_id_limits, build_model, saved_behrt_config
 from ehrseq.split import ids_in
-from ehrseq.train.trainer import TrainConfig, predict_logits, train
+from ehrseq.train.trainer import TrainConfig, autocast_for, predict_logits, train
 
-PATHS = ("old", "new")
+PATHS = ("old", "new", "new_bf16")  # new_bf16: the new path under train.precision bf16 (--no-bf16 skips it)
 
 
 class Clock:
@@ -79,20 +85,24 @@ def model_for(path: str, config: BehrtConfig, head: str, body: dict[str, torch.T
     """A fresh model of the path's class (same seed: same initial weights), the pretrained body loaded."""
     kw = {**saved_behrt_config(config.to_dict()), "head": head, "num_labels": 1}
     torch.manual_seed(0)
-    m = BehrtModel(BehrtConfig(**kw)) if path == "new" else old_behrt.BehrtModel(old_behrt.BehrtConfig(**kw))
+    m = BehrtModel(BehrtConfig(**kw)) if path != "old" else old_behrt.BehrtModel(old_behrt.BehrtConfig(**kw))
     if body is not None:
         m.load_state_dict(body, strict=False)
     return m
 
 
-def predict(path: str, model: torch.nn.Module, ds: SequenceDataset) -> np.ndarray:
-    return predict_sequence_logits(model, ds) if path == "new" else predict_logits(model, ds)
+def predict(path: str, model: torch.nn.Module, ds: SequenceDataset, precision: str) -> np.ndarray:
+    if path == "old":
+        return predict_logits(model, ds)
+    with autocast_for(precision, torch.device("cpu")):  # what predict_logits(precision=...) does
+        return predict_sequence_logits(model, ds)
 
 
 def run_path(path: str, a: argparse.Namespace, ev: pd.DataFrame, sp: pd.DataFrame, fz: Featurizer,
              config: BehrtConfig) -> dict[str, Any]:
+    precision = "bf16" if path == "new_bf16" else "fp32"
     tcfg = TrainConfig(epochs=a.epochs, batch_size=32, lr=2e-3, patience=3, schedule="cosine", warmup=0.05,
-                       seed=a.seed, progress=False)
+                       seed=a.seed, progress=False, precision=precision, device="cpu")
     out: dict[str, Any] = {}
     # ---- pretraining (building the datasets is timed: the new path's token cache is built there)
     parts, fs = {}, {}
@@ -108,13 +118,13 @@ def run_path(path: str, a: argparse.Namespace, ev: pd.DataFrame, sp: pd.DataFram
             masked, labels = mask_codes(b.code_ids, b.attention_mask, vocab, gen)
         else:
             masked, labels = fixed_mask_codes(b.code_ids, b.attention_mask, vocab, b.subject_id, seed=a.seed)
-        kw = {"masked_only": True} if path == "new" else {}
+        kw = {"masked_only": True} if path != "old" else {}
         return m(replace(b, code_ids=masked, labels=None), labels=labels, **kw).loss
 
     mlm = model_for(path, config, "mlm", None)
     pcfg = replace(tcfg, epochs=a.pretrain_epochs, patience=2)
-    tuning: Any = LengthOrdered(parts["tuning"]) if path == "new" else parts["tuning"]
-    hook = bucketed_batches(parts["train"], 32, a.seed) if path == "new" else None
+    tuning: Any = LengthOrdered(parts["tuning"]) if path != "old" else parts["tuning"]
+    hook = bucketed_batches(parts["train"], 32, a.seed) if path != "old" else None
     with Clock() as c:
         r = train(mlm, parts["train"], tuning, pcfg, loss_fn=mlm_step, batches=hook)
     out["pretrain"] = throughput(r.sequences_per_second * r.seconds, c, r.best_epoch, len(r.history), build)
@@ -127,8 +137,8 @@ def run_path(path: str, a: argparse.Namespace, ev: pd.DataFrame, sp: pd.DataFram
     with Clock() as build:
         ds = {s: dataset(path, fs[s], y[s], fz) for s in ("train", "tuning")}
     clf = model_for(path, config, "binary", body)
-    tuning = LengthOrdered(ds["tuning"]) if path == "new" else ds["tuning"]
-    hook = bucketed_batches(ds["train"], 32, a.seed) if path == "new" else None
+    tuning = LengthOrdered(ds["tuning"]) if path != "old" else ds["tuning"]
+    hook = bucketed_batches(ds["train"], 32, a.seed) if path != "old" else None
     with Clock() as c:
         r = train(clf, ds["train"], tuning, tcfg, batches=hook)
     out["finetune"] = throughput(r.sequences_per_second * r.seconds, c, r.best_epoch, len(r.history), build)
@@ -137,7 +147,7 @@ def run_path(path: str, a: argparse.Namespace, ev: pd.DataFrame, sp: pd.DataFram
     runs = []
     for _ in range(a.repeats):
         with Clock() as c:
-            logits = {s: predict(path, clf, dataset(path, fs[s], None, fz)) for s in ("tuning", "held_out")}
+            logits = {s: predict(path, clf, dataset(path, fs[s], None, fz), precision) for s in ("tuning", "held_out")}
         runs.append(throughput(len(fs["tuning"]) + len(fs["held_out"]), c, None, None))
     out["inference"] = sorted(runs, key=lambda r: r["per_cpu_s"])[len(runs) // 2]
     ho = lab["held_out"]
@@ -154,6 +164,15 @@ def throughput(n: float, c: Clock, best: int | None, epochs: int | None, build: 
             "best_epoch": best, "epochs": epochs}
 
 
+def kept_notes() -> str:
+    """The hand-written notes of the results file this run replaces (its sections from the first heading that
+    says "hand-written"), so rerunning the benchmark keeps them."""
+    path = Path(__file__).parent / "results" / "behrt_speed.md"
+    old = path.read_text() if path.exists() else ""
+    at = next((m.start() for m in re.finditer(r"^## .*hand-written.*$", old, re.M)), None)
+    return "" if at is None else "\n\n" + old[at:].rstrip()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--patients", type=int, default=1200)
@@ -164,7 +183,8 @@ def main() -> None:
     ap.add_argument("--n-boot", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5, help="inference timings per path (the median is reported)")
-    ap.add_argument("--order", default="old,new", help="the order the paths run in (old,new or new,old)")
+    ap.add_argument("--order", default="old,new", help="the order the paths run in (old,new or new,old; new_bf16 last unless named)")
+    ap.add_argument("--no-bf16", action="store_true", help="skip the new path under train.precision bf16")
     a = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
     torch.set_num_threads(a.threads)
@@ -176,15 +196,24 @@ def main() -> None:
     ev, sp = site_split(data, "A")
     fz = Featurizer(FeaturizerConfig(max_len=96)).fit(ev, sp)
     config = build_model("behrt", "mlm", 1, fz, "small", {}).config
-    res = {p: run_path(p, a, ev, sp, fz, config) for p in a.order.split(",")}
+    order = [p for p in a.order.split(",") if p in PATHS and not (a.no_bf16 and p == "new_bf16")]
+    order += [] if a.no_bf16 or "new_bf16" in order else ["new_bf16"]
+    res = {p: run_path(p, a, ev, sp, fz, config) for p in dict.fromkeys(order)}
     lines = ["| stage | old seq/s (CPU) | new seq/s (CPU) | ratio (CPU) | old seq/s (wall) | new seq/s (wall) | "
              "ratio (wall) | epochs old / new |", "|---|---|---|---|---|---|---|---|"]
+    bf = ["", "### New path under `train.precision: bf16` (same run)\n",
+          "| stage | new bf16 seq/s (CPU) | ratio to old (CPU) | ratio to new fp32 (CPU) | epochs |", "|---|---|---|---|---|"]
     for stage in ("pretrain", "finetune", "inference"):
         o, n = res["old"][stage], res["new"][stage]
         ep = f"{o['epochs']} / {n['epochs']}" if o["epochs"] else ""
         lines.append(f"| {stage} | {o['per_cpu_s']:.0f} | {n['per_cpu_s']:.0f} | **{n['per_cpu_s'] / o['per_cpu_s']:.2f}x**"
                      f" | {o['per_wall_s']:.0f} | {n['per_wall_s']:.0f} | {n['per_wall_s'] / o['per_wall_s']:.2f}x | {ep} |")
-    scores = {p: summarize(res[p]["preds"], "binary", n_bootstrap=a.n_boot, seed=a.seed) for p in PATHS}
+        if "new_bf16" in res:
+            b = res["new_bf16"][stage]
+            bf.append(f"| {stage} | {b['per_cpu_s']:.0f} | {b['per_cpu_s'] / o['per_cpu_s']:.2f}x | "
+                      f"{b['per_cpu_s'] / n['per_cpu_s']:.2f}x | {b['epochs'] or ''} |")
+    lines += bf if "new_bf16" in res else []
+    scores = {p: summarize(res[p]["preds"], "binary", n_bootstrap=a.n_boot, seed=a.seed) for p in res}
     orc = summarize(oracle(res["old"]["preds"][["subject_id", "prediction_time", "y_true"]], truth), "binary",
                     n_bootstrap=a.n_boot, seed=a.seed)
     n_ho = len(res["old"]["preds"])
@@ -194,15 +223,15 @@ def main() -> None:
         f"{a.prefixes} sequences per train patient, {a.pretrain_epochs} epochs at most (patience 2); fine-tuning "
         f"from the pretrained encoder: {a.epochs} epochs at most (patience 3); inference: tuning + held-out rows "
         f"(median of {a.repeats} timings). "
-        f"torch threads {a.threads}; paths run in the order {a.order}. Total {time.perf_counter() - t0:.0f}s.\n",
+        f"torch threads {a.threads}; paths run in the order {','.join(res)}. Total {time.perf_counter() - t0:.0f}s.\n",
         "## Throughput (sequences per second; ratio = new / old)\n", *lines, "",
         f"## Held-out AUROC ({n_ho} label rows, patient-bootstrap 95% CI)\n",
         "| path | AUROC | AUPRC | Brier | best tuning MLM loss |", "|---|---|---|---|---|",
         *[f"| {p} | {fmt(scores[p]['auroc'])} | {fmt(scores[p]['auprc'])} | {fmt(scores[p]['brier'])} | "
-          f"{res[p]['pretrain_loss']:.3f} |" for p in PATHS],
+          f"{res[p]['pretrain_loss']:.3f} |" for p in PATHS if p in res],
         f"| oracle (true probabilities) | {fmt(orc['auroc'])} | {fmt(orc['auprc'])} | {fmt(orc['brier'])} | |",
     ]
-    text = "\n".join(body)
+    text = "\n".join(body) + kept_notes()
     print(text)
     print(f"wrote {write_result('BEHRT speed: old path against new (issue #15)', text)}")
 

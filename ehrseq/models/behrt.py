@@ -46,6 +46,7 @@ from torch import nn
 from transformers import BertConfig, PretrainedConfig, PreTrainedModel
 
 from ehrseq.data.batch import PAD_ID, Batch
+from ehrseq.models import behrt_encoder as enc
 from ehrseq.models.behrt_encoder import BehrtEncoder, FastDropout
 from ehrseq.models.masking import IGNORE_INDEX
 from ehrseq.models.outputs import ModelOutput
@@ -321,16 +322,18 @@ class BehrtModel(PreTrainedModel):
         With ``query_index`` (B, Q) int64: the final states of those tokens of each row only, (B, Q, H), for
         which the last layer computes Q queries per row (see :class:`~ehrseq.models.behrt_encoder.BehrtEncoder`).
         """
-        zeros = torch.zeros_like(code_ids)
         given = {"age_ids": age_ids, "segment_ids": segment_ids, "position_ids": position_ids, "time_ids": time_ids,
                  "value_ids": value_ids}
-        ids = {"code_ids": code_ids, **{k: zeros if v is None else v for k, v in given.items()}}
+        ids = {"code_ids": code_ids, **{k: torch.zeros_like(code_ids) if v is None else v for k, v in given.items()}}
         L = code_ids.shape[1]
         if L > self.config.max_position_embeddings:  # a shape: no host sync
             raise ValueError(f"sequence length {L} exceeds max_position_embeddings={self.config.max_position_embeddings}")
+        if low := enc.lowp_autocast(code_ids.device):  # L padded to a multiple of 8: few oneDNN kernel shapes
+            ids, attention_mask, value_num = enc.pad_lengths(ids, attention_mask, value_num)
         h = self.embeddings(**ids, value_num=value_num)  # (B, L, H)
         # padded keys get no attention weight, so appending PAD tokens leaves the real tokens' outputs unchanged
-        return self.encoder(h, attention_mask, query_index)  # (B, L, H), or (B, Q, H) with query_index
+        out = self.encoder(h, attention_mask, query_index)  # (B, L, H), or (B, Q, H) with query_index
+        return out[:, :L] if low and query_index is None else out
 
     def forward(
         self,
@@ -374,18 +377,20 @@ class BehrtModel(PreTrainedModel):
         elif masked_only and labels is not None and self.config.pooling != "mean":
             picked = labels != IGNORE_INDEX  # (B, L)
             n = picked.sum(1)
-            masked = torch.argsort((~picked).to(torch.int8), dim=1, stable=True)[:, : int(n.max())]  # picked first
+            q = enc.query_count(int(n.max()), picked.shape[1], code_ids.device)  # int(n.max()), or more under bf16
+            masked = torch.argsort((~picked).to(torch.int8), dim=1, stable=True)[:, :q]  # picked first
             states = self.encode(*args, query_index=torch.cat([masked, self._pool_index(attention_mask)], 1))
             pooled, states = states[:, -1], states[:, :-1]  # the pooled token's state, then the masked tokens'
             real = torch.arange(states.shape[1], device=n.device)[None] < n[:, None]  # (B, Q)
             labels = labels[picked]  # (n,), row-major as states[real]
-            logits = self.mlm_head(states[real])  # (n, vocab)
+            logits = enc.padded_rows(self.mlm_head, states[real])  # (n, vocab)
         else:
             hidden = self.encode(*args)
             pooled = self._pool(hidden, attention_mask)  # (B, H)
             if masked_only and labels is not None:
                 labels, hidden = labels[labels != IGNORE_INDEX], hidden[labels != IGNORE_INDEX]
             logits = self.mlm_head(hidden)  # (B, L, vocab), or (n, vocab) masked_only
+        logits = logits.float()  # fp32 under autocast too: the loss and the caller read fp32
         loss = None if labels is None else self._loss(logits, labels)
         return ModelOutput(logits=logits, loss=loss, embeddings=pooled)
 

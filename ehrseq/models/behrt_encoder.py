@@ -41,8 +41,51 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tens
     n = x.numel()
     draws = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # full 64-bit range
     bits = draws.view(torch.int16)[:n].view(x.shape)
-    keep = (bits >= round(p * 65536) - _I16_OFFSET).to(x.dtype).mul_(1.0 / (1.0 - p))
-    return x * keep
+    keep = bits >= round(p * 65536) - _I16_OFFSET
+    if x.dtype in (torch.bfloat16, torch.float16):  # bool -> bf16 is slow on the CPU, uint8 -> bf16 is not
+        keep = keep.view(torch.uint8)
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
+# Under bf16 autocast on the CPU oneDNN builds (and caches) a kernel per new matrix shape, about a millisecond
+# each: sequence lengths, masked-query counts and masked-token rows are padded to these multiples, so few recur.
+SHAPE_MULTIPLE = 8
+ROW_MULTIPLE = 64
+
+
+def lowp_autocast(device: torch.device) -> bool:
+    """Whether a bfloat16 / float16 autocast region is active for ``device``'s type (see ``train.precision``)."""
+    return device.type in ("cpu", "cuda") and torch.is_autocast_enabled(device.type)
+
+
+def _pad_len(t: torch.Tensor, value: float) -> torch.Tensor:
+    extra = -t.shape[1] % SHAPE_MULTIPLE
+    return F.pad(t, (0, extra), value=value) if extra else t
+
+
+def pad_lengths(ids: dict[str, torch.Tensor], attention_mask: torch.Tensor, value_num: torch.Tensor | None
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
+    """(B, L) inputs right-padded with zeros (PAD, no attention, no value) to L a multiple of SHAPE_MULTIPLE;
+    padded keys get no attention weight, so the real tokens' outputs are unchanged."""
+    return ({k: _pad_len(v, 0) for k, v in ids.items()}, _pad_len(attention_mask, 0),
+            None if value_num is None else _pad_len(value_num, 0.0))
+
+
+def query_count(q: int, L: int, device: torch.device) -> int:
+    """``q`` masked queries per row; under low-precision autocast rounded up so that ``q + 1`` (with the pooled
+    token) is a multiple of SHAPE_MULTIPLE, at most ``L``."""
+    if not lowp_autocast(device):
+        return q
+    return min(-(-(q + 1) // SHAPE_MULTIPLE) * SHAPE_MULTIPLE, L + 1) - 1
+
+
+def padded_rows(fn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` for (n, H) rows; under low-precision autocast computed on rows zero-padded to a multiple of
+    ROW_MULTIPLE (n changes every step), the padded rows dropped again."""
+    n = x.shape[0]
+    if not lowp_autocast(x.device) or n % ROW_MULTIPLE == 0:
+        return fn(x)
+    return fn(F.pad(x, (0, 0, 0, -n % ROW_MULTIPLE)))[:n]
 
 
 class FastDropout(nn.Module):
