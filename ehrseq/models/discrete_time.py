@@ -49,7 +49,6 @@ from torch import nn
 
 from ehrseq.artifacts import load_artifact, save_artifact
 from ehrseq.errors import ArtifactError, ConfigError, DataValidationError
-from ehrseq.models import pycox_compat as pc
 from ehrseq.models.deepsurv import DeepSurvConfig, FeatureFitted, check_survival_data
 from ehrseq.models.heads import mlp
 from ehrseq.models.outputs import ModelOutput
@@ -59,6 +58,14 @@ from ehrseq.utils import seed_everything
 ArrayLike = np.ndarray | pd.DataFrame | pd.Series | list
 CUT_SCHEMES = ("equidistant", "quantiles")
 DENSE_SUB = 10  # default grid of predict_survival: this many points per interval between cut points (pycox's)
+
+
+def _pycox() -> Any:
+    """ehrseq.models.pycox_compat, imported when a model trains (pycox pulls in scipy.stats, sklearn and numba:
+    over a second that scoring, which needs none of it, does not pay)."""
+    from ehrseq.models import pycox_compat
+
+    return pycox_compat
 
 
 @dataclass
@@ -143,7 +150,7 @@ class DiscreteTimeSurvival(FeatureFitted):
 
     def _survival_at_cuts(self, phi: torch.Tensor) -> torch.Tensor:
         """(N, m) S(tau_j | x) from phi (float64)."""
-        pmf = pc.pad_col(phi).softmax(1)[:, :-1]  # PMF and DeepHit
+        pmf = F.pad(phi, (0, 1)).softmax(1)[:, :-1]  # PMF and DeepHit (pycox's pad_col: a zero logit last)
         return (1.0 - pmf.cumsum(1)).clamp(0.0, 1.0)
 
     # ----------------------------------------------------------------------------------- fitting
@@ -301,7 +308,7 @@ class LogisticHazard(DiscreteTimeSurvival):
     MODEL_TYPE: ClassVar[str] = "logistic_hazard"
 
     def _loss(self, phi: torch.Tensor, b: _Rows) -> torch.Tensor:
-        return pc.loss.NLLLogistiHazardLoss()(phi, b.idx, b.e)
+        return _pycox().loss.NLLLogistiHazardLoss()(phi, b.idx, b.e)
 
     def _base_logits(self, hazards: torch.Tensor) -> torch.Tensor:
         return torch.logit(hazards.clamp(1e-4, 1 - 1e-4)).float()
@@ -316,7 +323,7 @@ class PMF(DiscreteTimeSurvival):
     MODEL_TYPE: ClassVar[str] = "pmf"
 
     def _loss(self, phi: torch.Tensor, b: _Rows) -> torch.Tensor:
-        return pc.loss.NLLPMFLoss()(phi, b.idx, b.e)
+        return _pycox().loss.NLLPMFLoss()(phi, b.idx, b.e)
 
 
 class DeepHit(DiscreteTimeSurvival):
@@ -325,7 +332,7 @@ class DeepHit(DiscreteTimeSurvival):
     MODEL_TYPE: ClassVar[str] = "deephit"
 
     def _loss(self, phi: torch.Tensor, b: _Rows) -> torch.Tensor:
-        return pc.loss.DeepHitSingleLoss(self.config.alpha, self.config.sigma)(phi, b.idx, b.e,
+        return _pycox().loss.DeepHitSingleLoss(self.config.alpha, self.config.sigma)(phi, b.idx, b.e,
                                                                               rank_matrix(b.idx, b.e))
 
 
@@ -382,7 +389,7 @@ def _checked(X: ArrayLike, d: ArrayLike, e: ArrayLike, name: str) -> tuple[np.nd
 
 def _fit_cuts(cfg: DiscreteTimeConfig, t: np.ndarray, e: np.ndarray) -> Any:
     """pycox's LabTransDiscreteTime fitted on the training durations (its quantile scheme may merge cuts)."""
-    labtrans = pc.LabTransDiscreteTime(cfg.num_durations, scheme=cfg.cut_scheme)
+    labtrans = _pycox().LabTransDiscreteTime(cfg.num_durations, scheme=cfg.cut_scheme)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="cuts are not unique")  # fewer cuts: recorded in cuts_
