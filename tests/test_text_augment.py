@@ -67,3 +67,23 @@ def test_the_shipped_recipe_reads_every_minimal_pair(data: dict[str, pd.DataFram
     assert len(res) == 16
     failed = res.loc[~res.passed, ["label", "kind"]].to_dict("records")
     assert not failed, f"minimal pairs failed: {failed}"
+
+
+def test_distilbert_with_mark_scopes_and_augment_is_the_marked_paraphrased_model(
+        data: dict[str, pd.DataFrame], tmp_path) -> None:
+    from ehrseq.models.scope_marking import mark_all
+    from ehrseq.models.text_classifier import TextClassifier, TextClassifierConfig
+
+    tr, tu = data["train"].iloc[:40], data["tuning"].iloc[:20]
+    cfg = TextClassifierConfig.from_preset("tiny", epochs=1, mlm_epochs=1, mark_scopes=True, augment=1, seed=3)
+    lib = TextClassifier(cfg).fit(tr, tu)
+    # the same model composed by hand: paraphrase, mark, then a plain classifier on the marked text
+    texts, y = augmented(tr.text.tolist(), tr[LABELS].to_numpy(), 1, 3)
+    by_hand = TextClassifier(TextClassifierConfig.from_preset("tiny", epochs=1, mlm_epochs=1, seed=3)).fit(
+        pd.DataFrame(y, columns=LABELS).assign(text=mark_all(texts)), tu.assign(text=mark_all(tu.text.tolist())))
+    reports = ["No giant cells are seen.", "Giant cells are seen in the media."]
+    np.testing.assert_allclose(lib.predict_proba(reports), by_hand.predict_proba(mark_all(reports)), atol=1e-6)
+    assert any(t.startswith("xneg") for t in lib.tokenizer_.get_vocab())  # the vocabulary is of marked text
+    back = TextClassifier.load(lib.save(tmp_path / "m"))
+    assert back.config.mark_scopes and back.config.augment == 1
+    np.testing.assert_allclose(back.predict_proba(reports), lib.predict_proba(reports), atol=1e-6)

@@ -18,6 +18,7 @@ The lexicon was written from general pathology knowledge without sight of the he
 from __future__ import annotations
 
 import functools
+import logging
 import random
 import re
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ehrseq.codes import BIOPSY_LABELS
 from ehrseq.errors import DataValidationError
 from ehrseq.models import report_lexicon as lx
 from ehrseq.models.negation_cues import POST_NEG, PRE_NEG, WORD
@@ -394,3 +396,16 @@ def paraphrase_reports(texts: Sequence[str], labels: np.ndarray, n_variants: int
     """
     new, y, src, _ = paraphrase_with_trace(texts, labels, n_variants, seed, strength)
     return new, y, src
+
+
+def augmented(texts: list[str], y: np.ndarray, k: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """``texts`` / ``y`` followed by ``k`` paraphrases of each report in which the augmenter recognised at least
+    one labelled statement (the others are not copied: a copy that re-words nothing adds only noise)."""
+    new, y_new, src, traces = paraphrase_with_trace(texts, y, n_variants=k, seed=seed)
+    keep = [i for i, tr in enumerate(traces) if any(s.concept in BIOPSY_LABELS for s in tr)]
+    n_rec = len({int(src[i]) for i in keep})
+    if n_rec < 0.5 * len(texts):
+        logging.getLogger(__name__).warning(
+            "augment: the paraphraser recognised a labelled statement in only %d of %d training reports (it "
+            "knows ehrseq's synthetic report style); the others are used as written", n_rec, len(texts))
+    return list(texts) + [new[i] for i in keep], np.concatenate([y, y_new[keep]])

@@ -45,6 +45,8 @@ from ehrseq.artifacts import load_artifact, save_artifact
 from ehrseq.errors import ArtifactError, DataValidationError
 from ehrseq.featurize.text import load_tokenizer, texts_and_ids, train_wordpiece
 from ehrseq.models.outputs import ModelOutput
+from ehrseq.models.paraphrase import augmented
+from ehrseq.models.scope_marking import mark_all
 from ehrseq.models.text_net import (  # noqa: F401  (the classifier's config and network, re-exported)
     MODEL_TYPE,
     POOLINGS,
@@ -106,11 +108,14 @@ class TextClassifier:
         seed_everything(cfg.seed)
         train_texts, y_train = self._check_labelled(train_df, "train_df")
         tune_texts, y_tune = self._check_labelled(tuning_df, "tuning_df")
+        if cfg.augment:
+            train_texts, y_train = augmented(train_texts, y_train, cfg.augment, cfg.seed)
+            y_train = y_train.astype(np.float32)
         extra = texts_and_ids(unlabeled)[0] if unlabeled is not None else []
         target = _adapt_texts(adapt_to) if adapt_to is not None and cfg.self_train_rounds > 0 else None
         if cfg.pretrained is None:
             self.tokenizer_ = train_wordpiece(
-                train_texts + extra, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency
+                self._read(train_texts + extra), vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency
             )
         windows = None  # (train, tuning, MLM corpus), tokenised once, when the tokenizer exists
         self.nets_, self.history_ = [], []
@@ -267,10 +272,15 @@ class TextClassifier:
         return {"input_ids": ids, "attention_mask": att, "sample_map": sample_map}
 
     # ------------------------------------------------------------------ inference
+    def _read(self, texts: list[str]) -> list[str]:
+        """The reports as the tokenizer sees them: scope-marked with ``mark_scopes``, else as written."""
+        return mark_all(texts) if self.config.mark_scopes else texts
+
     def windows(self, texts: list[str]) -> Windows:
-        """Tokenise into windows of at most ``max_length`` tokens sharing ``stride`` tokens."""
+        """Tokenise into windows of at most ``max_length`` tokens sharing ``stride`` tokens (reports marked
+        first with ``mark_scopes``)."""
         enc = self.tokenizer_(
-            texts, truncation=True, max_length=self.config.max_length, stride=self.config.stride,
+            self._read(texts), truncation=True, max_length=self.config.max_length, stride=self.config.stride,
             return_overflowing_tokens=True, padding=False,
         )
         return Windows(ids=enc["input_ids"], report=np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64))
