@@ -45,11 +45,13 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}"
 
 
-def write_result(name: str, body: str) -> Path:
+def write_result(name: str, body: str, stem: str | None = None) -> Path:
+    """Write ``body`` under a header (title ``name``, date, command, machine) to ``results/<stem>.md`` (default:
+    the running benchmark's module name); returns the path."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     cmd = "python -m " + " ".join(["benchmarks." + Path(sys.argv[0]).stem, *sys.argv[1:]])
     head = (f"# {name}\n\n- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}\n- command: `{cmd}`\n"
             f"- machine: {machine()}\n\n")
-    path = RESULTS / f"{Path(sys.argv[0]).stem}.md"
+    path = RESULTS / f"{stem or Path(sys.argv[0]).stem}.md"
     path.write_text(head + body.rstrip() + "\n")
     return path
