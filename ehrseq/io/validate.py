@@ -186,8 +186,14 @@ def to_numbers(values: pd.Series, *, column: str, file: str | None, subject_ids:
 def to_text(values: pd.Series, *, blank_is_null: bool = False) -> pd.Series:
     """Convert a column to object dtype holding str or None (non-text values are turned into text)."""
     s = values.reset_index(drop=True)
-    if isinstance(s.dtype, pd.StringDtype) and s.isna().all():
+    if isinstance(s.dtype, pd.StringDtype):  # only str or NA: no type inference, convert the present cells only
         arr = np.full(len(s), None, dtype=object)
+        present = s.notna().to_numpy(dtype=bool)
+        if present.any():
+            arr[present] = s[present].to_numpy(dtype=object)
+        if blank_is_null and present.any():
+            blank = np.array([not v.strip() for v in arr[present]], dtype=bool)
+            arr[np.flatnonzero(present)[blank]] = None
         return pd.Series(arr, index=s.index, dtype=object)
     arr = s.to_numpy(dtype=object, na_value=None) if pd.api.types.is_string_dtype(s.dtype) else s.to_numpy(
         dtype=object)
@@ -196,6 +202,7 @@ def to_text(values: pd.Series, *, blank_is_null: bool = False) -> pd.Series:
                        dtype=object)
     if blank_is_null and len(arr):
         blank = np.array([v is not None and not v.strip() for v in arr], dtype=bool)
+        arr = arr if arr.flags.writeable else arr.copy()  # an object column's values may be a read-only view
         arr[blank] = None
     return pd.Series(arr, index=s.index, dtype=object)
 
@@ -272,11 +279,14 @@ def tidy_events(
     file: str | None = None,
     policy: ValidationPolicy | None = None,
     report: ValidationReport | None = None,
+    birth_death: bool = True,
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Whole-table half of validation: non-finite numbers, implausible times (dropped, counted), duplicates,
     empty subjects, events before birth / after death (counted), stable sort.
 
     ``df`` must already have canonical dtypes (the output of :func:`coerce_events`, possibly concatenated).
+    ``birth_death=False`` skips the birth / death counts (they only count, never drop: for a caller that does
+    not use the report's ``events_before_birth`` / ``events_after_death``).
     """
     policy = policy or ValidationPolicy()
     report = report if report is not None else ValidationReport()
@@ -339,7 +349,8 @@ def tidy_events(
                 keep[order] = kept_sorted
 
     df = _take_sorted(df, order, keep, report)
-    count_birth_death(df, report)  # sorted by subject now: no search for each row's birth / death
+    if birth_death:
+        count_birth_death(df, report)  # sorted by subject now: no search for each row's birth / death
     report.rows_out = len(df)
     report.subjects_out = rowkeys.n_subjects(s_sid)
     return df, report

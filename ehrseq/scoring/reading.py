@@ -25,6 +25,7 @@ from ehrseq.io.validate import (
     CANONICAL_COLUMNS,
     ValidationPolicy,
     ValidationReport,
+    _blank,
     coerce_events,
     parse_time_column,
     tidy_events,
@@ -121,8 +122,11 @@ def _raw_batches(src: _Source, batch_rows: int, column_map: Mapping[str, str] | 
         row = 0
         rel = src.rel(f)
         fpolicy = src.policies.get(rel, policy)
+        renames = {k: v for k, v in cmap.items() if k in cols and k != v}
         for b in iter_parquet_batches(pf, f, batch_size=batch_rows, columns=cols):
-            df = b.to_pandas().rename(columns=cmap)
+            df = b.to_pandas()
+            if renames:
+                df = df.rename(columns=renames)
             yield rel, row, df, fpolicy
             row += b.num_rows
 
@@ -136,6 +140,12 @@ def check_rows(df: pd.DataFrame, policy: ValidationPolicy, file: str | None = No
     order decided for the whole file (:func:`file_policies`); then the result of a row does not depend on the
     other rows of its batch.
     """
+    reason, ids = _row_reasons(df, policy, file)
+    return _REASONS[reason], ids
+
+
+def _row_reasons(df: pd.DataFrame, policy: ValidationPolicy, file: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`check_rows` with the reasons as int8 codes (0: fine, else 1 + index in REASON_CODES)."""
     n = len(df)
     reason = np.zeros(n, np.int8)  # 0: fine, else 1 + index in REASON_CODES (object array only at the end)
     for col in ("subject_id", "time", "code", "numeric_value"):
@@ -147,12 +157,22 @@ def check_rows(df: pd.DataFrame, policy: ValidationPolicy, file: str | None = No
     def mark(bad: np.ndarray, code: str) -> None:
         reason[bad & (reason == 0)] = 1 + REASON_CODES.index(code)  # a row keeps its first reason
 
-    parsed_ids = parse_subject_ids(df["subject_id"])
-    mark(~parsed_ids.ok, "BAD_SUBJECT_ID")
+    s = df["subject_id"]
+    if s.dtype.kind == "i" and not isinstance(s.dtype, pd.api.extensions.ExtensionDtype):
+        ids = s.to_numpy(np.int64)  # numpy signed ints hold no null: every id is exact
+    else:
+        parsed_ids = parse_subject_ids(s)
+        ids_ok = parsed_ids.ok
+        ids = np.where(ids_ok, parsed_ids.ids, 0).astype(np.int64)
+        mark(~ids_ok, "BAD_SUBJECT_ID")
 
-    codes, uniques = pd.factorize(df["code"], use_na_sentinel=True)  # judged once per distinct code
-    blank_u = np.array([not isinstance(v, str) or not v.strip() for v in uniques], dtype=bool)
-    mark((codes < 0) | np.r_[blank_u, True][codes], "NULL_CODE")
+    code = df["code"]
+    if isinstance(code.dtype, pd.StringDtype) and code.dtype.storage == "pyarrow":
+        mark(_blank(code), "NULL_CODE")  # Arrow kernels (str.isspace's classes): no factorize of every batch
+    else:
+        codes, uniques = pd.factorize(code, use_na_sentinel=True)  # judged once per distinct code
+        blank_u = np.array([not isinstance(v, str) or not v.strip() for v in uniques], dtype=bool)
+        mark((codes < 0) | np.r_[blank_u, True][codes], "NULL_CODE")
 
     t = df["time"]
     if pd.api.types.is_datetime64_any_dtype(t.dtype):
@@ -177,10 +197,11 @@ def check_rows(df: pd.DataFrame, policy: ValidationPolicy, file: str | None = No
     mark(np.isinf(num), "NONFINITE_VALUE")
     with np.errstate(invalid="ignore"):
         mark(np.isfinite(num) & (np.abs(num) > _F32_MAX), "BAD_VALUE")
-    return _REASONS[reason], np.where(parsed_ids.ok, parsed_ids.ids, 0).astype(np.int64)
+    return reason, ids
 
 
 _REASONS = np.array([None, *REASON_CODES], dtype=object)  # check_rows' int8 codes -> None / reason code
+_DUPLICATE = 1 + REASON_CODES.index("DUPLICATE_SUBJECT")
 _COLUMN_REASON = {"subject_id": "BAD_SUBJECT_ID", "code": "NULL_CODE", "time": "BAD_TIME", "numeric_value": "BAD_VALUE"}
 
 
@@ -232,8 +253,7 @@ class _EventStream:
             frame = self._accept(file, row0, raw, policy)
             self.budget()
             if frame is not None and len(frame):
-                done = self._complete(frame)
-                if done is not None:
+                for done in self._complete(frame):
                     self.seconds += time.perf_counter() - t0
                     yield done
                     t0 = time.perf_counter()
@@ -250,9 +270,9 @@ class _EventStream:
     def _accept(self, file: str, row0: int, raw: pd.DataFrame, policy: ValidationPolicy) -> pd.DataFrame | None:
         """Quarantine bad rows of one raw batch; return the good rows coerced to canonical dtypes."""
         raw = raw.reset_index(drop=True)
-        reason, sid_all = check_rows(raw, policy, file)
+        reason, sid_all = _row_reasons(raw, policy, file)  # int8 codes: object reasons for bad rows only
         rows = np.arange(row0, row0 + len(raw), dtype=np.int64)
-        good = reason == None  # noqa: E711
+        good = reason == 0
         # Runs of subject ids among the good rows; a run of an id seen before is a duplicate subject.
         gi = np.flatnonzero(good)
         sid = sid_all[gi]
@@ -270,7 +290,7 @@ class _EventStream:
             if dup.any():
                 lens = np.diff(np.r_[starts, len(sid)])
                 dup_rows = gi[np.repeat(dup, lens)]
-                reason[dup_rows] = "DUPLICATE_SUBJECT"
+                reason[dup_rows] = _DUPLICATE
                 ids = pd.unique(run_id[dup])[:5].tolist()
                 self.duplicate_ids += [i for i in ids if i not in self.duplicate_ids][:5 - len(self.duplicate_ids)]
                 log.warning("subject id(s) %s reappear after their rows were read (input not grouped by "
@@ -278,13 +298,13 @@ class _EventStream:
             self.seen.add(run_id[~dup])
             new_subjects = run_id[~dup]
             self.subjects += len(new_subjects) - int(cont)
-            good = reason == None  # noqa: E711
+            good = reason == 0
         bad = ~good
         if bad.any():
-            self.q.add(sid_all[bad], reason[bad], file, rows[bad])
+            self.q.add(sid_all[bad], _REASONS[reason[bad]], file, rows[bad])
         if not good.any():
             return None
-        ok = raw.loc[good].reset_index(drop=True)
+        ok = raw if good.all() else raw.loc[good].reset_index(drop=True)
         try:
             frame, _ = coerce_events(ok, file=file, policy=policy, report=ValidationReport())
         except DataValidationError:
@@ -308,28 +328,48 @@ class _EventStream:
                 self.q.add(ids[m], np.full(int(m.sum()), code, dtype=object), file, rows[m])
         return pd.concat(parts, ignore_index=True) if parts else None
 
-    def _complete(self, frame: pd.DataFrame) -> pd.DataFrame | None:
-        """Hold back the last subject (it may continue in the next batch); return the finished subjects."""
+    def _complete(self, frame: pd.DataFrame) -> list[pd.DataFrame]:
+        """Hold back the last subject (it may continue in the next batch); return the finished subjects, tidied.
+
+        The carried subject is joined to its continuation only (not to the whole batch, which would copy every
+        row): tidy_events works subject by subject, so tidying the pieces is tidying their concatenation."""
+        done: list[pd.DataFrame] = []
         if self.carry:
-            frame = pd.concat([*self.carry, frame], ignore_index=True)
-        last = frame["subject_id"].iloc[-1]
-        held = (frame["subject_id"] == last).to_numpy()
-        self.carry = [frame.loc[held].reset_index(drop=True)]
-        ready = frame.loc[~held]
-        if len(ready) == 0:
-            return None
-        return self._tidy(ready.reset_index(drop=True))
+            sid = frame["subject_id"].to_numpy()
+            same = sid == self.carry[0]["subject_id"].iloc[0]
+            e = len(sid) if same.all() else int(np.argmin(same))  # rows continuing the carried subject
+            if e == len(sid):
+                self.carry = [pd.concat([*self.carry, frame], ignore_index=True)]
+                return done
+            if same[e:].any():  # the carried id recurs later in the batch: one frame, as read
+                frame = pd.concat([*self.carry, frame], ignore_index=True)
+            else:
+                parts = [*self.carry, frame.iloc[:e]] if e else self.carry
+                done.append(self._tidy(parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)))
+                frame = frame.iloc[e:].reset_index(drop=True)
+            self.carry = []
+        sid = frame["subject_id"].to_numpy()
+        held = sid == sid[-1]
+        start = len(sid) - int(np.argmin(held[::-1])) if not held.all() else 0  # first row of the last run
+        if not held[:start].any():  # the usual case (a subject's rows are contiguous): slices, no copies
+            self.carry = [frame.iloc[start:].reset_index(drop=True)]
+            if start:
+                done.append(self._tidy(frame.iloc[:start].reset_index(drop=True)))
+        else:
+            self.carry = [frame.loc[held].reset_index(drop=True)]
+            done.append(self._tidy(frame.loc[~held].reset_index(drop=True)))
+        return [d for d in done if len(d)]
 
     def _tidy(self, frame: pd.DataFrame) -> pd.DataFrame:
         """tidy_events (non-finite, duplicate rows, empty subjects, sort), keeping the input subject order."""
         sid = frame["subject_id"].to_numpy()
         ascending = bool((sid[1:] >= sid[:-1]).all())  # the usual MEDS layout: tidy_events' sort keeps it
-        order = pd.Index(pd.unique(sid))
-        try:
-            out, _ = tidy_events(frame, file=None, policy=self.policy, report=ValidationReport())
+        order = None if ascending else pd.Index(pd.unique(sid))
+        try:  # the report is not used here: skip its birth / death counts (they never drop a row)
+            out, _ = tidy_events(frame, file=None, policy=self.policy, report=ValidationReport(), birth_death=False)
         except DataValidationError as e:  # check_rows catches what tidy_events rejects; keep the message clear
             raise ScoringError(f"validation failed after the row checks: {e}") from e
-        if ascending:
+        if order is None:
             return out
         rank = order.get_indexer(out["subject_id"].to_numpy())
         return out.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
