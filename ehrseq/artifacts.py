@@ -297,6 +297,12 @@ def _load_weights(p: Path) -> dict[str, torch.Tensor]:
                             "the artifact") from None
 
 
+def check_model_type(path: Path, config: dict[str, Any], expected: str) -> None:
+    """Refuse an artifact (its ``config.json`` as read) that holds another model type than ``expected``."""
+    if config.get("model_type") != expected:
+        raise ArtifactError(f"{path}: artifact holds a '{config.get('model_type')}' model, expected '{expected}'")
+
+
 def load_artifact(path: str | Path, *, verify: bool = True, expect_model_type: str | None = None) -> Artifact:
     """Load an artifact written by :func:`save_artifact`; only safetensors and JSON are read.
 
@@ -347,10 +353,8 @@ def load_artifact(path: str | Path, *, verify: bool = True, expect_model_type: s
     config = _read_json(p, "config.json") if (p / "config.json").is_file() else None
     if not isinstance(config, dict):
         raise ArtifactError(f"{p}: config.json is missing or not a JSON object; the artifact is corrupt")
-    if expect_model_type and config.get("model_type") != expect_model_type:
-        raise ArtifactError(
-            f"{p}: artifact holds a '{config.get('model_type')}' model, expected '{expect_model_type}'"
-        )
+    if expect_model_type:
+        check_model_type(p, config, expect_model_type)
     featurizer = _read_json(p, "featurizer.json") if (p / "featurizer.json").exists() else None
     metrics = _read_json(p, "metrics.json") if (p / "metrics.json").exists() else None
     extras = {

@@ -59,6 +59,11 @@ def test_round_trip_scores_and_keeps_settings_and_cues(saved: tuple[TfidfScope, 
     assert {p.name for p in path.iterdir()} >= {"model.safetensors", "vocabulary.json", "thresholds.json"}
     assert not any(p.suffix in (".pkl", ".joblib", ".pickle") for p in path.rglob("*"))
     assert all(t.dtype == torch.float64 for t in art.state_dict.values())
+    # an artifact already loaded (as evaluate and score have it) gives the same model without a second read
+    np.testing.assert_allclose(load_text_model(art).predict_proba(texts), loaded.predict_proba(texts), atol=0)
+    art.config = {**art.config, "model_type": "deepsurv"}
+    with pytest.raises(ArtifactError, match="'deepsurv' model, expected 'text_classifier'"):
+        load_text_model(art)
 
 
 @pytest.mark.parametrize("how", ["tamper", "absent"])

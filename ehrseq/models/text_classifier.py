@@ -41,7 +41,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from ehrseq.artifacts import load_artifact, save_artifact
+from ehrseq.artifacts import Artifact, load_artifact, save_artifact
 from ehrseq.errors import ArtifactError, DataValidationError
 from ehrseq.featurize.text import load_tokenizer, texts_and_ids, train_wordpiece
 from ehrseq.models.outputs import ModelOutput
@@ -352,7 +352,12 @@ class TextClassifier:
     @classmethod
     def load(cls, path: str | Path) -> TextClassifier:
         """Rebuild a classifier from :meth:`save`'s artifact; reads only JSON, safetensors and tokenizer files."""
-        art = load_artifact(path, expect_model_type=MODEL_TYPE)
+        return cls.from_artifact(load_artifact(path, expect_model_type=MODEL_TYPE))
+
+    @classmethod
+    def from_artifact(cls, art: Artifact) -> TextClassifier:
+        """Rebuild a classifier from an artifact already loaded (and verified) by :func:`load_artifact`."""
+        path = art.path
         if art.tokenizer_dir is None or "thresholds" not in art.extras:
             raise ArtifactError(f"{path}: text classifier artifact lacks tokenizer/ or thresholds.json")
         model = cls(TextClassifierConfig.from_dict(art.config["model"]))

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ehrseq.artifacts import Artifact, load_artifact, save_artifact
+from ehrseq.artifacts import Artifact, check_model_type, load_artifact, save_artifact
 from ehrseq.errors import ArtifactError
 from ehrseq.models.text_classifier import TextClassifier, choose_thresholds
 from ehrseq.models.text_features import TfidfScope, TfidfScopeConfig
@@ -85,13 +85,18 @@ def text_model_name(art: Artifact) -> str:
     return name
 
 
-def load_text_model(path: str | Path) -> TextClassifier | TfidfScope:
-    """The biopsy-report model of an artifact (every file hash verified): a :class:`TextClassifier` or a
-    :class:`TfidfScope`. Both have ``config.labels``, ``predict_proba(texts or frame)`` and ``thresholds_``."""
-    art = load_artifact(path, expect_model_type=MODEL_TYPE)
+def load_text_model(artifact: str | Path | Artifact) -> TextClassifier | TfidfScope:
+    """The biopsy-report model of an artifact directory (every file hash verified) or of an artifact already
+    loaded: a :class:`TextClassifier` or a :class:`TfidfScope`. Both have ``config.labels``,
+    ``predict_proba(texts or frame)`` and ``thresholds_``."""
+    if isinstance(artifact, Artifact):
+        art = artifact
+        check_model_type(art.path, art.config, MODEL_TYPE)
+    else:
+        art = load_artifact(artifact, expect_model_type=MODEL_TYPE)
     if text_model_name(art) == TFIDF_SCOPE:
         return _tfidf_from_artifact(art)
-    return TextClassifier.load(path)
+    return TextClassifier.from_artifact(art)
 
 
 def retune_thresholds(model: TextClassifier | TfidfScope, labelled: pd.DataFrame,

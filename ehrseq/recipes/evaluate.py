@@ -63,7 +63,7 @@ def predict_for_report(art: Artifact, data, labels=None) -> tuple[pd.DataFrame, 
         from ehrseq.models.text_models import load_text_model
 
         df = biopsy_frame(data)
-        model = load_text_model(art.path)
+        model = load_text_model(art)
         prob = model.predict_proba(df)
         out = df[["subject_id"]].assign(prediction_time=df["time"])
         for j, name in enumerate(model.config.labels):

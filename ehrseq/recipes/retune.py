@@ -82,7 +82,7 @@ def retune_artifact(artifact: str | Path, reports: str | Path | pd.DataFrame, ou
                                   "directory so the original stays as it was")
     check_artifact_out(out, overwrite=overwrite)  # before the model is loaded
     art = load_artifact(artifact, expect_model_type="text_classifier")
-    model = load_text_model(artifact)
+    model = load_text_model(art)
     labels = list(model.config.labels)
     frame = reports if isinstance(reports, pd.DataFrame) else read_labelled_reports(reports, labels)
     old = np.asarray(model.thresholds_, float).copy()

@@ -162,7 +162,7 @@ class Scorer:
 
         if horizons:
             raise TargetError("--horizons applies to time-to-event artifacts only")
-        self.model = load_text_model(art.path)  # DistilBERT or TF-IDF (config.json text_model)
+        self.model = load_text_model(art)  # DistilBERT or TF-IDF (config.json text_model)
         self.head, self.horizons, self.threshold, self.finetune_cfg = "multilabel", (), 0.5, {}
         self.label_names = list(self.model.config.labels)
         self.spec = TaskSpec(name="biopsy", kind="multilabel", source="builtin:biopsy",
