@@ -23,9 +23,9 @@ from ehrseq.errors import DataValidationError
 METRICS = ("f1", "youden")
 
 
-def _where(p: Path, i: int) -> str:
-    """Row ``i`` (0-based) of a reports file as a user finds it: a CSV's line number, a Parquet row index."""
-    return f"line {i + 2}" if p.suffix.lower() not in (".parquet", ".pq") else f"row {i}"
+def _where(p: Path | None, i: int) -> str:
+    """Row ``i`` (0-based) as a user finds it: a CSV's line number, else (Parquet, a frame) the row index."""
+    return f"line {i + 2}" if p is not None and p.suffix.lower() not in (".parquet", ".pq") else f"row {i}"
 
 
 def read_labelled_reports(path: str | Path, labels: list[str]) -> pd.DataFrame:
@@ -38,26 +38,32 @@ def read_labelled_reports(path: str | Path, labels: list[str]) -> pd.DataFrame:
     except Exception as e:  # noqa: BLE001  (any reader failure is the file's fault; say which file)
         raise DataValidationError(f"{p}: could not be read as {'Parquet' if p.suffix == '.parquet' else 'CSV'} "
                                   f"({type(e).__name__})") from None
+    return check_labelled_reports(df, labels, p)
+
+
+def check_labelled_reports(df: pd.DataFrame, labels: list[str], path: Path | None = None) -> pd.DataFrame:
+    """``df`` with its ``labels`` columns as int 0/1, after checking every row (``path``: the file it was read
+    from, named in the errors; None for a frame passed in Python)."""
+    src = f"{path}: " if path is not None else "reports frame: "
     missing = [c for c in ("text", *labels) if c not in df.columns]
     if missing:
-        raise DataValidationError(f"{p}: column(s) {missing} missing; a labelled reports file needs 'text' and "
-                                  f"one 0/1 column per label of the model: {', '.join(labels)}", column=missing[0])
+        raise DataValidationError(f"{src}column(s) {missing} missing; labelled reports need 'text' and one 0/1 "
+                                  f"column per label of the model: {', '.join(labels)}", column=missing[0])
     if df.empty:
-        raise DataValidationError(f"{p}: no rows; label a handful of reports (25 or more) of the new site")
-    text = df["text"]
-    bad_text = np.flatnonzero(~text.map(lambda t: isinstance(t, str) and bool(t.strip())).to_numpy())
+        raise DataValidationError(f"{src}no rows; label a handful of reports (25 or more) of the new site")
+    bad_text = np.flatnonzero(~df["text"].map(lambda t: isinstance(t, str) and bool(t.strip())).to_numpy())
     if len(bad_text):
-        raise DataValidationError(f"{p}: column 'text' is empty or not text in {len(bad_text)} row(s), first at "
-                                  f"{_where(p, int(bad_text[0]))}",
-                                  column="text")
+        raise DataValidationError(f"{src}column 'text' is empty or not text in {len(bad_text)} row(s), first at "
+                                  f"{_where(path, int(bad_text[0]))}", column="text")
+    df = df.reset_index(drop=True)
     for lab in labels:
         v = pd.to_numeric(df[lab], errors="coerce")
         bad = np.flatnonzero(~v.isin([0, 1]).to_numpy())
         if len(bad):
-            raise DataValidationError(f"{p}: column '{lab}' must be 0 or 1; {len(bad)} row(s) are not (first at "
-                                      f"{_where(p, int(bad[0]))})", column=lab)
+            raise DataValidationError(f"{src}column '{lab}' must be 0 or 1; {len(bad)} row(s) are not (first at "
+                                      f"{_where(path, int(bad[0]))})", column=lab)
         df[lab] = v.astype(np.int64)
-    return df.reset_index(drop=True)
+    return df
 
 
 def retune_artifact(artifact: str | Path, reports: str | Path | pd.DataFrame, out: str | Path, *,
@@ -84,7 +90,8 @@ def retune_artifact(artifact: str | Path, reports: str | Path | pd.DataFrame, ou
     art = load_artifact(artifact, expect_model_type="text_classifier")
     model = load_text_model(art)
     labels = list(model.config.labels)
-    frame = reports if isinstance(reports, pd.DataFrame) else read_labelled_reports(reports, labels)
+    frame = check_labelled_reports(reports.copy(), labels) if isinstance(reports, pd.DataFrame) else \
+        read_labelled_reports(reports, labels)
     old = np.asarray(model.thresholds_, float).copy()
     y, p = frame[labels].to_numpy(), model.predict_proba(frame)
     new = retune_thresholds(model, frame, metric)
