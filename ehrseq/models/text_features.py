@@ -1,16 +1,8 @@
 """Negation- and hedge-aware inputs for the biopsy-report classifier, and a hybrid with TF-IDF features.
 
-:func:`mark_scopes` (:mod:`ehrseq.models.scope_marking`) rewrites a report before tokenisation, NegEx-style, with the cue lists of
-:mod:`ehrseq.models.negation_cues` (written from general clinical-negation knowledge, without sight of the
-out-of-style test grammar): sentences split at ``. ; !``, line ends and `` - ``; clauses split before a scope
-terminator ("but", "however", "apart from", ...). In each clause a pseudo-negation ("no change", "not only") is
-skipped; a word in the scope of a negation cue gets the prefix ``xneg`` (a pre-cue such as "no", "without",
-"free of", "no evidence of" reaches to the end of the clause; a post-cue such as "absent", "not seen",
-"unremarkable" reaches back to its start, or forward when it opens the clause: "Absent giant cells"); every
-word of a hedged clause ("cannot be excluded", "suspicious for", "?", "rule out") gets ``xhyp`` and every word
-of a sentence that opens with a history cue ("history", "clinical", "indication", "previous") gets ``xhist``.
-The cue words themselves become ``xnegcue`` / ``xhypcue``, so the many ways of writing "absent" collapse to one
-token: "No giant cells are identified." and "Giant cells are not seen." both read ``xneggiant xnegcells``.
+Reports are marked first by :func:`~ehrseq.models.scope_marking.mark_scopes` (NegEx-style negated, hedged
+and history words prefixed; see :mod:`ehrseq.models.scope_marking`, re-exported here), so that "No giant cells
+are identified." and "Giant cells are not seen." both read ``xneggiant xnegcells``.
 
 :class:`TfidfScope` is TF-IDF (character n-grams by default) + one logistic regression per label on marked
 text; :class:`HybridTextClassifier` averages it with a :class:`TextClassifier` fitted on the same marked text.
