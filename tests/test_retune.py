@@ -101,9 +101,9 @@ def test_the_cli_prints_the_change_and_refuses_bad_files(tfidf_art: Path, site_b
 def test_a_report_with_no_text_is_named(tfidf_art: Path, site_b: Path, tmp_path: Path) -> None:
     df = pd.read_csv(site_b)
     df.loc[3, "text"] = "  "
-    with pytest.raises(DataValidationError, match=r"column 'text'.*1 row\(s\), first at row 3"):
+    with pytest.raises(DataValidationError, match=r"n.parquet, column 'text': empty or not text in 1 row\(s\), first at row 3"):
         api.retune_thresholds(tfidf_art, _write(df, tmp_path / "n.parquet"), tmp_path / "z")
-    with pytest.raises(DataValidationError, match=r"reports frame: column 'gca' must be 0 or 1; 1 row\(s\).*row 2"):
+    with pytest.raises(DataValidationError, match=r"^reports frame, column 'gca': must be 0 or 1; 1 row\(s\).*row 2"):
         api.retune_thresholds(tfidf_art, pd.read_csv(site_b).assign(gca=lambda d: d.gca.where(d.index != 2, 5)),
                               tmp_path / "frame")
     assert not (tmp_path / "frame").exists()

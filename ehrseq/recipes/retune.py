@@ -32,36 +32,37 @@ def read_labelled_reports(path: str | Path, labels: list[str]) -> pd.DataFrame:
     """``path`` (CSV or Parquet) as a frame of ``text`` and 0/1 ``labels`` columns, checked row by row."""
     p = Path(path)
     if not p.is_file():
-        raise DataValidationError(f"{p}: no such file; --reports takes a CSV or Parquet file of labelled reports")
+        raise DataValidationError("no such file; --reports takes a CSV or Parquet file of labelled reports",
+                                  file=str(p))
     try:
         df = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
     except Exception as e:  # noqa: BLE001  (any reader failure is the file's fault; say which file)
-        raise DataValidationError(f"{p}: could not be read as {'Parquet' if p.suffix == '.parquet' else 'CSV'} "
-                                  f"({type(e).__name__})") from None
+        raise DataValidationError(f"could not be read as {'Parquet' if p.suffix == '.parquet' else 'CSV'} "
+                                  f"({type(e).__name__})", file=str(p)) from None
     return check_labelled_reports(df, labels, p)
 
 
 def check_labelled_reports(df: pd.DataFrame, labels: list[str], path: Path | None = None) -> pd.DataFrame:
     """``df`` with its ``labels`` columns as int 0/1, after checking every row (``path``: the file it was read
     from, named in the errors; None for a frame passed in Python)."""
-    src = f"{path}: " if path is not None else "reports frame: "
+    src = str(path) if path is not None else "reports frame"
     missing = [c for c in ("text", *labels) if c not in df.columns]
     if missing:
-        raise DataValidationError(f"{src}column(s) {missing} missing; labelled reports need 'text' and one 0/1 "
-                                  f"column per label of the model: {', '.join(labels)}", column=missing[0])
+        raise DataValidationError(f"column(s) {missing} missing; labelled reports need 'text' and one 0/1 "
+                                  f"column per label of the model: {', '.join(labels)}", file=src)
     if df.empty:
-        raise DataValidationError(f"{src}no rows; label a handful of reports (25 or more) of the new site")
+        raise DataValidationError("no rows; label a handful of reports (25 or more) of the new site", file=src)
     bad_text = np.flatnonzero(~df["text"].map(lambda t: isinstance(t, str) and bool(t.strip())).to_numpy())
     if len(bad_text):
-        raise DataValidationError(f"{src}column 'text' is empty or not text in {len(bad_text)} row(s), first at "
-                                  f"{_where(path, int(bad_text[0]))}", column="text")
+        raise DataValidationError(f"empty or not text in {len(bad_text)} row(s), first at "
+                                  f"{_where(path, int(bad_text[0]))}", file=src, column="text")
     df = df.reset_index(drop=True)
     for lab in labels:
         v = pd.to_numeric(df[lab], errors="coerce")
         bad = np.flatnonzero(~v.isin([0, 1]).to_numpy())
         if len(bad):
-            raise DataValidationError(f"{src}column '{lab}' must be 0 or 1; {len(bad)} row(s) are not (first at "
-                                      f"{_where(path, int(bad[0]))})", column=lab)
+            raise DataValidationError(f"must be 0 or 1; {len(bad)} row(s) are not (first at "
+                                      f"{_where(path, int(bad[0]))})", file=src, column=lab)
         df[lab] = v.astype(np.int64)
     return df
 
