@@ -96,12 +96,12 @@ def _case(spec: dict[str, Any]) -> dict[str, Any]:
 
         prof = cProfile.Profile()
         prof.enable()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     s = score(spec["artifact"], spec["data"], spec["out"], prediction_time=spec.get("prediction_time"),
-              resume=False, overwrite=True)
-    wall = time.perf_counter() - t0
-    res = {**s.to_dict(), "wall": wall, "forward_s": acc[0], "peak_rss_mib": _peak_rss_mib(), "imports_s": imports,
-           "load_s": load[0]}
+              resume=False, overwrite=True, **({"prefetch": spec["prefetch"]} if "prefetch" in spec else {}))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    res = {**s.to_dict(), "wall": wall, "cpu": cpu, "forward_s": acc[0], "peak_rss_mib": _peak_rss_mib(),
+           "imports_s": imports, "load_s": load[0]}
     if prof is not None:
         prof.disable()
         res["profile"] = _top(prof)
@@ -255,6 +255,7 @@ def main() -> None:
     ap.add_argument("--baseline-ref", default="HEAD", help="git ref whose ehrseq is the 'old' side ('' to skip)")
     ap.add_argument("--workdir", default="/tmp/ehrseq-bench-scoring")
     ap.add_argument("--profile", action="store_true", help="add a cProfile of one run per family (new side, tiny)")
+    ap.add_argument("--prefetch-ablation", action="store_true", help="also run the new side with prefetch=0")
     ap.add_argument("--repeats", type=int, default=2, help="runs per side and artifact; the fastest is kept")
     ap.add_argument("--only", default="", help="comma-separated working-tree files under ehrseq/: the 'new' side "
                     "is the baseline package with only these laid over it (when others edit the tree too)")
@@ -287,7 +288,8 @@ def main() -> None:
             print(f"training {size} artifacts ...", flush=True)
             arts = _train(work, families, old_dir, size)
             results[size] = {fam: _score_family(work, fam, size, arts[fam], data, old_dir, new_dir,
-                                                a.profile and size == "tiny", a.repeats) for fam in families}
+                                                a.profile and size == "tiny", a.repeats, a.prefetch_ablation)
+                         for fam in families}
     scans.append(run_case({"data": data}, fn="_scan")["scan_s"])
     write_report(results, n_ev, a, time.perf_counter() - t_all, min(scans))
 
@@ -303,19 +305,20 @@ def _overlay(package_dir: str, files: list[str]) -> None:
 
 
 def _score_family(work: Path, fam: str, size: str, artifact: str, data: str, old_dir: str | None,
-                  new_dir: str | None, profile: bool, repeats: int) -> dict[str, Any]:
+                  new_dir: str | None, profile: bool, repeats: int, ablate: bool = False) -> dict[str, Any]:
     """Old and new scoring runs of one artifact (and a profile of the new one), their predictions compared."""
     spec: dict[str, Any] = {"artifact": artifact, "data": data}
     if fam == "behrt":  # one forward pass per CDAI visit would take minutes on one core
         spec["prediction_time"] = "2024-01-01"
     row: dict[str, Any] = {}
     for rep in range(repeats):  # sides alternate; each keeps its fastest run (the machine is shared)
-        for side, pkg in (("new", new_dir), ("old", old_dir)):
-            if side == "old" and not old_dir:
+        for side, pkg in (("new", new_dir), ("old", old_dir), ("new_p0", new_dir)):
+            if (side == "old" and not old_dir) or (side == "new_p0" and not ablate):
                 continue
             print(f"scoring {size} {fam} ({side}, run {rep + 1}) ...", flush=True)
             try:
-                r = run_case({**spec, "out": str(work / f"out_{size}_{fam}_{side}")}, pkg)
+                extra = {"prefetch": 0} if side == "new_p0" else {}
+                r = run_case({**spec, **extra, "out": str(work / f"out_{size}_{fam}_{side}")}, pkg)
             except RuntimeError as e:
                 print(str(e)[-1500:], file=sys.stderr)
                 continue
@@ -353,6 +356,18 @@ def _main_table(rows: dict[str, dict[str, Any]], scan: float) -> list[str]:
                     f"| {o_ov} / **{100 * (1 - fn):.0f}%** | {o_sc} / {new['wall'] / scan:.1f}x "
                     f"| {o_rss} / {new['peak_rss_mib']:.0f} | {md} |")
     return body
+
+
+def _prefetch_table(rows: dict[str, dict[str, Any]]) -> list[str]:
+    body = ["| family | wall s prefetch 1 / 0 | overhead prefetch 1 / 0 | CPU s prefetch 1 / 0 | CPU / wall 1 / 0 |",
+            "|---|---:|---:|---:|---:|"]
+    for fam, row in rows.items():
+        p1, p0 = row.get("new"), row.get("new_p0")
+        if p1 and p0:
+            ov = [100 * (1 - r["forward_s"] / r["wall"]) for r in (p1, p0)]
+            body.append(f"| {fam} | {p1['wall']:.2f} / {p0['wall']:.2f} | **{ov[0]:.0f}%** / {ov[1]:.0f}% "
+                        f"| {p1['cpu']:.2f} / {p0['cpu']:.2f} | {p1['cpu'] / p1['wall']:.2f} / {p0['cpu'] / p0['wall']:.2f} |")
+    return body if len(body) > 2 else []
 
 
 def _split_table(rows: dict[str, dict[str, Any]]) -> list[str]:
@@ -406,6 +421,11 @@ def write_report(results: dict[str, dict[str, dict[str, Any]]], n_ev: int, a: ar
                  "in sklearn, scipy.stats and numba); 'tokenise' = the text model's tokenisation (its "
                  "predict_proba minus the network's forward); 'rest' = input hashing, sharding, output files.",
                  "", *_split_table(rows), ""]
+        if pre := _prefetch_table(rows):
+            body += ["New side with the job's default `prefetch=1` (the next shard read, validated, labelled and "
+                     "featurized on a thread while the model scores the current one) against `prefetch=0` (one "
+                     "shard at a time), same run. With prefetch the split above overlaps, so its 'rest' can be "
+                     "negative; CPU / wall above 1 is the second core at work.", "", *pre, ""]
     for fam, row in results.get("tiny", {}).items():
         if "profile" not in row:
             continue

@@ -210,6 +210,9 @@ def add_score_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="raw rows read at a time")
     parser.add_argument("--shard-rows", type=positive_int, default=250_000, metavar="N",
                         help="event rows per output shard")
+    parser.add_argument("--prefetch", type=nonnegative_int, default=1, metavar="N",
+                        help="shards read and featurized ahead on a thread while the model scores one (local "
+                             "engine; 0: none). Each adds a shard to peak memory; outputs do not change")
     parser.add_argument("--max-quarantine-fraction", type=rate, default=0.01, metavar="SHARE",
                         help="abort when more than this share of rows fails validation")
     parser.add_argument("--horizons", type=positive_float, nargs="+", metavar="DAYS",

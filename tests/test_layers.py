@@ -24,7 +24,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (5, ("ehrseq.models",)),
     (6, ("ehrseq.registry", "ehrseq.evaluate")),
     (7, ("ehrseq.config", "ehrseq.provenance", "ehrseq.scoring.predict", "ehrseq.scoring.prediction",
-         "ehrseq.scoring.constants")),
+         "ehrseq.scoring.constants", "ehrseq.scoring.schema")),
     (8, ("ehrseq.recipes", "ehrseq.explain", "ehrseq.datacheck")),
     (9, ("ehrseq.api", "ehrseq.scoring", "ehrseq.cli", "ehrseq.cli_parser", "ehrseq.cli_options",
          "ehrseq.cli_examples")),

@@ -91,6 +91,18 @@ def test_output_order_follows_input_subjects_and_ignores_batch_rows(cohort, refe
     assert (np.diff(sid) >= 0).all()  # the synthetic input is sorted by subject
 
 
+def test_prefetching_shards_on_a_thread_changes_no_output(cohort, reference, tmp_path):
+    ref_out, ref = reference  # prefetch=1, the default
+    for k in (0, 3):
+        s = score(cohort["art"], cohort["meds"], tmp_path / f"p{k}", shard_rows=5000, batch_rows=3000, prefetch=k)
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / f"p{k}"), ref)
+        assert s.shards == len(list(ref_out.glob("part-*.parquet"))) > 2
+        assert {"labels", "featurize", "views", "forward", "write"} <= set(s.timings)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="prefetch must be a whole number >= 0"):
+            score(cohort["art"], cohort["meds"], tmp_path / "bad", prefetch=bad)
+
+
 def test_killed_run_resumes_to_the_same_output(cohort, reference, tmp_path):
     out = tmp_path / "o"
     script = (
@@ -167,10 +179,11 @@ def test_quarantine_over_the_limit_aborts_and_keeps_finished_shards(cohort, tmp_
     data = tmp_path / "late.parquet"
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), data)
     out = tmp_path / "o"
-    with pytest.raises(QuarantineLimitError, match="max_quarantine_fraction=0.01.*kept"):
-        score(cohort["art"], data, out, shard_rows=3000, batch_rows=1000)
+    with pytest.raises(QuarantineLimitError, match="max_quarantine_fraction=0.01.*kept") as err:
+        score(cohort["art"], data, out, shard_rows=3000, batch_rows=1000)  # the next shard is read on a thread
     kept = sorted(out.glob("part-*.parquet"))
     assert len(kept) >= 2 and not (out / "_SUCCESS.json").exists()
+    assert f"stopped after {len(kept)} shard(s)" in str(err.value)  # counted when the error reached the job
     assert (pd.read_parquet(out / "_quarantine.parquet")["reason_code"] == "NULL_CODE").all()
     s = score(cohort["art"], data, out, shard_rows=3000, batch_rows=1000, max_quarantine_fraction=0.05)
     assert s.shards_skipped == len(kept) and s.rows_quarantined == 600 and (out / "_SUCCESS.json").exists()

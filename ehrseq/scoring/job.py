@@ -33,6 +33,7 @@ from ehrseq.io.validate import (
 )
 from ehrseq.scoring.constants import JOB_FORMAT, LOCK_FILE, QUARANTINE_FILE
 from ehrseq.scoring.predict import TRUTH_COLUMNS, LabelSource, Scorer, _parse_prediction_time
+from ehrseq.scoring.prefetch import Prefetched
 from ehrseq.scoring.reading import (
     _EventStream,
     _QuarantineWriter,
@@ -41,7 +42,13 @@ from ehrseq.scoring.reading import (
     file_policies,
 )
 from ehrseq.scoring.reaper import Reaper
-from ehrseq.scoring.shards import _score_and_write, _shard_stats, _write_shard, shard_path  # noqa: F401
+from ehrseq.scoring.shards import (  # noqa: F401
+    _finish_and_write,
+    _score_and_write,
+    _shard_stats,
+    _write_shard,
+    shard_path,
+)
 from ehrseq.scoring.summary import QuarantineLimitError, ScoreSummary, ScoringError
 
 log = logging.getLogger(__name__)
@@ -105,6 +112,7 @@ def score(
     horizons: Sequence[float] | None = None,
     overwrite: bool = False,
     code_map: str | Path | Mapping[str, str] | None = None,
+    prefetch: int = 1,
 ) -> ScoreSummary:
     """Score ``data`` (MEDS root / Parquet files, or an EHR-extract directory) with a sequence-model artifact.
 
@@ -118,10 +126,13 @@ def score(
     job (False: delete this job's earlier output first). overwrite: replace the output of a *different* job in
     ``out`` (otherwise refused). after_shard(i, path): called after each shard is written (progress reporting;
     tests use it to simulate a crash). code_map: a code map (:mod:`ehrseq.io.code_map`) applied to every shard.
+    prefetch: shards read, validated and featurized ahead on a background thread while the model scores the
+    current one (local engine; 0: none, one shard at a time). Each adds one shard's events and features to
+    peak memory; outputs are the same for every value.
 
     The job's identity (``out/_job.json``) is the artifact, the input's content (sha256 of every file, streamed),
     and every option that changes the output (prediction rows, shard_rows, horizons, column_map, policy); not
-    batch_rows, the engine or the quarantine limit, which change neither predictions nor quarantine. One process
+    batch_rows, prefetch, the engine or the quarantine limit, which change neither predictions nor quarantine. One process
     writes to ``out`` at a time (``out/_lock``; a second is refused, a dead one's lock taken over).
     Raises ArtifactError (tampered / unsupported artifact), DataValidationError (unreadable or empty input, a time
     column whose format is wrong for the whole file), ScoringError (out holds another job, ray missing),
@@ -133,6 +144,8 @@ def score(
         raise ValueError("pass either prediction_time or labels, not both")
     if batch_rows < 1 or shard_rows < 1:
         raise ValueError("batch_rows and shard_rows must be >= 1")
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+        raise ValueError(f"prefetch must be a whole number >= 0 (shards made ahead), got {prefetch!r}")
     if not 0 <= max_quarantine_fraction <= 1:
         raise ValueError("max_quarantine_fraction must be in [0, 1]")
     if engine not in ("local", "ray"):
@@ -190,14 +203,15 @@ def score(
         return _run_job(scorer, src, source, out, job, job_hash, resume=resume, overwrite=overwrite,
                         batch_rows=batch_rows, shard_rows=shard_rows, column_map=column_map, policy=policy,
                         engine=engine, artifact=artifact, after_shard=after_shard,
-                        max_quarantine_fraction=max_quarantine_fraction, t_start=t_start, code_map=cmap)
+                        max_quarantine_fraction=max_quarantine_fraction, t_start=t_start, code_map=cmap,
+                        prefetch=prefetch)
 
 
 def _run_job(scorer: Scorer, src: Any, source: LabelSource, out: Path, job: dict[str, Any], job_hash: str, *,
              resume: bool, overwrite: bool, batch_rows: int, shard_rows: int, column_map: Mapping[str, str] | None,
              policy: ValidationPolicy, engine: str, artifact: str | Path,
              after_shard: Callable[[int, Path], None] | None, max_quarantine_fraction: float,
-             t_start: float, code_map: Mapping[str, str] | None = None) -> ScoreSummary:
+             t_start: float, code_map: Mapping[str, str] | None = None, prefetch: int = 1) -> ScoreSummary:
     """The body of :func:`score`, run while holding ``out``'s lock."""
     done = _prepare_out(out, job, job_hash, resume, overwrite)
 
@@ -211,11 +225,9 @@ def _run_job(scorer: Scorer, src: Any, source: LabelSource, out: Path, job: dict
         if quarantine.count > max_quarantine_fraction * total:
             dups = (f"; subject ids whose rows are not contiguous (DUPLICATE_SUBJECT): {stream.duplicate_ids}"
                     if stream.duplicate_ids else "")
-            raise QuarantineLimitError(
+            raise QuarantineLimitError(  # the shards kept are counted where it reaches the job's thread
                 f"{quarantine.count} of {total} input rows failed validation, more than max_quarantine_fraction="
-                f"{max_quarantine_fraction} ({dict(quarantine.reasons)}{dups}); stopped after {len(finished)} shard(s), "
-                f"which are kept in {out}. See {quarantine.final} (reason_code, source_file, source_row) and fix "
-                "the input, or raise the limit (--max-quarantine-fraction) and rerun to resume")
+                f"{max_quarantine_fraction} ({dict(quarantine.reasons)}{dups})")
 
     stream = _EventStream(quarantine, policy, check_budget)
     finished: list[dict[str, Any]] = []
@@ -223,19 +235,31 @@ def _run_job(scorer: Scorer, src: Any, source: LabelSource, out: Path, job: dict
         shards = _shards(stream.frames(_raw_batches(src, batch_rows, column_map, policy)), shard_rows)
         shards = ((i, apply_code_map(ev, code_map)[0]) for i, ev in shards) if code_map else shards
         if engine == "local":
-            for i, events in shards:
-                if i in done:
-                    finished.append(done[i])
-                    summary.shards_skipped += 1
-                    continue
-                stats = _score_and_write(scorer, out, i, events, source, job_hash)
-                timings.update(stats.pop("timings"))
-                finished.append(stats)
-                if after_shard is not None:
-                    after_shard(i, shard_path(out, i))
+            # read, validate, label and featurize the next shard on a thread while the model scores this one
+            ready = ((i, None if i in done else scorer.prepare(events, source)) for i, events in shards)
+            ahead = Prefetched(ready, depth=prefetch) if prefetch else None
+            try:
+                for i, prepared in ahead if ahead is not None else ready:
+                    if prepared is None:
+                        finished.append(done[i])
+                        summary.shards_skipped += 1
+                        continue
+                    stats = _finish_and_write(scorer, out, i, prepared, job_hash)
+                    timings.update(stats.pop("timings"))
+                    finished.append(stats)
+                    if after_shard is not None:
+                        after_shard(i, shard_path(out, i))
+            finally:
+                if ahead is not None:
+                    ahead.close()  # before the quarantine file closes: the thread may be writing to it
         else:
             finished = _run_ray(shards, done, summary, timings, out, artifact, source, job_hash, after_shard,
                                 scorer.horizons)
+    except QuarantineLimitError as e:
+        raise QuarantineLimitError(
+            f"{e}; stopped after {len(finished)} shard(s), which are kept in {out}. See {quarantine.final} "
+            "(reason_code, source_file, source_row) and fix the input, or raise the limit "
+            "(--max-quarantine-fraction) and rerun to resume") from None
     finally:
         quarantine.close()
     timings["io"] += stream.seconds
@@ -416,6 +440,7 @@ def run_score(args: argparse.Namespace) -> int:
               batch_rows=args.batch_rows, shard_rows=args.shard_rows,
               max_quarantine_fraction=args.max_quarantine_fraction, engine=args.engine, resume=args.resume,
               column_map=_column_map(args.column_map), horizons=args.horizons,
-              overwrite=getattr(args, "overwrite", False), code_map=getattr(args, "code_map", None))
+              overwrite=getattr(args, "overwrite", False), code_map=getattr(args, "code_map", None),
+              prefetch=getattr(args, "prefetch", 1))
     print(json.dumps(s.to_dict(), indent=2))
     return 0

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -41,9 +41,16 @@ from ehrseq.artifacts import Artifact, load_artifact, sha256_file
 from ehrseq.errors import ArtifactError, TargetError
 from ehrseq.names import SURVIVAL_MODELS
 from ehrseq.scoring.constants import _PRED_BATCH
+from ehrseq.scoring.schema import (  # noqa: F401  (re-exported: their home before schema.py)
+    ARTIFACT_META_KEY,
+    _days,
+    artifact_of,
+    artifact_task,
+    decision_threshold,
+    prediction_schema,
+)
 from ehrseq.tasks.spec import TaskSpec
 
-ARTIFACT_META_KEY = b"ehrseq.artifact"
 TEXT_MODEL = "text_classifier"
 TRUTH_COLUMNS = {"binary": ("boolean_value",), "regression": ("float_value",), "multiclass": ("integer_value",),
                  "survival": ("float_value", "boolean_value"), "multilabel": ()}
@@ -100,6 +107,18 @@ def _parse_prediction_time(value: str | None) -> pd.Timestamp:
     if t.tzinfo is not None:
         t = t.tz_convert("UTC").tz_localize(None)
     return t
+
+
+@dataclass(frozen=True)
+class PreparedShard:
+    """One shard made ready for the model by :meth:`Scorer.prepare`: its events, label rows (output order),
+    features (None for the text model or when there are no rows), seconds so far, truth columns."""
+
+    events: pd.DataFrame
+    labels: pd.DataFrame
+    features: Any
+    timings: Counter[str]
+    truth_columns: tuple[str, ...]
 
 
 # ============================================================================================ the predictor
@@ -213,14 +232,27 @@ class Scorer:
         """Model outputs for ``rows`` (subject_id, prediction_time) from ``events`` (whole subjects):
         {"pred": (N, K)} for sequence heads, {"risk": (N,), "survival": (N, H)} for time-to-event models.
         Seconds per step accumulate in ``self.timings`` (featurize, views, forward)."""
+        return self.values(self.features(events, rows), events, rows)
+
+    def features(self, events: pd.DataFrame, rows: pd.DataFrame, timings: Counter[str] | None = None) -> Any:
+        """The frozen featurizer's FeatureSet for ``rows`` (None for the text model, which reads the reports
+        in :meth:`values`); its seconds go to ``timings["featurize"]`` (default ``self.timings``). It touches
+        neither the model nor ``self.timings`` when ``timings`` is given, so a scoring job may featurize the
+        next shard on another thread while :meth:`values` runs the model on this one."""
+        if self.model_type == TEXT_MODEL:
+            return None
+        t0 = time.perf_counter()
+        fs = self.featurizer.transform(events, rows.reset_index(drop=True))
+        (self.timings if timings is None else timings)["featurize"] += time.perf_counter() - t0
+        return fs
+
+    @torch.inference_mode()
+    def values(self, fs: Any, events: pd.DataFrame, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+        """:meth:`predict_values` from the FeatureSet :meth:`features` made for the same ``rows``."""
         from ehrseq.models.heads import to_prediction
 
         if self.model_type == TEXT_MODEL:
             return {"pred": self._text_values(events, rows.reset_index(drop=True))}
-        fz = self.featurizer
-        t0 = time.perf_counter()
-        fs = fz.transform(events, rows.reset_index(drop=True))
-        self.timings["featurize"] += time.perf_counter() - t0
         if self.model_type in SURVIVAL_MODELS:
             from ehrseq.featurize.tabular import tabular_view
 
@@ -301,11 +333,15 @@ class Scorer:
         Rows come out ordered by the subjects' order in ``events``, then prediction_time.
         Returns the table (``self.schema(source.truth_columns)``) and seconds spent per stage.
         """
-        tm = {"labels": 0.0, "featurize": 0.0, "views": 0.0, "forward": 0.0, "write": 0.0}
+        return self.finish(self.prepare(events, source))
+
+    def prepare(self, events: pd.DataFrame, source: LabelSource) -> PreparedShard:
+        """The model-free half of :meth:`score_events`: the shard's label rows, in output order, and their
+        features. Safe to run on another thread than :meth:`finish` (it reads only the frozen featurizer)."""
+        tm: Counter[str] = Counter({"labels": 0.0, "featurize": 0.0, "views": 0.0, "forward": 0.0, "write": 0.0})
         t0 = time.perf_counter()
-        schema = self.schema(source.truth_columns)
         if len(events) == 0:
-            return schema.empty_table(), tm
+            return PreparedShard(events, _empty_labels(source.truth_columns), None, tm, source.truth_columns)
         labels = source.rows(events, self)
         order = pd.Index(pd.unique(events["subject_id"].to_numpy(np.int64)))  # subject -> its rank in events
         labels = labels.assign(prediction_time=labels["prediction_time"].astype("datetime64[us]"))
@@ -314,15 +350,26 @@ class Scorer:
         t_us = labels["prediction_time"].to_numpy().view("int64")
         labels = labels.iloc[np.lexsort((t_us, rank))].reset_index(drop=True)
         tm["labels"] = time.perf_counter() - t0
-        if len(labels) == 0:
+        t0 = time.perf_counter()
+        fs = self.features(events, labels, Counter()) if len(labels) else None
+        tm["featurize"] = time.perf_counter() - t0
+        return PreparedShard(events, labels, fs, tm, source.truth_columns)
+
+    def finish(self, p: PreparedShard) -> tuple[pa.Table, dict[str, float]]:
+        """The model half of :meth:`score_events`: outputs for :meth:`prepare`'s rows, as the output table."""
+        tm = dict(p.timings)
+        schema = self.schema(p.truth_columns)
+        if len(p.labels) == 0:
             return schema.empty_table(), tm
         t0 = time.perf_counter()
         before = Counter(self.timings)
-        values = self.predict_values(events, labels)
+        values = self.values(p.features, p.events, p.labels)
         step, t0 = time.perf_counter() - t0, time.perf_counter()
-        tm.update({k: v - before.get(k, 0.0) for k, v in self.timings.items()})
-        tm["featurize"] += step - tm["featurize"] - tm["views"] - tm["forward"]  # whatever else the step did
-        table = self._table(labels, values, source.truth_columns)
+        spent = {k: v - before.get(k, 0.0) for k, v in self.timings.items()}
+        for k, v in spent.items():
+            tm[k] = tm.get(k, 0.0) + v
+        tm["featurize"] += step - sum(spent.values())  # whatever else the step did (text: the reports merge)
+        table = self._table(p.labels, values, p.truth_columns)
         tm["write"] = time.perf_counter() - t0  # building the output table; shards.py adds the file write
         return table, tm
 
@@ -373,10 +420,6 @@ def sequence_embeddings(artifact: str | Path, events: pd.DataFrame, labels: pd.D
     return Scorer.load(artifact).embeddings(events, labels[["subject_id", "prediction_time"]])
 
 
-def _days(h: float) -> str:
-    return f"{h:g}".replace(".", "_")
-
-
 def _horizons(asked: Sequence[float] | None, spec: TaskSpec, event_times: np.ndarray) -> tuple[float, ...]:
     if asked:
         bad = [h for h in asked if not (np.isfinite(h) and h > 0)]
@@ -388,56 +431,3 @@ def _horizons(asked: Sequence[float] | None, spec: TaskSpec, event_times: np.nda
     if len(event_times) == 0:
         return ()
     return tuple(sorted({float(round(q)) or 1.0 for q in np.quantile(event_times, [0.25, 0.5, 0.75])}))
-
-
-def prediction_schema(head: str, label_names: list[str] | None = None, truth_columns: Sequence[str] = (),
-                      horizons: Sequence[float] = ()) -> pa.Schema:
-    """The Arrow schema of prediction files for a task (see data_schemas/README.md, "Prediction files")."""
-    types = {"boolean_value": pa.bool_(), "integer_value": pa.int64(), "float_value": pa.float64(),
-             "categorical_value": pa.string()}
-    fields = [pa.field("subject_id", pa.int64(), nullable=False),
-              pa.field("prediction_time", pa.timestamp("us"), nullable=False)]
-    fields += [pa.field(c, types[c]) for c in truth_columns]
-    if head == "binary":
-        fields += [pa.field("predicted_boolean_value", pa.bool_()),
-                   pa.field("predicted_boolean_probability", pa.float32())]
-    elif head == "regression":
-        fields += [pa.field("predicted_float_value", pa.float64())]
-    elif head == "multiclass":
-        fields += [pa.field("predicted_integer_value", pa.int64()), pa.field("predicted_categorical_value", pa.string())]
-        fields += [pa.field(f"predicted_{n}_probability", pa.float64()) for n in label_names or []]
-    elif head == "survival":
-        fields += [pa.field("predicted_risk", pa.float64())]
-        fields += [pa.field(f"predicted_survival_{_days(h)}d", pa.float64()) for h in horizons]
-    else:
-        fields += [pa.field(f"predicted_{n}_probability", pa.float64()) for n in label_names or []]
-    return pa.schema(fields)
-
-
-def artifact_task(art: Artifact) -> TaskSpec:
-    """The task an artifact was trained for (artifacts from before tasks were recorded: their built-in target)."""
-    if art.config.get("task_spec"):
-        return TaskSpec.from_dict(art.config["task_spec"])
-    target = art.config.get("target", "")
-    kind = {"binary": "binary", "regression": "regression", "multilabel": "multilabel",
-            "survival": "survival"}.get(art.config.get("task", ""), "binary")
-    return TaskSpec(name=target, kind=kind, source=f"builtin:{target}")
-
-
-def decision_threshold(art: Artifact) -> float:
-    """The stored decision threshold (``thresholds.json`` or config ``decision_threshold``), else 0.5."""
-    t: Any = art.extras.get("thresholds", art.config.get("decision_threshold"))
-    if isinstance(t, Mapping):
-        t = next((t[k] for k in ("boolean", "threshold", "decision_threshold") if k in t), None)
-    if isinstance(t, list) and len(t) == 1:
-        t = t[0]
-    return float(t) if isinstance(t, int | float) and not isinstance(t, bool) else 0.5
-
-
-def artifact_of(table_or_path: pa.Table | str | Path) -> dict[str, str]:
-    """The artifact id and manifest hash recorded in a prediction file's (or table's) metadata."""
-    import pyarrow.parquet as pq
-
-    schema = table_or_path.schema if isinstance(table_or_path, pa.Table) else pq.read_schema(table_or_path)
-    raw = (schema.metadata or {}).get(ARTIFACT_META_KEY)
-    return json.loads(raw) if raw else {}

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ehrseq.scoring.constants import META_KEY
-from ehrseq.scoring.predict import LabelSource, Scorer
+from ehrseq.scoring.predict import LabelSource, PreparedShard, Scorer
 
 
 def shard_path(out: Path, i: int) -> Path:
@@ -50,7 +50,13 @@ def _shard_stats(path: Path) -> dict[str, Any] | None:
 def _score_and_write(scorer: Scorer, out: Path, i: int, events: pd.DataFrame, source: LabelSource,
                      job_hash: str) -> dict[str, Any]:
     """Score one shard of canonical events and write part-<i>.parquet; returns its stats (with timings)."""
-    table, tm = scorer.score_events(events, source)
+    return _finish_and_write(scorer, out, i, scorer.prepare(events, source), job_hash)
+
+
+def _finish_and_write(scorer: Scorer, out: Path, i: int, prepared: PreparedShard, job_hash: str) -> dict[str, Any]:
+    """Score one shard made ready by :meth:`Scorer.prepare` and write part-<i>.parquet; its stats (with timings)."""
+    table, tm = scorer.finish(prepared)
+    events = prepared.events
     t0 = time.perf_counter()
     stats = {"job_hash": job_hash, "shard": i, "input_rows": int(len(events)),
              "subjects": int(events["subject_id"].nunique()), "predictions": table.num_rows,
