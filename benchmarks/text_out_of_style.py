@@ -312,9 +312,10 @@ def render(args: argparse.Namespace, cfg: TextClassifierConfig, results: dict, t
         "- scope-marked: `ehrseq.models.text_features.mark_scopes` (negated / hedged / history words prefixed); "
         "char: character 3-5 grams (negated words upper-cased first); hybrid: weighted mean of the two models' "
         "probabilities (weight 0.5 unless stated), thresholds re-chosen on tuning",
-        "- paraphrases: `ehrseq.models.paraphrase` (lexicon written without sight of grammar B) re-words the "
-        "statements it recognises in grammar A's reports, keeping their labels; it recognises none of grammar "
-        "B's, so with B as training grammar those rows are the plain scope model (nothing added).",
+        "- paraphrases: one label-preserving paraphraser per training grammar, each written without sight of "
+        "the other grammar: `ehrseq.models.paraphrase` (grammar A) and `ehrseq.models.paraphrase_alt` "
+        "(grammar B); `paraphraser: auto` (the default, `ehrseq.models.augment`) takes the one that recognises "
+        "more of the training reports, so A->B rows use the first and B->A rows the second.",
         "",
     ]
     if t2000:

@@ -20,8 +20,8 @@ import pandas as pd
 from ehrseq.codes import BIOPSY_LABELS
 from ehrseq.errors import DataValidationError
 from ehrseq.featurize.text import texts_and_ids
+from ehrseq.models.augment import PARAPHRASERS, augmented  # noqa: F401  (re-exported)
 from ehrseq.models.negation_cues import Cues, resolve_cues
-from ehrseq.models.paraphrase import augmented  # noqa: F401  (re-exported)
 from ehrseq.models.scope_marking import (  # noqa: F401  (re-exported: the marking API)
     case_code,
     cues_seen_in,
@@ -48,8 +48,11 @@ class TfidfScopeConfig:
     ``"word+char"``; ``mark=False`` skips the marking (plain lower-cased text, an ablation). ``c``: inverse L2
     strength of each label's logistic regression. ``cues``: cue lists replacing some of the defaults (see
     :func:`mark_scopes`); the artifact stores the full resolved lists, so a saved model keeps its cues.
-    ``augment``: label-preserving paraphrases (:mod:`ehrseq.models.paraphrase`, seeded by ``seed``) added per
-    training report in ehrseq's synthetic report style; reports it recognises nothing in are not copied.
+    ``augment``: label-preserving paraphrases (seeded by ``seed``) added per training report in one of
+    ehrseq's synthetic report styles; reports the paraphraser recognises nothing in are not copied.
+    ``paraphraser``: "grammar_a" (:mod:`ehrseq.models.paraphrase`), "grammar_b"
+    (:mod:`ehrseq.models.paraphrase_alt`) or "auto": the one that recognises more of the training reports
+    (:mod:`ehrseq.models.augment`).
     """
 
     labels: tuple[str, ...] = field(default_factory=lambda: tuple(BIOPSY_LABELS))
@@ -64,6 +67,7 @@ class TfidfScopeConfig:
     cues: dict[str, Any] | None = None
     augment: int = 0
     seed: int = 0
+    paraphraser: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -77,6 +81,8 @@ class TfidfScopeConfig:
             raise ValueError("c must be > 0 and min_df >= 1")
         if not isinstance(self.augment, int) or isinstance(self.augment, bool) or self.augment < 0:
             raise ValueError(f"augment must be a whole number >= 0 (paraphrases per report), got {self.augment!r}")
+        if self.paraphraser not in PARAPHRASERS:
+            raise ValueError(f"paraphraser must be one of {list(PARAPHRASERS)}, got {self.paraphraser!r}")
         for name in ("char_ngram", "word_ngram"):
             lo, hi = getattr(self, name)
             if not 1 <= lo <= hi:
@@ -156,7 +162,7 @@ class TfidfScope:
             _check_labelled(df, name, self.labels)
         texts, y = texts_and_ids(train_df)[0], train_df[self.labels].to_numpy()
         if self.config.augment:
-            texts, y = augmented(texts, y, self.config.augment, self.config.seed)
+            texts, y = augmented(texts, y, self.config.augment, self.config.seed, self.config.paraphraser)
         x = self._x(texts, fit=True)
         fits = [LogisticRegression(C=self.config.c, max_iter=self.config.max_iter).fit(x, y[:, k])
                 for k in range(len(self.labels))]
