@@ -98,6 +98,22 @@ def test_arrays_that_do_not_fit_their_vocabulary_are_refused(saved: tuple[TfidfS
         load_text_model(save_artifact(tmp_path / "f32", state_dict=state, config=art.config, extras=art.extras))
 
 
+def test_an_artifact_saved_before_a_cue_kind_existed_keeps_that_kind_off(saved: tuple[TfidfScope, Path],
+                                                                          tmp_path: Path) -> None:
+    art = load_artifact(saved[1])
+    model_cfg = dict(art.config["model"])
+    model_cfg["cues"] = {k: v for k, v in model_cfg["cues"].items() if k not in ("revision", "retraction")}
+    old = save_artifact(tmp_path / "old", state_dict=dict(art.state_dict), config={**art.config, "model": model_cfg},
+                        extras=art.extras)
+    loaded = load_text_model(old)
+    assert loaded.cues_["revision"] == () and loaded.cues_["retraction"] == ()  # as it was fitted: no such cues
+    assert loaded.cues_["pseudo"] == (("no", "change"),) and loaded.cues_["addendum"] == saved[0].cues_["addendum"]
+    revised = "Giant cells are seen. Addendum: amended report, the diagnosis is revised; no giant cells."
+    from ehrseq.models.scope_marking import mark_scopes
+
+    assert "xold" not in mark_scopes(revised, loaded.cues_) and "xold" in mark_scopes(revised)
+
+
 def test_text_model_names_agree_and_config_mistakes_are_refused() -> None:
     assert names.TEXT_MODELS == TEXT_MODELS
     assert load_config(None, target="biopsy", model="text").text_model == "distilbert"  # the named default

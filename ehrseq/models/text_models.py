@@ -25,6 +25,7 @@ import torch
 
 from ehrseq.artifacts import Artifact, check_model_type, load_artifact, save_artifact
 from ehrseq.errors import ArtifactError
+from ehrseq.models.negation_cues import CUE_KINDS
 from ehrseq.models.text_classifier import TextClassifier, choose_thresholds
 from ehrseq.models.text_features import TfidfScope, TfidfScopeConfig
 
@@ -55,7 +56,10 @@ def _tfidf_from_artifact(art: Artifact) -> TfidfScope:
         raise ArtifactError(f"{where}: a tfidf_scope artifact needs vocabulary.json and thresholds.json; "
                             "retrain it with `ehrseq finetune --target biopsy`")
     try:
-        cfg = TfidfScopeConfig(**art.config["model"])
+        settings = dict(art.config["model"])
+        if isinstance(settings.get("cues"), dict):  # saved before a cue kind existed: it stays off, as fitted
+            settings["cues"] = {**{k: [] for k in CUE_KINDS if k not in settings["cues"]}, **settings["cues"]}
+        cfg = TfidfScopeConfig(**settings)
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactError(f"{where}: config.json 'model' is not a valid TfidfScopeConfig ({e})") from None
     model = TfidfScope(config=cfg)
