@@ -44,8 +44,8 @@ from transformers import (
 from ehrseq.artifacts import Artifact, load_artifact, save_artifact
 from ehrseq.errors import ArtifactError, DataValidationError
 from ehrseq.featurize.text import load_tokenizer, texts_and_ids, train_wordpiece
+from ehrseq.models.augment import augmented
 from ehrseq.models.outputs import ModelOutput
-from ehrseq.models.paraphrase import augmented
 from ehrseq.models.scope_marking import mark_all
 from ehrseq.models.text_net import (  # noqa: F401  (the classifier's config and network, re-exported)
     MODEL_TYPE,
@@ -58,13 +58,16 @@ from ehrseq.models.text_net import (  # noqa: F401  (the classifier's config and
     _bce,
     _drop_tokens,
     _group,
+    _length_batches,
     _loss,
+    _mlm_loss,
     _pad,
+    _report_lengths,
     _TextBatch,
     choose_thresholds,
     sharpen,
 )
-from ehrseq.train.trainer import TrainConfig, model_device, to_device, train
+from ehrseq.train.trainer import TrainConfig, model_device, train
 from ehrseq.utils import seed_everything
 
 
@@ -197,33 +200,39 @@ class TextClassifier:
         dcfg = DistilBertConfig(
             vocab_size=len(tok), dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
             hidden_dim=cfg.hidden_dim, max_position_embeddings=cfg.max_length, dropout=cfg.dropout,
-            attention_dropout=cfg.dropout, pad_token_id=tok.pad_token_id,
+            attention_dropout=cfg.dropout if cfg.attention_dropout is None else cfg.attention_dropout,
+            pad_token_id=tok.pad_token_id,
         )
         return DistilBertForMaskedLM(dcfg)  # the MLM head is dropped after pre-training
 
     def _pretrain_mlm(self, mlm: DistilBertForMaskedLM, w: Windows, seed: int) -> PreTrainedModel:
         """Masked-LM on the training windows (15 % of tokens: 80 % [MASK], 10 % random, 10 % kept), on the
-        shared trainer: every epoch runs and the last weights are kept."""
+        shared trainer: every epoch runs and the last weights are kept. The vocabulary head runs on the masked
+        positions only (:func:`_mlm_loss`)."""
         cfg, tok = self.config, self.tokenizer_
         gen = torch.Generator().manual_seed(seed + 1)
         special = torch.tensor(sorted(set(tok.all_special_ids)))
         n_win = len(w.ids)
         bs = max(cfg.batch_size * 2, 8)
+        lengths = np.fromiter(map(len, w.ids), np.int64, n_win)
 
         def batches(_epoch: int) -> Iterator[_TextBatch]:
-            for rows in torch.randperm(n_win, generator=gen).split(bs):
-                ids, att = _pad([w.ids[i] for i in rows.tolist()], tok.pad_token_id)
-                labels = ids.clone()
+            perm = torch.randperm(n_win, generator=gen)
+            groups = _length_batches(perm, lengths, bs, gen) if cfg.length_buckets else [
+                r.tolist() for r in perm.split(bs)]
+            for rows in groups:
+                ids, att = _pad([w.ids[i] for i in rows], tok.pad_token_id)
                 maskable = att.bool() & ~torch.isin(ids, special)
                 chosen = (torch.rand(ids.shape, generator=gen) < cfg.mlm_probability) & maskable
-                labels[~chosen] = -100
+                targets, positions = ids[chosen], chosen.flatten().nonzero().squeeze(1)
                 roll = torch.rand(ids.shape, generator=gen)
                 ids = torch.where(chosen & (roll < 0.8), tok.mask_token_id, ids)
                 rand_ids = torch.randint(len(tok), ids.shape, generator=gen)
                 ids = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), rand_ids, ids)
-                yield _TextBatch({"input_ids": ids, "attention_mask": att, "labels": labels}, len(rows))
+                yield _TextBatch({"input_ids": ids, "attention_mask": att, "positions": positions,
+                                  "targets": targets}, len(rows))
 
-        train(mlm, range(n_win), None, self._train_config(seed, cfg.mlm_epochs, bs), loss_fn=_loss,
+        train(mlm, range(n_win), None, self._train_config(seed, cfg.mlm_epochs, bs), loss_fn=_mlm_loss,
               batches=batches, keep_best=False, reseed=False)  # fit() seeded this member
         return mlm.distilbert
 
@@ -235,10 +244,14 @@ class TextClassifier:
         n = len(y)
         by_report = _group(train_w, n)
         special = torch.tensor(sorted(set(tok.all_special_ids)))
+        lengths = _report_lengths(train_w, n) if cfg.length_buckets else None
 
         def batches(_epoch: int) -> Iterator[_TextBatch]:
-            for rows in torch.randperm(n, generator=gen).split(cfg.batch_size):
-                batch = self._batch(train_w, by_report, rows.tolist())
+            perm = torch.randperm(n, generator=gen)
+            groups = _length_batches(perm, lengths, cfg.batch_size, gen) if lengths is not None else [
+                r.tolist() for r in perm.split(cfg.batch_size)]
+            for rows in groups:
+                batch = self._batch(train_w, by_report, rows)
                 if cfg.input_drop > 0:
                     batch = _drop_tokens(batch, cfg.input_drop, special, tok.pad_token_id, gen)
                 if cfg.input_mask > 0 and tok.mask_token_id is not None:
@@ -246,7 +259,7 @@ class TextClassifier:
                     maskable = batch["attention_mask"].bool() & ~torch.isin(ids, special)
                     chosen = (torch.rand(ids.shape, generator=gen) < cfg.input_mask) & maskable
                     batch["input_ids"] = ids.masked_fill(chosen, tok.mask_token_id)
-                yield _TextBatch({**batch, "labels": torch.from_numpy(y[rows.numpy()])}, len(rows))
+                yield _TextBatch({**batch, "labels": torch.from_numpy(y[rows])}, len(rows))
 
         def tuning_bce(m: nn.Module) -> float:
             return _bce(self._proba(tune_w, len(y_tune), [m]), y_tune)
@@ -265,11 +278,12 @@ class TextClassifier:
                            patience=max(epochs, 1), grad_clip=1.0, seed=seed, progress=False, schedule="linear",
                            warmup=cfg.warmup, min_delta=0.0, device=cfg.device)
 
-    def _batch(self, w: Windows, by_report: list[list[int]], rows: list[int]) -> dict[str, torch.Tensor]:
+    def _batch(self, w: Windows, by_report: list[list[int]], rows: list[int]) -> dict[str, torch.Tensor | int]:
+        """The windows of reports ``rows`` padded into one batch, with each window's position in ``rows``."""
         win = [j for r in rows for j in by_report[r]]
         sample_map = torch.tensor([k for k, r in enumerate(rows) for _ in by_report[r]])
         ids, att = _pad([w.ids[j] for j in win], self.tokenizer_.pad_token_id)
-        return {"input_ids": ids, "attention_mask": att, "sample_map": sample_map}
+        return {"input_ids": ids, "attention_mask": att, "sample_map": sample_map, "n_reports": len(rows)}
 
     # ------------------------------------------------------------------ inference
     def _read(self, texts: list[str]) -> list[str]:
@@ -311,17 +325,23 @@ class TextClassifier:
 
     @torch.inference_mode()
     def _proba(self, w: Windows, n: int, nets: list[TextClassifierNet] | None = None) -> np.ndarray:
+        """(n, K) probabilities: the windows sorted by length and run ``predict_batch`` at a time (little
+        padding), each report's window logits max-pooled, sigmoid, averaged over ``nets``."""
         nets = self.nets_ if nets is None else nets
+        k = len(self.config.labels)
+        if n == 0:
+            return np.zeros((0, k))
         for net in nets:
             net.eval()
-        by_report = _group(w, n)
         dev = model_device(nets[0])
-        out = []
-        bs = max(self.config.batch_size, 32)
-        for start in range(0, n, bs):
-            batch = to_device(self._batch(w, by_report, list(range(start, min(n, start + bs)))), dev)
-            out.append(np.mean([torch.sigmoid(net(**batch).logits).cpu().numpy() for net in nets], 0))
-        return np.concatenate(out).astype(np.float64) if out else np.zeros((0, len(self.config.labels)))
+        best = np.full((len(nets), n, k), -np.inf, dtype=np.float32)  # per report: max logit over its windows
+        order = np.argsort(np.fromiter(map(len, w.ids), np.int64, len(w.ids)), kind="stable")
+        for start in range(0, len(order), self.config.predict_batch):
+            rows = order[start: start + self.config.predict_batch]
+            ids, att = (t.to(dev) for t in _pad([w.ids[j] for j in rows], self.tokenizer_.pad_token_id))
+            for i, net in enumerate(nets):
+                np.maximum.at(best[i], w.report[rows], net(input_ids=ids, attention_mask=att).logits.float().cpu().numpy())
+        return torch.sigmoid(torch.from_numpy(best)).numpy().mean(0).astype(np.float64)
 
     def _check_fitted(self) -> None:
         if not self.nets_ or self.tokenizer_ is None:
