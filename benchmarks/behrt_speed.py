@@ -1,6 +1,6 @@
 """BEHRT throughput, old path against new in the same run: pretraining, fine-tuning, inference; held-out AUROC.
 
-    python -m benchmarks.behrt_speed [--patients 1200] [--epochs 6] [--pretrain-epochs 3] [--prefixes 4]  # ~10 min
+    python -m benchmarks.behrt_speed [--patients 1200] [--epochs 6] [--pretrain-epochs 3] [--paths ...]  # ~9 min, 7 paths
 
 The CDAI task of benchmarks/sequence_models.py (site A of the synthetic cohort, held-out patients), with the
 settings of configs/cdai_behrt.yaml (small preset, max_len 96, batch 32, lr 2e-3, cosine with 5% warm-up): masked-
@@ -15,8 +15,12 @@ differs is exactly the levers of issue #15:
 - new: ``ehrseq.models.behrt`` (fused Q/K/V and SDPA, cheaper CPU dropout, no checks in forward, MLM head on the
   masked positions only), token views built and range-checked once per dataset, length-bucketed training
   batches, tuning and inference in length order (what ``ehrseq finetune`` and ``ehrseq pretrain`` now do);
-- new_bf16 (unless --no-bf16): the new path with ``train.precision: bf16`` (bfloat16 autocast of every forward
-  pass, training and inference; fp32 weights, optimizer and loss), reported against both.
+- options on the new code, each its own row (``--paths``): ``train.precision: bf16`` (bfloat16 autocast of every
+  forward pass, training and inference; fp32 weights, optimizer and loss), and recipe changes that alter the
+  training itself: attention-probability dropout 0 (``attention_probs_dropout_prob``; hidden dropout kept), which
+  lets training use SDPA's fused attention, and batch 64. Their held-out AUROC is reported beside the others'.
+  old and new keep attention dropout 0.1 (the recipe of the old path), so that they differ in code only;
+  configs/cdai_behrt.yaml now sets 0, the recipe of the new_attn0 rows.
 
 The trainer (its optimizer included: torch's fused AdamW, ``train.trainer.make_adamw``) is the same for every path, so
 its speed-ups raise the old path's throughput as much as the new one's and do not show in the ratios.
@@ -58,7 +62,26 @@ from ehrseq.registry import behrt_id_limits, build_model, saved_behrt_config
 from ehrseq.split import ids_in
 from ehrseq.train.trainer import TrainConfig, autocast_for, predict_logits, train
 
-PATHS = ("old", "new", "new_bf16")  # new_bf16: the new path under train.precision bf16 (--no-bf16 skips it)
+# path -> (code, train.precision, attention_probs_dropout_prob, batch_size). "old" and "new" differ in code only;
+# the others change the precision or the training recipe on the new code, each its own row (issue #15).
+STAGES = ("pretrain", "finetune", "inference")
+PATHS: dict[str, tuple[str, str, float, int]] = {
+    "old": ("old", "fp32", 0.1, 32),
+    "new": ("new", "fp32", 0.1, 32),
+    "new_bf16": ("new", "bf16", 0.1, 32),
+    "new_attn0": ("new", "fp32", 0.0, 32),
+    "new_attn0_bf16": ("new", "bf16", 0.0, 32),
+    "new_attn0_b64": ("new", "fp32", 0.0, 64),
+    "new_attn0_b64_bf16": ("new", "bf16", 0.0, 64),
+}
+DEFAULT_PATHS = ",".join(PATHS)
+WHAT = {  # what each path changes against "new" (the rows of the options table)
+    "new_bf16": "`train.precision: bf16`",
+    "new_attn0": "attention dropout 0 (recipe)",
+    "new_attn0_bf16": "attention dropout 0 (recipe), bf16",
+    "new_attn0_b64": "attention dropout 0, batch 64 (recipe)",
+    "new_attn0_b64_bf16": "attention dropout 0, batch 64 (recipe), bf16",
+}
 
 
 class Clock:
@@ -83,7 +106,8 @@ def dataset(path: str, fs: Any, targets: np.ndarray | None, fz: Featurizer) -> S
 
 def model_for(path: str, config: BehrtConfig, head: str, body: dict[str, torch.Tensor] | None) -> torch.nn.Module:
     """A fresh model of the path's class (same seed: same initial weights), the pretrained body loaded."""
-    kw = {**saved_behrt_config(config.to_dict()), "head": head, "num_labels": 1}
+    kw = {**saved_behrt_config(config.to_dict()), "head": head, "num_labels": 1,
+          "attention_probs_dropout_prob": PATHS[path][2]}
     torch.manual_seed(0)
     m = BehrtModel(BehrtConfig(**kw)) if path != "old" else old_behrt.BehrtModel(old_behrt.BehrtConfig(**kw))
     if body is not None:
@@ -100,8 +124,8 @@ def predict(path: str, model: torch.nn.Module, ds: SequenceDataset, precision: s
 
 def run_path(path: str, a: argparse.Namespace, ev: pd.DataFrame, sp: pd.DataFrame, fz: Featurizer,
              config: BehrtConfig) -> dict[str, Any]:
-    precision = "bf16" if path == "new_bf16" else "fp32"
-    tcfg = TrainConfig(epochs=a.epochs, batch_size=32, lr=2e-3, patience=3, schedule="cosine", warmup=0.05,
+    _, precision, _, bs = PATHS[path]
+    tcfg = TrainConfig(epochs=a.epochs, batch_size=bs, lr=2e-3, patience=3, schedule="cosine", warmup=0.05,
                        seed=a.seed, progress=False, precision=precision, device="cpu")
     out: dict[str, Any] = {}
     # ---- pretraining (building the datasets is timed: the new path's token cache is built there)
@@ -124,7 +148,7 @@ def run_path(path: str, a: argparse.Namespace, ev: pd.DataFrame, sp: pd.DataFram
     mlm = model_for(path, config, "mlm", None)
     pcfg = replace(tcfg, epochs=a.pretrain_epochs, patience=2)
     tuning: Any = LengthOrdered(parts["tuning"]) if path != "old" else parts["tuning"]
-    hook = bucketed_batches(parts["train"], 32, a.seed) if path != "old" else None
+    hook = bucketed_batches(parts["train"], bs, a.seed) if path != "old" else None
     with Clock() as c:
         r = train(mlm, parts["train"], tuning, pcfg, loss_fn=mlm_step, batches=hook)
     out["pretrain"] = throughput(r.sequences_per_second * r.seconds, c, r.best_epoch, len(r.history), build)
@@ -138,7 +162,7 @@ def run_path(path: str, a: argparse.Namespace, ev: pd.DataFrame, sp: pd.DataFram
         ds = {s: dataset(path, fs[s], y[s], fz) for s in ("train", "tuning")}
     clf = model_for(path, config, "binary", body)
     tuning = LengthOrdered(ds["tuning"]) if path != "old" else ds["tuning"]
-    hook = bucketed_batches(ds["train"], 32, a.seed) if path != "old" else None
+    hook = bucketed_batches(ds["train"], bs, a.seed) if path != "old" else None
     with Clock() as c:
         r = train(clf, ds["train"], tuning, tcfg, batches=hook)
     out["finetune"] = throughput(r.sequences_per_second * r.seconds, c, r.best_epoch, len(r.history), build)
@@ -183,8 +207,8 @@ def main() -> None:
     ap.add_argument("--n-boot", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5, help="inference timings per path (the median is reported)")
-    ap.add_argument("--order", default="old,new", help="the order the paths run in (old,new or new,old; new_bf16 last unless named)")
-    ap.add_argument("--no-bf16", action="store_true", help="skip the new path under train.precision bf16")
+    ap.add_argument("--paths", default=DEFAULT_PATHS,
+                    help=f"the paths to run, in this order (old and new always run); of {', '.join(PATHS)}")
     a = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
     torch.set_num_threads(a.threads)
@@ -196,30 +220,39 @@ def main() -> None:
     ev, sp = site_split(data, "A")
     fz = Featurizer(FeaturizerConfig(max_len=96)).fit(ev, sp)
     config = build_model("behrt", "mlm", 1, fz, "small", {}).config
-    order = [p for p in a.order.split(",") if p in PATHS and not (a.no_bf16 and p == "new_bf16")]
-    order += [] if a.no_bf16 or "new_bf16" in order else ["new_bf16"]
+    order = [p for p in a.paths.split(",") if p]
+    if unknown := [p for p in order if p not in PATHS]:
+        raise SystemExit(f"--paths: unknown {unknown}; choose from {', '.join(PATHS)}")
+    order += [p for p in ("old", "new") if p not in order]
     res = {p: run_path(p, a, ev, sp, fz, config) for p in dict.fromkeys(order)}
     lines = ["| stage | old seq/s (CPU) | new seq/s (CPU) | ratio (CPU) | old seq/s (wall) | new seq/s (wall) | "
              "ratio (wall) | epochs old / new |", "|---|---|---|---|---|---|---|---|"]
-    bf = ["", "### New path under `train.precision: bf16` (same run)\n",
-          "| stage | new bf16 seq/s (CPU) | ratio to old (CPU) | ratio to new fp32 (CPU) | epochs |", "|---|---|---|---|---|"]
-    for stage in ("pretrain", "finetune", "inference"):
+    for stage in STAGES:
         o, n = res["old"][stage], res["new"][stage]
         ep = f"{o['epochs']} / {n['epochs']}" if o["epochs"] else ""
         lines.append(f"| {stage} | {o['per_cpu_s']:.0f} | {n['per_cpu_s']:.0f} | **{n['per_cpu_s'] / o['per_cpu_s']:.2f}x**"
                      f" | {o['per_wall_s']:.0f} | {n['per_wall_s']:.0f} | {n['per_wall_s'] / o['per_wall_s']:.2f}x | {ep} |")
-        if "new_bf16" in res:
-            b = res["new_bf16"][stage]
-            bf.append(f"| {stage} | {b['per_cpu_s']:.0f} | {b['per_cpu_s'] / o['per_cpu_s']:.2f}x | "
-                      f"{b['per_cpu_s'] / n['per_cpu_s']:.2f}x | {b['epochs'] or ''} |")
-    lines += bf if "new_bf16" in res else []
+    if options := [p for p in res if p not in ("old", "new")]:
+        lines += ["", "### Precision and recipe options on the new code (same run)\n",
+                  "Each cell: sequences per CPU-second, then the ratio to old and to new (fp32, same recipe as old). "
+                  "Recipe rows change the training itself; their AUROC is in the next table.\n",
+                  "| path | changes against new | " + " | ".join(STAGES) + " | epochs pretrain / finetune |",
+                  "|---|---|" + "---|" * len(STAGES) + "---|"]
+        for p in options:
+            cells = []
+            for stage in STAGES:
+                r, o, n = res[p][stage], res["old"][stage], res["new"][stage]
+                cells.append(f"{r['per_cpu_s']:.0f} (**{r['per_cpu_s'] / o['per_cpu_s']:.2f}x** / "
+                             f"{r['per_cpu_s'] / n['per_cpu_s']:.2f}x)")
+            lines.append(f"| {p} | {WHAT.get(p, '')} | " + " | ".join(cells) +
+                         f" | {res[p]['pretrain']['epochs']} / {res[p]['finetune']['epochs']} |")
     scores = {p: summarize(res[p]["preds"], "binary", n_bootstrap=a.n_boot, seed=a.seed) for p in res}
     orc = summarize(oracle(res["old"]["preds"][["subject_id", "prediction_time", "y_true"]], truth), "binary",
                     n_bootstrap=a.n_boot, seed=a.seed)
     n_ho = len(res["old"]["preds"])
     body = [
         f"Synthetic cohort: {a.patients} patients, site A ({int(sp['subject_id'].nunique())} patients), seed {a.seed}; "
-        f"BEHRT small (hidden 64, 2 layers), max_len 96, batch 32, lr 2e-3 cosine (5% warm-up). Pretraining: "
+        f"BEHRT small (hidden 64, 2 layers), max_len 96, batch 32 (64 where the path says so), lr 2e-3 cosine (5% warm-up). Pretraining: "
         f"{a.prefixes} sequences per train patient, {a.pretrain_epochs} epochs at most (patience 2); fine-tuning "
         f"from the pretrained encoder: {a.epochs} epochs at most (patience 3); inference: tuning + held-out rows "
         f"(median of {a.repeats} timings). "
@@ -227,8 +260,8 @@ def main() -> None:
         "## Throughput (sequences per second; ratio = new / old)\n", *lines, "",
         f"## Held-out AUROC ({n_ho} label rows, patient-bootstrap 95% CI)\n",
         "| path | AUROC | AUPRC | Brier | best tuning MLM loss |", "|---|---|---|---|---|",
-        *[f"| {p} | {fmt(scores[p]['auroc'])} | {fmt(scores[p]['auprc'])} | {fmt(scores[p]['brier'])} | "
-          f"{res[p]['pretrain_loss']:.3f} |" for p in PATHS if p in res],
+        *[f"| {p}{' (' + WHAT[p] + ')' if p in WHAT else ''} | {fmt(scores[p]['auroc'])} | {fmt(scores[p]['auprc'])} | {fmt(scores[p]['brier'])} | "
+          f"{res[p]['pretrain_loss']:.3f} |" for p in res],
         f"| oracle (true probabilities) | {fmt(orc['auroc'])} | {fmt(orc['auprc'])} | {fmt(orc['brier'])} | |",
     ]
     text = "\n".join(body) + kept_notes()

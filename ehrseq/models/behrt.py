@@ -48,6 +48,7 @@ from transformers import BertConfig, PretrainedConfig, PreTrainedModel
 from ehrseq.data.batch import PAD_ID, Batch
 from ehrseq.models import behrt_encoder as enc
 from ehrseq.models.behrt_encoder import BehrtEncoder, FastDropout
+from ehrseq.models.behrt_loss import behrt_loss
 from ehrseq.models.masking import IGNORE_INDEX
 from ehrseq.models.outputs import ModelOutput
 
@@ -71,6 +72,10 @@ class BehrtConfig(PretrainedConfig):
     num_labels:              K for the "multilabel" and "multiclass" heads (binary and regression output 1)
     pos_weight:              BCE positive-class weight: a float, or one per label for "multilabel"
     pooling:                 patient representation: "cls", "last" (last real token) or "mean" (masked mean)
+    hidden_dropout_prob:     dropout on embeddings, block outputs and the classifier input (training only)
+    attention_probs_dropout_prob: dropout on attention probabilities (training only). 0 lets training use
+                             SDPA's fused attention, forward and backward; with dropout the CPU computes the
+                             product written out (benchmarks/results/behrt_speed.md, "Third round")
     """
 
     model_type = "ehrseq_behrt"
@@ -415,30 +420,7 @@ class BehrtModel(PreTrainedModel):
         return (hidden * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1.0)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        head = self.config.head
-        if head == "mlm":
-            labels = labels.long()
-            if labels.numel() == 0 or not bool((labels != IGNORE_INDEX).any()):
-                return logits.sum() * 0.0  # nothing was masked: a zero loss that keeps the graph, not NaN
-            return F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX
-            )
-        if head == "multiclass":  # labels (B,) or (B, 1): class index
-            return F.cross_entropy(logits, labels.reshape(-1).long())
-        if labels.numel() != logits.numel():
-            raise ValueError(
-                f"head {head!r} gives logits {tuple(logits.shape)} but labels have shape {tuple(labels.shape)}"
-            )
-        target = labels.reshape(logits.shape).to(logits.dtype)  # (B,) -> (B, 1) for binary / regression
-        if head == "regression":
-            return F.mse_loss(logits, target)
-        pos_weight = self.config.pos_weight
-        pw = (
-            None
-            if pos_weight is None
-            else torch.as_tensor(pos_weight, dtype=logits.dtype, device=logits.device)
-        )
-        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
+        return behrt_loss(self.config.head, self.config.pos_weight, logits, labels)
 
     def embed(self, batch: Batch) -> torch.Tensor:
         """The patient representation (B, H) the classifier reads (``config.pooling``), whatever the head.

@@ -8,9 +8,10 @@ the same outputs (``tests/test_behrt_speed.py`` compares them). What differs is 
 - the last layer computes the queries of the tokens a head reads only (the pooled token for CLS or last-token
   pooling, the masked tokens in pretraining); their keys and values still come from every token;
 - attention through ``torch.nn.functional.scaled_dot_product_attention`` with a boolean key-padding mask
-  (B, 1, 1, L), not a materialised (B, 1, L, L) additive mask; in training, where attention dropout applies, the
-  same product written out with :func:`fast_dropout` on the probabilities (SDPA's CPU kernels have no dropout
-  and fall back to a slow path);
+  (B, 1, 1, L), not a materialised (B, 1, L, L) additive mask, in eval mode and in training with
+  ``attention_probs_dropout_prob`` 0; in CPU training with attention dropout, or under bfloat16 autocast, the
+  same product written out, with :func:`fast_dropout` on the probabilities (SDPA's CPU kernels have no dropout,
+  and their bfloat16 backward is slow; see :func:`attention`);
 - dropout on CPU from 16-bit random draws, four per 64-bit draw (:func:`fast_dropout`): torch's CPU dropout
   draws one Bernoulli per element, which is most of a small model's training step. Each element is kept with
   probability ``1 - round(p * 65536) / 65536`` (within 1e-5 of ``1 - p``) and scaled by ``1 / (1 - p)``.
@@ -168,16 +169,24 @@ class BehrtLayer(nn.Module):
             b = torch.cat([proj.key.bias, proj.value.bias])
             k, v = F.linear(x, w, b).view(B, L, 2, nh, dh).permute(2, 0, 3, 1, 4)
         Lq = xq.shape[1]
-        if self.training and self.p_attn > 0.0 and x.device.type == "cpu":
-            scores = (q * (1.0 / math.sqrt(dh))) @ k.transpose(-1, -2)  # (B, nh, Lq, L)
-            probs = scores.add_(_key_bias(key_mask, scores.dtype)).softmax(-1)  # in place: nothing saved
-            ctx = fast_dropout(probs, self.p_attn) @ v
-        else:
-            p = self.p_attn if self.training else 0.0
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=p)
-        ctx = ctx.transpose(1, 2).reshape(B, Lq, H)
+        ctx = attention(q, k, v, key_mask, self.p_attn if self.training else 0.0).transpose(1, 2).reshape(B, Lq, H)
         h = self.attention.output(ctx, xq)
         return self.output(self.act(self.intermediate.dense(h)), h)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor, p: float) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + key mask) v with dropout ``p`` on the probabilities: (B, nh, Lq, d).
+
+    ``key_mask`` (B, 1, 1, L) bool, True for real keys. Without dropout (``p`` 0: eval mode, or a model with
+    ``attention_probs_dropout_prob`` 0) SDPA's fused kernel, forward and backward; on the CPU the product written
+    out, with :func:`fast_dropout`, where there is dropout (SDPA's CPU kernels have none: a slow fallback) and
+    where a bfloat16 / float16 product needs gradients (SDPA's low-precision CPU backward measured 3-5x slower).
+    """
+    if q.device.type == "cpu" and (p > 0.0 or (q.requires_grad and q.dtype in (torch.bfloat16, torch.float16))):
+        scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)  # (B, nh, Lq, L)
+        probs = scores.add_(_key_bias(key_mask, scores.dtype)).softmax(-1)  # in place: nothing saved
+        return fast_dropout(probs, p) @ v
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=p)
 
 
 def _key_bias(key_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
