@@ -180,7 +180,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch
     ``key_mask`` (B, 1, 1, L) bool, True for real keys. Without dropout (``p`` 0: eval mode, or a model with
     ``attention_probs_dropout_prob`` 0) SDPA's fused kernel, forward and backward; on the CPU the product written
     out, with :func:`fast_dropout`, where there is dropout (SDPA's CPU kernels have none: a slow fallback) and
-    where a bfloat16 / float16 product needs gradients (SDPA's low-precision CPU backward measured 3-5x slower).
+    where a bfloat16 / float16 product needs gradients (SDPA's low-precision CPU backward is slower there:
+    benchmarks/results/behrt_speed.md).
     """
     if q.device.type == "cpu" and (p > 0.0 or (q.requires_grad and q.dtype in (torch.bfloat16, torch.float16))):
         scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)  # (B, nh, Lq, L)

@@ -52,10 +52,10 @@ class TextClassifierConfig:
     AUROC, which moves by a few hundredths between single seeds. ``self_train_rounds`` rounds of
     self-training run when :meth:`TextClassifier.fit` gets ``adapt_to`` reports (see there).
     ``attention_dropout`` is the from-scratch encoder's dropout on attention probabilities (None: ``dropout``,
-    as before it existed); 0 lets torch's fused CPU attention kernel run in training: a 1.75x faster fit of
-    the small preset at equal cross-site AUROC (``benchmarks/results/text_speed.md``). ``length_buckets``
-    draws each masked-LM and fine-tuning batch from reports of similar token length (less padding, 1.15x more;
-    it changes which reports share a batch, hence the trained weights). ``predict_batch`` is the number of
+    as before it existed); 0 lets torch's fused CPU attention kernel run in training: a faster fit of the
+    small preset at equal cross-site AUROC (``benchmarks/results/text_speed.md``). ``length_buckets``
+    draws each masked-LM and fine-tuning batch from reports of similar token length (less padding; it changes
+    which reports share a batch, hence the trained weights). ``predict_batch`` is the number of
     windows per inference batch (windows sorted by length; it changes no probability beyond float rounding).
     ``mark_scopes`` reads every report through :func:`ehrseq.models.scope_marking.mark_scopes` (negated, hedged
     and history words marked) before the tokenizer, in training and in prediction; ``augment`` adds that many
