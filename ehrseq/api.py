@@ -156,6 +156,12 @@ def finetune(
     _check_task_choice(cfg, label_obj is not None)
     label_obj = _read_task_early(cfg, label_obj)  # a bad label or task file fails before the data is read
     seed_everything(cfg.seed)
+    if label_obj is None and code_map is None:  # a MEDS root streamed in batches (ehrseq.recipes.streamed)
+        from ehrseq.recipes.streamed import finetune_streamed
+
+        streamed = finetune_streamed(data, cfg, out, init=init, column_map=column_map)
+        if streamed is not None:
+            return streamed
     d = _data(data, column_map, resolve_code_map(code_map))
     has_task = cfg.labels is not None or cfg.task is not None or label_obj is not None
     if not has_task and (cfg.target == "biopsy" or cfg.model == "text"):

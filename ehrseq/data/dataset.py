@@ -69,21 +69,22 @@ class SequenceDataset(Dataset):
             self._offsets = np.r_[0, np.cumsum([len(self._tokens(i)["code_ids"]) for i in range(len(self))])]
         return np.diff(self._offsets).astype(np.int64)
 
+    @classmethod
+    def from_token_views(cls, fs: FeatureSet, targets: np.ndarray | None, offsets: np.ndarray,
+                         views: Mapping[str, np.ndarray], **kwargs: Any) -> SequenceDataset:
+        """A token dataset over views built elsewhere (:func:`~ehrseq.data.token_views.token_views`' offsets
+        and flat arrays, already checked and compacted; e.g. memory-mapped from :mod:`ehrseq.data.store`).
+        ``fs`` needs labels, static_x and a (0, F) step_x only; ``kwargs``: the constructor's settings."""
+        ds = cls(fs, targets, tokens=True, steps=False, cache_tokens=False, **kwargs)
+        ds._offsets, ds._cache = np.asarray(offsets, np.int64), dict(views)
+        return ds
+
     def _tokens(self, i: int) -> dict[str, np.ndarray]:
         return build_tokens(self.fs, i, self.max_len, self.max_visits, self.positions)
 
     def _build_cache(self, id_limits: Mapping[str, int] | None) -> None:
         self._offsets, flat = token_views(self.fs, self.max_len, self.max_visits, self.positions)
-        for k, hi in (id_limits or {}).items():
-            v = flat[k]
-            bad = (v < 0) | (v >= hi)
-            if bad.any():
-                rows = np.unique(np.searchsorted(self._offsets, np.flatnonzero(bad), side="right") - 1)
-                raise DataValidationError(
-                    f"token ids lie outside the model's embedding table [0, {hi})", column=k, n_rows=len(rows),
-                    subject_ids=self.subject_ids[rows].tolist(),
-                    hint="the model and the featurizer that built these rows disagree: use the featurizer "
-                         "saved with the model (its artifact), or refit both")
+        check_token_ids(flat, self._offsets, self.subject_ids, id_limits)
         self._cache = {k: _compact(v) for k, v in flat.items()}
 
     def __len__(self) -> int:
@@ -165,6 +166,22 @@ class SequenceDataset(Dataset):
         if self.targets is not None:
             item["labels"] = self.targets[i]
         return item
+
+
+def check_token_ids(flat: Mapping[str, np.ndarray], offsets: np.ndarray, subject_ids: np.ndarray,
+                    id_limits: Mapping[str, int] | None) -> None:
+    """DataValidationError, naming the key, the row count and subject ids, when a token id of the flat views
+    (rows cut by ``offsets``) lies outside ``id_limits`` (exclusive upper bound per key)."""
+    for k, hi in (id_limits or {}).items():
+        v = flat[k]
+        bad = (v < 0) | (v >= hi)
+        if bad.any():
+            rows = np.unique(np.searchsorted(offsets, np.flatnonzero(bad), side="right") - 1)
+            raise DataValidationError(
+                f"token ids lie outside the model's embedding table [0, {hi})", column=k, n_rows=len(rows),
+                subject_ids=subject_ids[rows].tolist(),
+                hint="the model and the featurizer that built these rows disagree: use the featurizer "
+                     "saved with the model (its artifact), or refit both")
 
 
 class Rows(Sequence[dict[str, np.ndarray]]):

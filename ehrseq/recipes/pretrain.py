@@ -8,10 +8,16 @@ Training draws fresh masks every step; the tuning loss that early stopping monit
 per tuning subject (:func:`~ehrseq.models.masking.fixed_mask_codes`), so epochs are compared on the same task.
 The artifact holds the MLM model, the featurizer and its train subjects (``train_subjects.json``);
 ``finetune --model behrt --init`` loads its encoder.
+
+A MEDS root with ``metadata/subject_splits.parquet`` (and the data's own split) is streamed in batches of whole
+subjects into an on-disk store (:mod:`ehrseq.data.sharded`), so memory holds one batch, not the extract; the
+featurizer, datasets and metrics are those of the in-memory path, which frames, other inputs and
+``EHRSEQ_STREAM=0`` take.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,9 +42,20 @@ def whole_history_labels(events: pd.DataFrame, subject_ids, prefixes_per_subject
     ``seed`` (the last event of each drawn day, so a cut never splits a visit)."""
     if prefixes_per_subject < 1:
         raise ValueError(f"prefixes_per_subject must be >= 1, got {prefixes_per_subject}")
+    return history_rows(visit_day_ends(events, subject_ids), prefixes_per_subject, seed)
+
+
+def visit_day_ends(events: pd.DataFrame, subject_ids) -> pd.DataFrame:
+    """subject_id, prediction_time: the last event time of each visit day of these subjects, by subject and
+    day (per subject: batches of whole subjects, concatenated in subject order, give the whole frame's)."""
     ev = events.loc[events["subject_id"].isin(subject_ids) & events["time"].notna(), ["subject_id", "time"]]
     day_end = ev.groupby([ev["subject_id"], ev["time"].dt.floor("D")])["time"].max().reset_index(level=1, drop=True)
-    ends = day_end.reset_index().rename(columns={"time": "prediction_time"})
+    return day_end.reset_index().rename(columns={"time": "prediction_time"})
+
+
+def history_rows(ends: pd.DataFrame, prefixes_per_subject: int, seed: int) -> pd.DataFrame:
+    """:func:`whole_history_labels` from :func:`visit_day_ends`' rows: each subject's last day end plus up to
+    k - 1 others drawn with ``seed``."""
     last = (ends.groupby("subject_id")["prediction_time"].transform("max") == ends["prediction_time"]).to_numpy()
     key = np.where(last, -1.0, np.random.default_rng(seed).random(len(ends)))  # the last day ranks first
     rank = pd.Series(key).groupby(ends["subject_id"].to_numpy()).rank(method="first").to_numpy()
@@ -77,14 +94,19 @@ def pretrain(data: Any, *, out: str | Path | None = None, config: FinetuneConfig
     cfg = load_config(config, **{"model": "behrt", **overrides})
     check_pretrain_args(mask_prob, prefixes_per_subject)
     seed_everything(cfg.seed)
-    d = data if hasattr(data, "events") else load_data(data)
-    splits = resolve_splits(d, cfg)
-    fz = Featurizer(cfg.featurizer).fit(d.events, splits)
-    parts = {}
-    for name in ("train", "tuning"):
-        k = prefixes_per_subject if name == "train" else 1  # tuning loss: one whole history per subject
-        lab = whole_history_labels(d.events, ids_in(splits, name), k, cfg.seed)
-        parts[name] = make_dataset(fz.transform(d.events, lab), None, fz, "behrt")
+    streamed = None if hasattr(data, "events") else _streamed(data, cfg, prefixes_per_subject)
+    if streamed is not None:  # a MEDS root with splits: read in batches into an on-disk store (same arrays)
+        fz, parts, data_hash, splits = streamed
+    else:
+        d = data if hasattr(data, "events") else load_data(data)
+        splits = resolve_splits(d, cfg)
+        fz = Featurizer(cfg.featurizer).fit(d.events, splits)
+        parts = {}
+        for name in ("train", "tuning"):
+            k = prefixes_per_subject if name == "train" else 1  # tuning loss: one whole history per subject
+            lab = whole_history_labels(d.events, ids_in(splits, name), k, cfg.seed)
+            parts[name] = make_dataset(fz.transform(d.events, lab), None, fz, "behrt")
+        data_hash = frame_hash(d.events, ["subject_id", "time", "code", "numeric_value"])
     model = build_model("behrt", "mlm", 1, fz, cfg.preset, dict(cfg.model_overrides), None)
     vocab = len(fz.vocab_)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -111,8 +133,45 @@ def pretrain(data: Any, *, out: str | Path | None = None, config: FinetuneConfig
                     "model": model_config_dict(model), "finetune": config_to_dict(cfg), "mask_prob": mask_prob,
                     "prefixes_per_subject": prefixes_per_subject},
             featurizer=fz.to_dict(), metrics=metrics,
-            data_hash=frame_hash(d.events, ["subject_id", "time", "code", "numeric_value"]),
+            data_hash=data_hash,
             split_hash=frame_hash(splits.sort_values("subject_id")),
             train_subjects=ids_in(splits, "train"),  # the weights and the vocabulary come from these
         )
     return metrics
+
+
+def _streamed(data: Any, cfg: FinetuneConfig, k: int) -> tuple[Featurizer, dict[str, Any], str, pd.DataFrame] | None:
+    """Pretraining's featurizer, datasets, data hash and splits from a MEDS root read in batches of whole
+    subjects (:mod:`ehrseq.data.sharded`): one pass fits the featurizer, hashes the events and collects the
+    visit-day ends, a second featurizes train and tuning into on-disk stores. None when ``data`` is not such a
+    root, the config draws its own split, or the shards are not in subject order: then it is read whole."""
+    from ehrseq.data.loading import LoadedData
+    from ehrseq.data.sharded import OutOfOrder, RowHasher, batches, sharded_root, stream_datasets
+    from ehrseq.featurize.sharded import FitAccumulator
+    from ehrseq.io import read_subject_splits
+    from ehrseq.recipes.common import resolve_splits
+    from ehrseq.registry import behrt_id_limits
+
+    root = sharded_root(data)
+    if root is None or cfg.split.strategy != "data":
+        return None
+    splits = resolve_splits(LoadedData(pd.DataFrame({"subject_id": []}), read_subject_splits(root), None, "meds"),
+                            cfg)
+    acc, hasher = FitAccumulator(cfg.featurizer, ids_in(splits, "train")), RowHasher()
+    ids = {name: ids_in(splits, name) for name in ("train", "tuning")}
+    ends: dict[str, list[pd.DataFrame]] = {name: [] for name in ids}
+    try:
+        for b in batches(root):
+            acc.add(b)
+            hasher.add(b)
+            for name, sub in ids.items():
+                ends[name].append(visit_day_ends(b, sub))
+    except OutOfOrder:
+        logging.getLogger("ehrseq.api").warning("%s: the shards' subjects are not in ascending order; reading "
+                                                "the data whole", root)
+        return None
+    fz = acc.finish()  # refuses a split without train events, so some batch was read
+    rows = {name: (history_rows(pd.concat(e, ignore_index=True), k if name == "train" else 1, cfg.seed), None)
+            for name, e in ends.items()}
+    parts = stream_datasets(root, None, None, fz, "behrt", rows, id_limits=behrt_id_limits(fz))
+    return fz, parts, hasher.hexdigest(), splits

@@ -66,8 +66,19 @@ def _check_init(init_art: Artifact, spec: TaskSpec, model: str) -> bool:
     return from_pretrain
 
 
-def finetune_sequence(run: Run, cfg: FinetuneConfig, out: str | Path | None) -> FinetuneResult:
-    """Train an RNN or BEHRT (``cfg.model``) on ``run``'s task; evaluate tuning and held_out; save to ``out``."""
+# featurize(frozen featurizer or None, split -> (label rows, targets)) -> (featurizer, split -> dataset, data hash)
+Featurize = Callable[[Featurizer | None, dict[str, tuple[pd.DataFrame, np.ndarray | None]]],
+                     tuple[Featurizer, dict[str, SequenceDataset], str]]
+
+
+def finetune_sequence(run: Run, cfg: FinetuneConfig, out: str | Path | None,
+                      featurize: Featurize | None = None) -> FinetuneResult:
+    """Train an RNN or BEHRT (``cfg.model``) on ``run``'s task; evaluate tuning and held_out; save to ``out``.
+
+    ``featurize``: how the splits' rows become datasets; None fits (unless ``--init``) and transforms
+    ``run.events`` in memory. :func:`ehrseq.recipes.streamed.finetune_streamed` passes one that streams a
+    MEDS root's shards through an on-disk store instead (same rows, same arrays).
+    """
     from ehrseq.provenance import training_subjects
 
     events, splits, tl, match, init_art = run.events, run.splits, run.task, run.label_match, run.init
@@ -75,22 +86,27 @@ def finetune_sequence(run: Run, cfg: FinetuneConfig, out: str | Path | None) -> 
     head = head_for(spec.kind)
     _check_monitor(cfg.train.monitor, spec)  # before the (slow) featurizer
     from_pretrain = _check_init(init_art, spec, cfg.model) if init_art is not None else False
+    frozen = None
+    label_names = None
     if init_art is not None:
-        fz = Featurizer.from_dict(init_art.featurizer)  # frozen: the vocabulary the weights were trained on
+        frozen = Featurizer.from_dict(init_art.featurizer)  # frozen: the vocabulary the weights were trained on
         label_names = None if from_pretrain else init_art.config.get("label_names")
-    else:
-        fz = Featurizer(cfg.featurizer).fit(events, splits)
-        label_names = None
+    if featurize is None:
+        fz = frozen or Featurizer(cfg.featurizer).fit(events, splits)
     if label_names is None:
         label_names = _label_names(tl, splits, cfg)
 
-    parts: dict[str, SequenceDataset] = {}
+    rows: dict[str, tuple[pd.DataFrame, np.ndarray | None]] = {}
     for name in ("train", "tuning", "held_out"):
         lab = tl.subset(ids_in(splits, name)).frame
         if name == "train" and cfg.max_train_rows_per_subject:
             lab = subsample_rows(lab, cfg.max_train_rows_per_subject, cfg.seed)
-        fs = fz.transform(events, lab)
-        parts[name] = make_dataset(fs, target_arrays(spec, lab, label_names), fz, cfg.model)
+        rows[name] = (lab, target_arrays(spec, lab, label_names))
+    if featurize is None:
+        parts = {name: make_dataset(fz.transform(events, lab), y, fz, cfg.model) for name, (lab, y) in rows.items()}
+        data_hash = frame_hash(events, ["subject_id", "time", "code", "numeric_value"])
+    else:
+        fz, parts, data_hash = featurize(frozen, rows)
     if len(parts["train"]) == 0:
         raise TargetError(f"no '{spec.name}' label rows in the train split")
     _check_trainable(spec, parts["train"], label_names)
@@ -145,7 +161,7 @@ def finetune_sequence(run: Run, cfg: FinetuneConfig, out: str | Path | None) -> 
             },
             featurizer=fz.to_dict(),
             metrics=metrics,
-            data_hash=frame_hash(events, ["subject_id", "time", "code", "numeric_value"]),
+            data_hash=data_hash,
             split_hash=frame_hash(splits.sort_values("subject_id")),
             train_subjects=training_subjects(splits, init_art),
         )
