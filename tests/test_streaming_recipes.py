@@ -104,3 +104,13 @@ def test_a_bad_row_in_a_shard_raises_the_same_error(root, tmp_path, monkeypatch)
         errors.append(str(e.value))
     assert errors[0] == errors[1]
     assert "1.parquet" in errors[0] and "code" in errors[0]
+
+
+def test_the_mmap_threshold_is_fixed_where_glibc_has_mallopt() -> None:
+    import ctypes.util
+    import platform
+
+    from ehrseq.utils import fix_mmap_threshold
+
+    has_glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" and ctypes.util.find_library("c")
+    assert fix_mmap_threshold() is bool(has_glibc)

@@ -33,7 +33,7 @@ from ehrseq.errors import ConfigError
 from ehrseq.featurize.featurizer import Featurizer
 from ehrseq.registry import PRETRAIN_TARGET  # noqa: F401  (what pretraining artifacts record as their target)
 from ehrseq.split import ids_in
-from ehrseq.utils import frame_hash, seed_everything
+from ehrseq.utils import fix_mmap_threshold, frame_hash, seed_everything
 
 
 def whole_history_labels(events: pd.DataFrame, subject_ids, prefixes_per_subject: int = 1,
@@ -97,6 +97,7 @@ def pretrain(data: Any, *, out: str | Path | None = None, config: FinetuneConfig
     streamed = None if hasattr(data, "events") else _streamed(data, cfg, prefixes_per_subject)
     if streamed is not None:  # a MEDS root with splits: read in batches into an on-disk store (same arrays)
         fz, parts, data_hash, splits = streamed
+        fix_mmap_threshold()  # bounded memory is the point of streaming: keep the heap from growing in training
     else:
         d = data if hasattr(data, "events") else load_data(data)
         splits = resolve_splits(d, cfg)
