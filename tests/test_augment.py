@@ -42,3 +42,27 @@ def test_a_bad_paraphraser_name_is_refused():
         choose_paraphraser(["x"], "grammar_c")
     with pytest.raises(ValueError, match="paraphraser must be one of"):
         TfidfScopeConfig(augment=1, paraphraser="grammar_c")
+
+
+def test_the_text_classifier_passes_its_paraphraser_to_augment(corpora, monkeypatch):
+    from ehrseq.errors import ConfigError
+    from ehrseq.models import text_classifier as tc
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def spy(texts, y, k, seed, paraphraser="auto"):
+        seen.update(k=k, seed=seed, paraphraser=paraphraser)
+        raise Stop
+
+    monkeypatch.setattr(tc, "augmented", spy)
+    df = corpora["alt"]
+    cfg = tc.TextClassifierConfig.from_preset("tiny", augment=2, paraphraser="grammar_b", seed=4)
+    with pytest.raises(Stop):
+        tc.TextClassifier(cfg).fit(df.iloc[:40], df.iloc[40:])
+    assert seen == {"k": 2, "seed": 4, "paraphraser": "grammar_b"}
+    assert tc.TextClassifierConfig.from_dict({}).paraphraser == "auto"  # configs saved before the field
+    with pytest.raises(ConfigError, match="model.paraphraser must be one of"):
+        tc.TextClassifierConfig(paraphraser="grammar_c")

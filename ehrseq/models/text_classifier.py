@@ -112,7 +112,7 @@ class TextClassifier:
         train_texts, y_train = self._check_labelled(train_df, "train_df")
         tune_texts, y_tune = self._check_labelled(tuning_df, "tuning_df")
         if cfg.augment:
-            train_texts, y_train = augmented(train_texts, y_train, cfg.augment, cfg.seed)
+            train_texts, y_train = augmented(train_texts, y_train, cfg.augment, cfg.seed, cfg.paraphraser)
             y_train = y_train.astype(np.float32)
         extra = texts_and_ids(unlabeled)[0] if unlabeled is not None else []
         target = _adapt_texts(adapt_to) if adapt_to is not None and cfg.self_train_rounds > 0 else None

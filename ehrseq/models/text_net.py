@@ -15,6 +15,7 @@ from transformers import PreTrainedModel
 
 from ehrseq.codes import BIOPSY_LABELS
 from ehrseq.errors import ConfigError
+from ehrseq.models.augment import PARAPHRASERS
 from ehrseq.models.outputs import ModelOutput
 
 MODEL_TYPE = "text_classifier"
@@ -59,8 +60,8 @@ class TextClassifierConfig:
     windows per inference batch (windows sorted by length; it changes no probability beyond float rounding).
     ``mark_scopes`` reads every report through :func:`ehrseq.models.scope_marking.mark_scopes` (negated, hedged
     and history words marked) before the tokenizer, in training and in prediction; ``augment`` adds that many
-    label-preserving paraphrases (:func:`ehrseq.models.augment.augmented`: the paraphraser that reads the
-    training style) of each training report. Together
+    label-preserving paraphrases (:func:`ehrseq.models.augment.augmented`; ``paraphraser`` "auto": the one that
+    reads the training style) of each training report. Together
     they took the small model from 0.51 to 0.94 macro AUROC on reports of another style
     (``benchmarks/results/text_out_of_style.md``).
     """
@@ -93,7 +94,8 @@ class TextClassifierConfig:
     labels: tuple[str, ...] = field(default_factory=lambda: tuple(BIOPSY_LABELS))
     device: str = "auto"  # where the loops train (train.device): auto, cpu, cuda or cuda:N
     mark_scopes: bool = False  # negated / hedged / history words marked before tokenisation (train and predict)
-    augment: int = 0  # paraphrases per training report (ehrseq.models.paraphrase)
+    augment: int = 0  # paraphrases per training report (ehrseq.models.augment)
+    paraphraser: str = "auto"  # auto | grammar_a | grammar_b: which paraphraser augment uses (ehrseq.models.augment)
     attention_dropout: float | None = None  # dropout on attention weights (None: ``dropout``); 0: fused kernel
     length_buckets: bool = False  # masked-LM and fine-tuning batches of similar-length reports (less padding)
     predict_batch: int = 32  # windows per inference batch (sorted by length); no effect on the probabilities
@@ -112,6 +114,8 @@ class TextClassifierConfig:
             raise ValueError("self_train_rounds must be >= 0")
         if not isinstance(self.augment, int) or isinstance(self.augment, bool) or self.augment < 0:
             raise ValueError(f"augment must be a whole number >= 0 (paraphrases per report), got {self.augment!r}")
+        if self.paraphraser not in PARAPHRASERS:
+            raise ConfigError(f"model.paraphraser must be one of {list(PARAPHRASERS)}, got {self.paraphraser!r}")
         ad = self.attention_dropout
         if ad is not None and (isinstance(ad, bool) or not isinstance(ad, int | float) or not 0.0 <= ad < 1.0):
             raise ConfigError(f"model.attention_dropout must be a number in [0, 1) or null (= dropout), got {ad!r}")
