@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,14 +21,31 @@ def seed_everything(seed: int) -> None:
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
 
 
-def frame_hash(df: pd.DataFrame, columns: list[str] | None = None) -> str:
+EVENT_HASH_COLUMNS = ("subject_id", "time", "code", "numeric_value")  # an artifact's data_hash covers these
+
+
+class FrameHasher:
+    """:func:`frame_hash` of a frame given in consecutive pieces (:meth:`add`), e.g. batches streamed from
+    disk: the pieces' hash equals that of their concatenation."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = list(columns)
+        self.h = hashlib.sha256()
+        self.h.update(",".join(self.columns).encode())
+
+    def add(self, df: pd.DataFrame) -> FrameHasher:
+        """Hash the next rows (returns self)."""
+        self.h.update(pd.util.hash_pandas_object(df[self.columns], index=False).to_numpy().tobytes())
+        return self
+
+    def hexdigest(self) -> str:
+        """The hash of every row added so far (16 hex digits)."""
+        return self.h.hexdigest()[:16]
+
+
+def frame_hash(df: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
     """A stable sha256 (16 hex) of a frame's contents, for recording what an artifact was trained on."""
-    cols = columns or list(df.columns)
-    h = hashlib.sha256()
-    h.update(",".join(cols).encode())
-    hashed = pd.util.hash_pandas_object(df[cols], index=False).to_numpy()
-    h.update(hashed.tobytes())
-    return h.hexdigest()[:16]
+    return FrameHasher(columns or list(df.columns)).add(df).hexdigest()
 
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number

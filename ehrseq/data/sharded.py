@@ -13,7 +13,6 @@ Set ``EHRSEQ_STREAM=0`` to read every extract whole (the in-memory path).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,10 +25,11 @@ from ehrseq.data.dataset import SequenceDataset
 from ehrseq.data.store import FeatureStore
 from ehrseq.featurize.featurizer import Featurizer
 from ehrseq.io.meds import iter_meds_batches
+from ehrseq.utils import EVENT_HASH_COLUMNS, FrameHasher
 
 STREAM_ENV = "EHRSEQ_STREAM"
 BATCH_ROWS = 1 << 17  # events per batch (about; whole subjects)
-HASH_COLUMNS = ["subject_id", "time", "code", "numeric_value"]
+HASH_COLUMNS = list(EVENT_HASH_COLUMNS)
 
 
 class OutOfOrder(Exception):
@@ -68,21 +68,11 @@ def batches(root: Path, column_map: Mapping[str, str] | None = None, keep: Any =
             yield b
 
 
-class RowHasher:
-    """:func:`ehrseq.utils.frame_hash` of a frame given in consecutive pieces (the same 16 hex digits)."""
+class RowHasher(FrameHasher):
+    """:class:`ehrseq.utils.FrameHasher` over the columns an artifact's data hash covers (default)."""
 
     def __init__(self, columns: list[str] | None = None) -> None:
-        self.columns = list(columns or HASH_COLUMNS)
-        self.h = hashlib.sha256()
-        self.h.update(",".join(self.columns).encode())
-
-    def add(self, df: pd.DataFrame) -> None:
-        """Hash the next rows."""
-        self.h.update(pd.util.hash_pandas_object(df[self.columns], index=False).to_numpy().tobytes())
-
-    def hexdigest(self) -> str:
-        """The hash of every row added so far."""
-        return self.h.hexdigest()[:16]
+        super().__init__(columns or HASH_COLUMNS)
 
 
 def stream_datasets(root: Path, column_map: Mapping[str, str] | None, keep: Any, fz: Featurizer, model: str,

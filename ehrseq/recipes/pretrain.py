@@ -33,7 +33,7 @@ from ehrseq.errors import ConfigError
 from ehrseq.featurize.featurizer import Featurizer
 from ehrseq.registry import PRETRAIN_TARGET  # noqa: F401  (what pretraining artifacts record as their target)
 from ehrseq.split import ids_in
-from ehrseq.utils import fix_mmap_threshold, frame_hash, seed_everything
+from ehrseq.utils import EVENT_HASH_COLUMNS, fix_mmap_threshold, frame_hash, seed_everything
 
 
 def whole_history_labels(events: pd.DataFrame, subject_ids, prefixes_per_subject: int = 1,
@@ -107,7 +107,7 @@ def pretrain(data: Any, *, out: str | Path | None = None, config: FinetuneConfig
             k = prefixes_per_subject if name == "train" else 1  # tuning loss: one whole history per subject
             lab = whole_history_labels(d.events, ids_in(splits, name), k, cfg.seed)
             parts[name] = make_dataset(fz.transform(d.events, lab), None, fz, "behrt")
-        data_hash = frame_hash(d.events, ["subject_id", "time", "code", "numeric_value"])
+        data_hash = frame_hash(d.events, EVENT_HASH_COLUMNS)
     model = build_model("behrt", "mlm", 1, fz, cfg.preset, dict(cfg.model_overrides), None)
     vocab = len(fz.vocab_)
     gen = torch.Generator().manual_seed(cfg.seed)

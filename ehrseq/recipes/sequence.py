@@ -36,7 +36,7 @@ from ehrseq.split import ids_in
 from ehrseq.tasks.arrays import target_arrays
 from ehrseq.tasks.label_files import TaskLabels
 from ehrseq.tasks.spec import TaskSpec
-from ehrseq.utils import frame_hash
+from ehrseq.utils import EVENT_HASH_COLUMNS, frame_hash
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def finetune_sequence(run: Run, cfg: FinetuneConfig, out: str | Path | None,
         rows[name] = (lab, target_arrays(spec, lab, label_names))
     if featurize is None:
         parts = {name: make_dataset(fz.transform(events, lab), y, fz, cfg.model) for name, (lab, y) in rows.items()}
-        data_hash = frame_hash(events, ["subject_id", "time", "code", "numeric_value"])
+        data_hash = frame_hash(events, EVENT_HASH_COLUMNS)
     else:
         fz, parts, data_hash = featurize(frozen, rows)
     if len(parts["train"]) == 0:

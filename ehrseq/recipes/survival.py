@@ -28,7 +28,7 @@ from ehrseq.featurize.featurizer import Featurizer
 from ehrseq.featurize.tabular import tabular_view
 from ehrseq.models.deepsurv import DeepSurvConfig
 from ehrseq.split import ids_in
-from ehrseq.utils import frame_hash
+from ehrseq.utils import EVENT_HASH_COLUMNS, frame_hash
 
 
 def _c_index(y: np.ndarray, risk: np.ndarray, sample_weight: np.ndarray | None = None) -> MetricResult:
@@ -130,7 +130,7 @@ def finetune_survival(run: Any, cfg: FinetuneConfig, out: str | Path | None) -> 
                           "landmark_visit": cfg.landmark_visit, "finetune": config_to_dict(cfg),
                           "embeddings_from": str(embeddings_from) if embeddings_from else None},
             featurizer=fz.to_dict(), metrics=metrics, extras={"split": split_record(splits)},
-            data_hash=frame_hash(events, ["subject_id", "time", "code", "numeric_value"]),
+            data_hash=frame_hash(events, EVENT_HASH_COLUMNS),
             split_hash=frame_hash(splits.sort_values("subject_id")),
             train_subjects=training_subjects(splits, run.init),
         )
