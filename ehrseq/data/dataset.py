@@ -290,13 +290,20 @@ class LengthBucketSampler(Sampler[list[int]]):
             yield from (order[j:j + bs].tolist() for j in range(0, n, bs))
             return
         rng = np.random.default_rng([self.seed, self.epoch])
-        perm = rng.permutation(n)
-        span = self.window * bs
-        parts = [perm[s:s + span] for s in range(0, n, span)]
-        order = np.concatenate([p[np.argsort(self.lengths[p], kind="stable")] for p in parts]) if n else perm
-        batches = [order[j:j + bs] for j in range(0, n, bs)]
+        batches = length_buckets(rng.permutation(n), self.lengths, bs, self.window)
         for k in rng.permutation(len(batches)):
             yield batches[k].tolist()
+
+
+def length_buckets(perm: np.ndarray, lengths: np.ndarray, batch_size: int,
+                   window: int = BUCKET_WINDOW) -> list[np.ndarray]:
+    """``perm`` (a random order of row indices) cut into spans of ``window * batch_size`` rows, each sorted by
+    ``lengths`` (stable), then into batches of ``batch_size`` (the last one shorter): batches of similar-length
+    rows, in span order; the caller shuffles their order with its own generator."""
+    n, span = len(perm), window * batch_size
+    parts = [perm[s:s + span] for s in range(0, n, span)]
+    order = np.concatenate([p[np.argsort(lengths[p], kind="stable")] for p in parts]) if n else perm
+    return [order[j:j + batch_size] for j in range(0, n, batch_size)]
 
 
 def bucketed_batches(ds: SequenceDataset, batch_size: int, seed: int,

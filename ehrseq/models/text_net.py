@@ -14,6 +14,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ehrseq.codes import BIOPSY_LABELS
+from ehrseq.data.dataset import length_buckets
 from ehrseq.errors import ConfigError
 from ehrseq.models.augment import PARAPHRASERS
 from ehrseq.models.outputs import ModelOutput
@@ -317,14 +318,11 @@ def _mlm_loss(mlm: nn.Module, b: _TextBatch) -> torch.Tensor | None:
 
 def _length_batches(rows: torch.Tensor, lengths: np.ndarray, size: int, gen: torch.Generator,
                     pool: int = 50) -> list[list[int]]:
-    """``rows`` (a random order) cut into pools of ``pool`` batches; each pool sorted by ``lengths`` (stable) and
-    cut into batches of ``size``; the batches then shuffled with ``gen``: batches of similar-length items."""
-    order = rows.tolist()
-    out: list[list[int]] = []
-    for start in range(0, len(order), size * pool):
-        chunk = sorted(order[start: start + size * pool], key=lambda r: lengths[r])
-        out += [chunk[i: i + size] for i in range(0, len(chunk), size)]
-    return [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
+    """``rows`` (a random order) in batches of ``size`` items of similar length
+    (:func:`ehrseq.data.dataset.length_buckets`, sorting windows of ``pool`` batches), the batches' order then
+    shuffled with ``gen``."""
+    out = length_buckets(rows.numpy(), np.asarray(lengths), size, pool)
+    return [out[i].tolist() for i in torch.randperm(len(out), generator=gen).tolist()]
 
 
 def _report_lengths(w: Windows, n: int) -> np.ndarray:
