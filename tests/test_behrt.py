@@ -15,6 +15,19 @@ VOCAB = 40
 HEADS = ("mlm", "binary", "multilabel", "regression")
 
 
+def short_window_rows(cohort, splits, labels, n_subjects: int):
+    """The first ``n_subjects`` subjects' events, splits and CDAI rows, a featurizer fitted on them with a short
+    window (max_len 40: many truncated rows) and its FeatureSet of the rows."""
+    from ehrseq.featurize.featurizer import Featurizer, FeaturizerConfig
+
+    keep = sorted(cohort.events["subject_id"].unique())[:n_subjects]
+    ev = cohort.events.loc[cohort.events["subject_id"].isin(keep)].reset_index(drop=True)
+    sp = splits.loc[splits["subject_id"].isin(keep)].reset_index(drop=True)
+    lab = labels.loc[labels["subject_id"].isin(keep)].reset_index(drop=True)
+    fz = Featurizer(FeaturizerConfig(max_len=40)).fit(ev, sp)
+    return ev, sp, lab, fz, fz.transform(ev, lab)
+
+
 def make_batch(n: int = 4, length: int = 16, seed: int = 0, n_labels: int = 1) -> Batch:
     """Random patients in BEHRT layout ``[CLS] codes [SEP] codes [SEP] ...``, right-padded to ``length``."""
     g = torch.Generator().manual_seed(seed)

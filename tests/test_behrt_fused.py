@@ -14,13 +14,12 @@ import torch.nn.functional as F
 
 from ehrseq.config import load_config
 from ehrseq.data.dataset import LengthOrdered, bucketed_batches
-from ehrseq.featurize.featurizer import Featurizer, FeaturizerConfig
 from ehrseq.models import behrt_encoder
 from ehrseq.models.behrt import BehrtModel, behrt_tiny
 from ehrseq.models.behrt_encoder import attention
 from ehrseq.registry import build_model, make_dataset
 from ehrseq.train.trainer import TrainConfig, predict_logits, train
-from tests.test_behrt import VOCAB, make_batch
+from tests.test_behrt import VOCAB, make_batch, short_window_rows
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -28,12 +27,8 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 @pytest.fixture(scope="module")
 def rows60(cohort, splits, labels):
     """60 subjects' CDAI rows (lengths vary), featurized with a short window, and their fitted featurizer."""
-    keep = sorted(cohort.events["subject_id"].unique())[:60]
-    ev = cohort.events.loc[cohort.events["subject_id"].isin(keep)].reset_index(drop=True)
-    sp = splits.loc[splits["subject_id"].isin(keep)].reset_index(drop=True)
-    lab = labels.loc[labels["subject_id"].isin(keep)].reset_index(drop=True)
-    fz = Featurizer(FeaturizerConfig(max_len=40)).fit(ev, sp)
-    return lab, fz, fz.transform(ev, lab)
+    _, _, lab, fz, fs = short_window_rows(cohort, splits, labels, 60)
+    return lab, fz, fs
 
 
 def _written_out(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:

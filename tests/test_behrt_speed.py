@@ -24,18 +24,13 @@ from ehrseq.models.masking import mask_codes
 from ehrseq.registry import behrt_id_limits, build_model, make_dataset
 from ehrseq.train.trainer import TrainConfig, predict_logits, train
 from tests.conftest import MIMIC_COLUMN_MAP
-from tests.test_behrt import VOCAB, make_batch, rows
+from tests.test_behrt import VOCAB, make_batch, rows, short_window_rows
 
 
 @pytest.fixture(scope="module")
 def small(cohort, splits, labels):
     """80 subjects' CDAI rows featurized with a short window (many truncated rows, pinned serology)."""
-    keep = sorted(cohort.events["subject_id"].unique())[:80]
-    ev = cohort.events.loc[cohort.events["subject_id"].isin(keep)].reset_index(drop=True)
-    sp = splits.loc[splits["subject_id"].isin(keep)].reset_index(drop=True)
-    lab = labels.loc[labels["subject_id"].isin(keep)].reset_index(drop=True)
-    fz = Featurizer(FeaturizerConfig(max_len=40)).fit(ev, sp)
-    return ev, sp, lab, fz, fz.transform(ev, lab)
+    return short_window_rows(cohort, splits, labels, 80)
 
 
 def _assert_views_equal(fs, max_len: int, max_visits: int, positions: str) -> None:
