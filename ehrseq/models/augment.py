@@ -28,7 +28,7 @@ def recognised(name: str, texts: Sequence[str]) -> int:
         _, _, _, traces = paraphrase.paraphrase_with_trace(list(texts), np.zeros((len(texts), 1)), 1, 0)
         return sum(any(s.concept in BIOPSY_LABELS for s in tr) for tr in traces)
     if name == "grammar_b":
-        return sum(any(a.concept in BIOPSY_LABELS and a.polarity in paraphrase_alt._LABELLING
+        return sum(any(a.concept in BIOPSY_LABELS and a.polarity in paraphrase_alt.LABELLING
                        for a in paraphrase_alt.assertions_alt(t)) for t in texts)
     raise ValueError(f"paraphraser must be one of {list(PARAPHRASERS[1:])}, got {name!r}")
 

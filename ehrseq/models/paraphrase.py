@@ -33,7 +33,9 @@ from ehrseq.models.negation_cues import POST_NEG, PRE_NEG, WORD
 
 
 class Substitution(NamedTuple):
-    """One (concept, polarity) a variant re-worded; ``superseded``: it lies before a revising addendum."""
+    """One (concept, polarity) a paraphraser recognised in a statement (and re-worded, in a variant's trace);
+    ``superseded``: it lies before a revising addendum. Both paraphrasers (grammar A here, grammar B in
+    :mod:`ehrseq.models.paraphrase_alt`) report in these records."""
 
     concept: str
     polarity: str

@@ -23,26 +23,18 @@ import random
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import NamedTuple
 
 import numpy as np
 
 from ehrseq.errors import DataValidationError
 from ehrseq.models import report_lexicon_alt as lx
+from ehrseq.models.paraphrase import Substitution  # one assertion record for both paraphrasers
 from ehrseq.models.report_lexicon_alt import ABS, AFF, HEDGED, POLARITIES, Family
 
-__all__ = ["POLARITIES", "Substitution", "assertions_alt", "augmented_alt", "find_statements_alt",
+__all__ = ["LABELLING", "POLARITIES", "Substitution", "assertions_alt", "augmented_alt", "find_statements_alt",
            "paraphrase_alt_report"]
 log = logging.getLogger(__name__)
-_LABELLING = (AFF, ABS, HEDGED)
-
-
-class Substitution(NamedTuple):
-    """One assertion of a statement: its concept, polarity, and whether a revising addendum supersedes it."""
-
-    concept: str
-    polarity: str
-    superseded: bool
+LABELLING = (AFF, ABS, HEDGED)  # polarities that set a label (not a request or history)
 
 
 @dataclass
@@ -384,7 +376,7 @@ def augmented_alt(texts: list[str], y: np.ndarray, k: int, seed: int) -> tuple[l
         raise DataValidationError(f"label rows ({0 if y.ndim == 0 else y.shape[0]}) do not match the "
                                   f"{len(texts)} texts", column="labels",
                                   hint="pass one label row per report, in the same order")
-    labelled = [i for i, t in enumerate(texts) if any(a.polarity in _LABELLING for a in assertions_alt(t))]
+    labelled = [i for i, t in enumerate(texts) if any(a.polarity in LABELLING for a in assertions_alt(t))]
     if texts and len(labelled) < len(texts) / 2:
         log.warning("paraphrase_alt recognised a labelled statement in only %d of %d reports; the rest are "
                     "not augmented", len(labelled), len(texts))
