@@ -45,9 +45,10 @@ log = logging.getLogger("ehrseq.api")
 _NO_EVENTS = pd.DataFrame({"subject_id": pd.Series([], dtype="int64")})
 
 
-def streamable(data: Any, cfg: FinetuneConfig, has_labels: bool, code_map: Any) -> Path | None:
-    """The MEDS root :func:`finetune_streamed` can stream ``data`` from under ``cfg``, or None (read whole)."""
-    if has_labels or cfg.labels is not None or cfg.task is not None or code_map is not None or cfg.sites:
+def streamable(data: Any, cfg: FinetuneConfig) -> Path | None:
+    """The MEDS root :func:`finetune_streamed` can stream ``data`` from under ``cfg``, or None (read whole).
+    A label file or code map given to :func:`ehrseq.api.finetune` itself is its caller's to rule out."""
+    if cfg.labels is not None or cfg.task is not None or cfg.sites:
         return None
     if cfg.split.strategy != "data" or cfg.model not in SEQUENCE_MODELS:
         return None
@@ -63,7 +64,7 @@ def finetune_streamed(data: Any, cfg: FinetuneConfig, out: str | Path | None, *,
     from ehrseq.artifacts import load_artifact
     from ehrseq.provenance import check_init_overlap
 
-    root = streamable(data, cfg, False, None)
+    root = streamable(data, cfg)
     if root is None:
         return None
     splits = resolve_splits(LoadedData(_NO_EVENTS, read_subject_splits(root), None, "meds"), cfg)
