@@ -214,7 +214,7 @@ class TextClassifier:
         special = torch.tensor(sorted(set(tok.all_special_ids)))
         n_win = len(w.ids)
         bs = max(cfg.batch_size * 2, 8)
-        lengths = np.fromiter(map(len, w.ids), np.int64, n_win)
+        lengths = w.lengths()
 
         def batches(_epoch: int) -> Iterator[_TextBatch]:
             perm = torch.randperm(n_win, generator=gen)
@@ -335,7 +335,7 @@ class TextClassifier:
             net.eval()
         dev = model_device(nets[0])
         best = np.full((len(nets), n, k), -np.inf, dtype=np.float32)  # per report: max logit over its windows
-        order = np.argsort(np.fromiter(map(len, w.ids), np.int64, len(w.ids)), kind="stable")
+        order = np.argsort(w.lengths(), kind="stable")
         for start in range(0, len(order), self.config.predict_batch):
             rows = order[start: start + self.config.predict_batch]
             ids, att = (t.to(dev) for t in _pad([w.ids[j] for j in rows], self.tokenizer_.pad_token_id))

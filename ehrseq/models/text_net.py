@@ -217,6 +217,10 @@ class Windows:
         """(n,) number of windows of each of ``n`` reports."""
         return np.bincount(self.report, minlength=n)
 
+    def lengths(self) -> np.ndarray:
+        """(W,) token count of each window."""
+        return np.fromiter(map(len, self.ids), np.int64, len(self.ids))
+
 
 def choose_thresholds(y: np.ndarray, p: np.ndarray, metric: str = "f1") -> np.ndarray:
     """(K,) per-label cut-offs on tuning data maximising F1 or Youden's J; 0.5 where a label has one class.
@@ -328,5 +332,5 @@ def _length_batches(rows: torch.Tensor, lengths: np.ndarray, size: int, gen: tor
 def _report_lengths(w: Windows, n: int) -> np.ndarray:
     """(n,) the longest window of each report (what its rows of a batch are padded to)."""
     out = np.zeros(n, dtype=np.int64)
-    np.maximum.at(out, w.report, np.fromiter(map(len, w.ids), np.int64, len(w.ids)))
+    np.maximum.at(out, w.report, w.lengths())
     return out
