@@ -218,7 +218,8 @@ def write_markdown(a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
         "three calls); speed-ups are old / new time in this run",
         f"- AUROC: mean and range over the seeds; CI: {a.n_boot} row-bootstrap resamples of the seed-averaged "
         "macro AUROC",
-        f"- old vs 'new, same training', run on {seeds_same}: largest probability difference {diff:.1e}",
+        f"- old = the ehrseq of git {a.baseline_ref}; old vs 'new, same training', run on {seeds_same}: largest "
+        f"probability difference {diff:.1e}",
         "", *lines,
     ])
     old = RESULTS / "text_speed.md"  # the hand-written findings below the table survive a rerun
