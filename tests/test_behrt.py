@@ -349,6 +349,24 @@ def test_embed_matches_the_forward_representation_including_token_values() -> No
         assert not torch.allclose(m.embed(b), m.embed(dataclasses.replace(b, value_num=None)))
 
 
+def test_input_embedding_is_the_layer_normed_sum_of_its_seven_terms_and_trains_each() -> None:
+    """BEHRT's input vector (Li et al.): code + age + segment + position + time + value-bin embeddings, plus the
+    value channel's weight times the token's value, then LayerNorm. Written out here against the in-place sum
+    the model uses (issue #15), with gradients reaching every table."""
+    b, m = make_batch(n=3, length=12, seed=5), tiny("binary")
+    num = torch.randn(b.code_ids.shape, generator=torch.Generator().manual_seed(1)) * b.attention_mask
+    e = m.embeddings.eval()
+    want = e.LayerNorm(e.code.weight[b.code_ids] + e.age.weight[b.age_ids] + e.segment.weight[b.segment_ids]
+                       + e.position.weight[b.position_ids] + e.time.weight[b.time_ids] + e.value.weight[b.value_ids]
+                       + num[..., None] * e.value_num.weight[:, 0])
+    got = e(b.code_ids, b.age_ids, b.segment_ids, b.position_ids, b.time_ids, b.value_ids, num)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    got.pow(2).sum().backward()
+    for name in ("code", "age", "segment", "position", "time", "value", "value_num"):
+        grad = getattr(e, name).weight.grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
 def test_fixed_masks_depend_on_the_row_not_on_its_batch_or_padding() -> None:
     from ehrseq.models.masking import fixed_mask_codes
 

@@ -209,16 +209,17 @@ class BehrtEmbeddings(nn.Module):
         value_num: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, L) ids (and optional (B, L) values) -> (B, L, H) summed, normalised embeddings."""
-        x = (
-            self.code(code_ids)
-            + self.age(age_ids)
-            + self.segment(segment_ids)
-            + self.position(position_ids)
-            + self.time(time_ids)
-            + self.value(value_ids)
-        )  # (B, L, H)
+        # Summed in place into the first lookup (a fresh tensor), and the value term as a broadcast product
+        # rather than a K=1 matrix product: 23% less time than out-of-place sums and nn.Linear(1, H) at
+        # (256, 88, 64), 18% less forward + backward (issue #15); the same sum in fp32.
+        x = self.code(code_ids)  # (B, L, H)
+        x += self.age(age_ids)
+        x += self.segment(segment_ids)
+        x += self.position(position_ids)
+        x += self.time(time_ids)
+        x += self.value(value_ids)
         if value_num is not None:  # (B, L) float, 0 where the token has no value
-            x = x + self.value_num(value_num.unsqueeze(-1).to(x.dtype))
+            x += value_num.unsqueeze(-1).to(x.dtype) * self.value_num.weight[:, 0]
         return self.dropout(self.LayerNorm(x))
 
 
