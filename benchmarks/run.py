@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 ALL = ("featurize", "sequence_models", "behrt_speed", "memory", "deepsurv_real", "deepsurv_synth", "text_biopsy",
-       "text_out_of_style", "scoring", "cli_startup", "real_tasks", "token_window")  # the last two read the MIMIC demo at ../shared (or pass --data to each)
+       "text_out_of_style", "scoring", "cli_startup", "kernels", "real_tasks", "token_window")  # the last two read the MIMIC demo at ../shared (or pass --data to each)
 
 
 def main() -> int:
